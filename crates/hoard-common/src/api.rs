@@ -1,0 +1,131 @@
+//! JSON bodies of the worker's HTTP API (see docs/worker-http.md). Field names are camelCase on
+//! the wire; both the worker and the client use these types so they cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// URL prefix under which a worker serves file bytes: `GET /files/a/b.bin` reads `/a/b.bin`.
+pub const FILES_PREFIX: &str = "/files";
+pub const STAT_ROUTE: &str = "/api/v1/stat";
+pub const LIST_ROUTE: &str = "/api/v1/list";
+pub const HEALTH_ROUTE: &str = "/health";
+pub const METRICS_ROUTE: &str = "/metrics";
+
+/// Response header carrying the answering worker's identity.
+pub const WORKER_ID_HEADER: &str = "x-hoard-worker-id";
+/// Response header carrying the file version the bytes belong to.
+pub const VERSION_HEADER: &str = "x-hoard-file-version";
+/// Response header carrying how many bytes of the file the worker has cached.
+pub const CACHED_BYTES_HEADER: &str = "x-hoard-cached-bytes";
+
+/// Status of one file or directory, as a worker sees it through the UFS and its page store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStat {
+    pub path: String,
+    pub is_dir: bool,
+    pub length: u64,
+    /// Milliseconds since the Unix epoch, when the UFS reports it.
+    pub modification_time_ms: Option<i64>,
+    pub etag: Option<String>,
+    /// The version pages are keyed by: changes whenever the UFS file does.
+    pub version: String,
+    pub cached_bytes: u64,
+    pub page_size: u64,
+}
+
+/// One entry of a directory listing (streamed as newline-delimited JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListEntry {
+    pub path: String,
+    pub name: String,
+    pub is_dir: bool,
+    pub length: u64,
+    pub modification_time_ms: Option<i64>,
+}
+
+/// A worker's answer to `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerHealth {
+    pub id: String,
+    pub address: String,
+    pub status: String,
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub cached_pages: u64,
+    pub version: String,
+}
+
+/// Every error body: `{"error": "...", "code": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+}
+
+/// Stable, machine-readable error codes.
+pub mod codes {
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const INVALID_PATH: &str = "INVALID_PATH";
+    pub const RANGE_NOT_SATISFIABLE: &str = "RANGE_NOT_SATISFIABLE";
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const IS_A_DIRECTORY: &str = "IS_A_DIRECTORY";
+    pub const NOT_A_DIRECTORY: &str = "NOT_A_DIRECTORY";
+    pub const UFS_ERROR: &str = "UFS_ERROR";
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// Percent-encodes a Hoard path for use after [`FILES_PREFIX`] in a URL, keeping `/`.
+pub fn encode_path_for_url(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        let keep = byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~');
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Encodes a value for a URL query string (everything but unreserved characters escaped).
+pub fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_paths() {
+        assert_eq!(encode_path_for_url("/a b/c%d.bin"), "/a%20b/c%25d.bin");
+        assert_eq!(encode_query_value("/a&b=c"), "/a%26b%3Dc");
+    }
+
+    #[test]
+    fn stat_is_camel_case() {
+        let stat = FileStat {
+            path: "/a".into(),
+            is_dir: false,
+            length: 1,
+            modification_time_ms: Some(2),
+            etag: None,
+            version: "v".into(),
+            cached_bytes: 0,
+            page_size: 1,
+        };
+        let json = serde_json::to_string(&stat).unwrap();
+        assert!(json.contains("\"cachedBytes\":0") && json.contains("\"modificationTimeMs\":2"), "{json}");
+    }
+}
