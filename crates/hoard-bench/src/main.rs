@@ -1,3 +1,169 @@
-fn main() {
-    println!("Hello, world!");
+//! `hoard-bench`: Hoard against its peers, side by side, in one run, through the same load
+//! generator (wrk) on loopback. Prints markdown tables for docs/benchmarks.md.
+//!
+//! Needs `target/release/hoard` (build it with `cargo build --release` first), `wrk` and
+//! `nginx` (scripts/setup-test-deps.sh installs both).
+
+mod peers;
+mod ring_bench;
+mod wrk;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "hoard-bench", about = "Benchmarks comparing Hoard with its peers")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct DataArgs {
+    /// Size of the benchmark file.
+    #[arg(long, default_value = "1GiB")]
+    size: String,
+    /// Seconds per wrk measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Measurements per peer (medians are reported); peers alternate run by run.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Working directory (data, page store, nginx config). A temp dir when absent.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Warm sequential 4MiB reads and warm random 64KiB reads: a worker vs nginx; cold read
+    /// through a worker vs the UFS directory; worker RSS.
+    Read(DataArgs),
+    /// Ring lookup, build time, memory, balance and movement at 10/100/1000 workers.
+    Ring {
+        /// Paths used for balance and movement figures.
+        #[arg(long, default_value_t = 1_000_000)]
+        paths: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Ring { paths } => {
+            let rows = ring_bench::run(paths);
+            println!("{}", ring_bench::to_markdown(&rows));
+            Ok(())
+        }
+        Scenario::Read(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(read_benchmarks(args))
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values[values.len() / 2]
+}
+
+async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
+    let size = hoard_config::parse_size(&args.size).map_err(|err| anyhow::anyhow!("--size: {err}"))?;
+    let temp = tempfile::Builder::new().prefix("hoard-bench").tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let data_root = dir.join("ufs");
+    let file_name = "bench/data.bin";
+    let data_file = data_root.join(file_name);
+    peers::write_data_file(&data_file, size)?;
+    let hoard_bin = peers::hoard_binary()?;
+    let duration = Duration::from_secs(args.seconds);
+
+    let nginx = peers::Nginx::start(&dir.join("nginx"), &data_root)?;
+    let worker = peers::Worker::start(&hoard_bin, &dir.join("worker"), &data_root, size)?;
+    let nginx_url = format!("http://{}/{file_name}", nginx.address);
+    let worker_url = format!("http://{}/files/{file_name}", worker.address);
+
+    // Warm both: the whole file through the worker into its page store, and into the OS cache.
+    peers::read_all(&worker_url, size).await.context("warming the worker")?;
+    peers::read_all(&nginx_url, size).await.context("warming nginx")?;
+
+    let chunk = 4u64 << 20;
+    let mut sequential = [Vec::new(), Vec::new()];
+    let mut random_rps = [Vec::new(), Vec::new()];
+    let mut random_p50 = [Vec::new(), Vec::new()];
+    let mut random_p99 = [Vec::new(), Vec::new()];
+    for run in 0..args.runs {
+        for (peer, url) in [(0, &worker_url), (1, &nginx_url)] {
+            let seq = wrk::run(url, &wrk::Pattern::Sequential { size, chunk }, 1, 1, duration)?;
+            sequential[peer].push(seq.requests_per_sec * chunk as f64 / 1e6);
+            let random = wrk::run(url, &wrk::Pattern::Random { size, len: 64 << 10 }, 2, 16, duration)?;
+            random_rps[peer].push(random.requests_per_sec);
+            random_p50[peer].push(random.p50_ms);
+            random_p99[peer].push(random.p99_ms);
+            eprintln!(
+                "run {run} {}: sequential {:.0} MB/s, random {:.0} req/s p50 {:.3}ms p99 {:.3}ms",
+                if peer == 0 { "hoard" } else { "nginx" },
+                sequential[peer].last().copied().unwrap_or_default(),
+                random.requests_per_sec,
+                random.p50_ms,
+                random.p99_ms
+            );
+        }
+    }
+    let worker_rss = worker.peak_rss_kib()?;
+    let worker_pages = worker.cached_pages().await?;
+    drop(worker);
+    drop(nginx);
+
+    // Cold: a fresh worker (empty page store) per run vs reading the UFS file directly.
+    let mut cold_hoard = Vec::new();
+    let mut cold_ufs = Vec::new();
+    for run in 0..args.runs {
+        let started = Instant::now();
+        peers::read_file_directly(&data_file, chunk)?;
+        cold_ufs.push(size as f64 / 1e6 / started.elapsed().as_secs_f64());
+        let cold_dir = dir.join(format!("cold-{run}"));
+        let fresh = peers::Worker::start(&hoard_bin, &cold_dir, &data_root, size)?;
+        let url = format!("http://{}/files/{file_name}", fresh.address);
+        let started = Instant::now();
+        let bytes = peers::read_all(&url, size).await?;
+        cold_hoard.push(bytes as f64 / 1e6 / started.elapsed().as_secs_f64());
+        if bytes != size {
+            bail!("cold read returned {bytes} bytes, expected {size}");
+        }
+        drop(fresh);
+        let _ = std::fs::remove_dir_all(&cold_dir);
+        eprintln!("run {run} cold: hoard {:.0} MB/s, ufs {:.0} MB/s", cold_hoard[run], cold_ufs[run]);
+    }
+
+    let seq_h = median(&mut sequential[0]);
+    let seq_n = median(&mut sequential[1]);
+    let rps_h = median(&mut random_rps[0]);
+    let rps_n = median(&mut random_rps[1]);
+    let p50_h = median(&mut random_p50[0]);
+    let p50_n = median(&mut random_p50[1]);
+    let p99_h = median(&mut random_p99[0]);
+    let p99_n = median(&mut random_p99[1]);
+    let cold_h = median(&mut cold_hoard);
+    let cold_u = median(&mut cold_ufs);
+    println!("File: {} ({size} bytes); {} runs of {}s per peer; medians.\n", args.size, args.runs, args.seconds);
+    println!("| scenario | hoard | peer | ratio (hoard/peer) | goal |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!("| warm sequential 4MiB reads, 1 connection (MB/s) vs nginx | {seq_h:.0} | {seq_n:.0} | {:.2} | >= 0.8 |", seq_h / seq_n);
+    println!("| warm random 64KiB reads, 16 connections (req/s) vs nginx | {rps_h:.0} | {rps_n:.0} | {:.2} | >= 0.8 |", rps_h / rps_n);
+    println!("| ... p50 latency (ms) | {p50_h:.3} | {p50_n:.3} | {:.2} | |", p50_h / p50_n);
+    println!("| ... p99 latency (ms) | {p99_h:.3} | {p99_n:.3} | {:.2} | <= 2.0 |", p99_h / p99_n);
+    println!("| cold sequential read (MB/s) vs reading the UFS dir | {cold_h:.0} | {cold_u:.0} | {:.2} | >= 0.7 |", cold_h / cold_u);
+    println!();
+    println!(
+        "Worker peak RSS while serving (VmHWM): {:.1} MiB with {worker_pages} pages cached.",
+        worker_rss as f64 / 1024.0
+    );
+    Ok(())
 }

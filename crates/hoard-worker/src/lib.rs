@@ -1,14 +1,51 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The Hoard worker: resolves Hoard paths through the mount table, serves range reads from its
+//! page store, fills misses from the UFS one page at a time (concurrent misses coalesce), and
+//! exposes stat, list, health and metrics over HTTP (docs/worker-http.md).
+
+pub mod identity;
+pub mod metrics;
+pub mod range;
+mod reader;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use reader::{ReadError, WorkerState};
+pub use server::{router, serve};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot read or create worker identity file {path}: {source}")]
+    Identity { path: PathBuf, source: std::io::Error },
+    #[error("worker identity file {path} does not hold a UUID: {reason}")]
+    InvalidIdentity { path: PathBuf, reason: String },
+    #[error(transparent)]
+    PageStore(#[from] hoard_pagestore::PageStoreError),
+    #[error(transparent)]
+    Ufs(#[from] hoard_ufs::UfsError),
+    #[error("cannot bind {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("worker server failed: {0}")]
+    Serve(std::io::Error),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+/// Opens everything a worker needs (identity, page store with recovery, mount table).
+/// Blocking: call before entering the server, or from a blocking thread.
+/// `address` is what the worker advertises (`host:port`, the port it actually bound).
+pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<Arc<WorkerState>, WorkerError> {
+    let worker_id = identity::load_or_create(&config.worker.identity_file)?;
+    let store = hoard_pagestore::PageStore::open(hoard_pagestore::PageStoreConfig {
+        dirs: config.worker.page_store_dirs.clone(),
+        capacities: config.worker.page_store_sizes.clone(),
+        page_size: config.worker.page_size,
+    })?;
+    let mounts = hoard_ufs::MountTable::from_config(&config.ufs)?;
+    Ok(Arc::new(WorkerState::new(
+        worker_id,
+        address,
+        mounts,
+        Arc::new(store),
+        config.user.metadata_max_age,
+    )))
 }

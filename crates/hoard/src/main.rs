@@ -1,3 +1,109 @@
-fn main() {
-    println!("Hello, world!");
+//! `hoard`: the command line. Argument parsing and printing only; the work is in the library
+//! crates (client, worker) and in `local` (processes of a one-machine cluster).
+
+mod fs;
+mod info;
+mod local;
+mod output;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use hoard_config::SiteConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "hoard", version, about = "Hoard: a distributed data cache in front of S3 and shared file systems")]
+struct Cli {
+    /// Configuration directory (holds hoard-site.properties and workers). Defaults to
+    /// $HOARD_CONF_DIR, then ./conf.
+    #[arg(long, global = true, value_name = "DIR")]
+    conf: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read the UFS through Hoard: ls, cat, stat, location, cp.
+    #[command(subcommand)]
+    Fs(fs::FsCommand),
+    /// Cluster information.
+    #[command(subcommand)]
+    Info(info::InfoCommand),
+    /// Run a worker in the foreground.
+    Worker(worker::WorkerArgs),
+    /// Run a whole cluster on this machine as background processes.
+    #[command(subcommand)]
+    Local(local::LocalCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_daemon = matches!(cli.command, Command::Worker(_));
+    init_tracing(is_daemon);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("hoard: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("hoard: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(is_daemon: bool) {
+    let default = if is_daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Fs(command) => fs::run(command, &load_config(cli.conf.as_deref())?).await,
+        Command::Info(command) => info::run(command, &load_config(cli.conf.as_deref())?).await,
+        Command::Worker(args) => worker::run(args, load_config(cli.conf.as_deref())?).await,
+        Command::Local(command) => local::run(command).await,
+    }
+}
+
+/// Reads the conf dir once; unknown keys are logged as warnings, bad values are errors.
+pub fn load_config(cli_conf: Option<&std::path::Path>) -> anyhow::Result<SiteConfig> {
+    let env_value = std::env::var(hoard_config::CONF_DIR_ENV).ok();
+    let conf_dir = hoard_config::resolve_conf_dir(cli_conf, env_value.as_deref());
+    let loaded = SiteConfig::load(&conf_dir).with_context(|| format!("cannot load configuration from {}", conf_dir.display()))?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+        if !tracing::enabled!(tracing::Level::WARN) {
+            eprintln!("hoard: warning: {warning}");
+        }
+    }
+    Ok(loaded.config)
 }

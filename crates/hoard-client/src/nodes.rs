@@ -1,0 +1,133 @@
+//! Probing workers and building the ring over them.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use hoard_common::api::{WorkerHealth, HEALTH_ROUTE};
+use hoard_common::HoardPath;
+use hoard_config::UserConfig;
+use hoard_meta::{Liveness, Membership};
+use hoard_ring::Ring;
+use serde::Serialize;
+
+use crate::{build_ring, ClientError};
+
+/// One registered worker and whether it answers now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// The identity hashed onto the ring.
+    pub ring_identity: String,
+    /// The worker's persistent UUID, when known (from membership or its health answer).
+    pub worker_id: Option<String>,
+    pub address: String,
+    pub online: bool,
+    pub capacity_bytes: Option<u64>,
+    pub used_bytes: Option<u64>,
+    /// Why the worker is considered offline.
+    pub error: Option<String>,
+}
+
+/// Nodes plus the ring built over the ones that count (online only for a dynamic ring).
+#[derive(Debug)]
+pub struct ClusterView {
+    pub nodes: Vec<NodeStatus>,
+    ring_nodes: Vec<NodeStatus>,
+    ring: Ring,
+}
+
+impl ClusterView {
+    pub fn new(nodes: Vec<NodeStatus>, user: &UserConfig) -> ClusterView {
+        let ring_nodes: Vec<NodeStatus> = if user.dynamic_ring {
+            nodes.iter().filter(|node| node.online).cloned().collect()
+        } else {
+            nodes.clone()
+        };
+        let ring = build_ring(&ring_nodes, user);
+        ClusterView { nodes, ring_nodes, ring }
+    }
+
+    /// Up to `count` nodes for `path`, best first.
+    pub fn candidates(&self, path: &HoardPath, count: usize) -> Vec<NodeStatus> {
+        self.ring
+            .candidates(path.as_str(), count)
+            .into_iter()
+            .filter_map(|index| self.ring_nodes.get(index).cloned())
+            .collect()
+    }
+
+    /// Every ring node in failover order for `path`.
+    pub fn failover_order(&self, path: &HoardPath) -> Vec<NodeStatus> {
+        self.candidates(path, self.ring_nodes.len())
+    }
+
+    pub fn ring_size(&self) -> usize {
+        self.ring_nodes.len()
+    }
+}
+
+/// Asks every registered worker for its health, in parallel, each bounded by the connect and
+/// read timeouts.
+pub async fn probe(http: &reqwest::Client, membership: &dyn Membership, user: &UserConfig) -> Result<ClusterView, ClientError> {
+    let members = membership.members().await?;
+    let deadline = user.connect_timeout + user.read_timeout.min(Duration::from_secs(5));
+    let probes = members.into_iter().map(|member| async move {
+        let address = member.address.to_string();
+        let url = format!("http://{address}{HEALTH_ROUTE}");
+        let answer = tokio::time::timeout(deadline, async {
+            let response = http.get(&url).send().await.map_err(|err| describe_reqwest(&err))?;
+            if !response.status().is_success() {
+                return Err(format!("health answered {}", response.status()));
+            }
+            response.json::<WorkerHealth>().await.map_err(|err| describe_reqwest(&err))
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")));
+        let known_offline = member.liveness == Liveness::Offline;
+        match answer {
+            Ok(health) => NodeStatus {
+                ring_identity: member.ring_identity,
+                worker_id: member.worker_id.or(Some(health.id)),
+                address,
+                online: !known_offline,
+                capacity_bytes: member.capacity_bytes.or(Some(health.capacity_bytes)),
+                used_bytes: Some(health.used_bytes),
+                error: None,
+            },
+            Err(reason) => NodeStatus {
+                ring_identity: member.ring_identity,
+                worker_id: member.worker_id,
+                address,
+                online: false,
+                capacity_bytes: member.capacity_bytes,
+                used_bytes: None,
+                error: Some(reason),
+            },
+        }
+    });
+    let nodes = join_all(probes).await;
+    Ok(ClusterView::new(nodes, user))
+}
+
+/// A short reason for a failed request, including its cause chain (reqwest hides the useful
+/// part, e.g. "connection refused", in the source).
+pub fn describe_reqwest(err: &reqwest::Error) -> String {
+    let mut message = if err.is_timeout() {
+        "timed out".to_string()
+    } else if err.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    let mut last = String::new();
+    while let Some(cause) = source {
+        last = cause.to_string();
+        source = cause.source();
+    }
+    if !last.is_empty() {
+        message.push_str(": ");
+        message.push_str(&last);
+    }
+    message
+}

@@ -1,0 +1,216 @@
+//! The read path: UFS status (cached, bounded age) -> page keys -> pages from the store, misses
+//! filled from the UFS once however many readers want them.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hoard_common::HoardPath;
+use hoard_pagestore::{FileId, PageKey, PageStore, PageStoreError};
+use hoard_ufs::{MountTable, UfsError, UfsStatus};
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+
+use crate::metrics::WorkerMetrics;
+
+/// Most UFS statuses remembered; past it the oldest are dropped.
+const METADATA_CACHE_ENTRIES: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Ufs(#[from] UfsError),
+    #[error("file changed in the ufs while it was being read: {0}")]
+    FileChanged(HoardPath),
+    #[error(transparent)]
+    Store(#[from] PageStoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One version of one file, as the read path needs it.
+#[derive(Debug, Clone)]
+pub struct OpenFile {
+    pub status: UfsStatus,
+    pub version: String,
+    pub id: FileId,
+}
+
+pub struct WorkerState {
+    pub worker_id: String,
+    pub address: String,
+    mounts: MountTable,
+    store: Arc<PageStore>,
+    page_size: u64,
+    metadata_max_age: Duration,
+    metadata: Mutex<HashMap<HoardPath, (UfsStatus, Instant)>>,
+    inflight: Mutex<HashMap<PageKey, Arc<OnceCell<Bytes>>>>,
+    pub metrics: WorkerMetrics,
+}
+
+impl WorkerState {
+    pub fn new(
+        worker_id: String,
+        address: String,
+        mounts: MountTable,
+        store: Arc<PageStore>,
+        metadata_max_age: Duration,
+    ) -> WorkerState {
+        let page_size = store.page_size();
+        WorkerState {
+            worker_id,
+            address,
+            mounts,
+            store,
+            page_size,
+            metadata_max_age,
+            metadata: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            metrics: WorkerMetrics::default(),
+        }
+    }
+
+    pub fn page_size(&self) -> u64 {
+        self.page_size
+    }
+
+    pub fn mounts(&self) -> &MountTable {
+        &self.mounts
+    }
+
+    pub fn store(&self) -> &Arc<PageStore> {
+        &self.store
+    }
+
+    /// The UFS status of `path`, from the cache when younger than the metadata max age.
+    pub async fn status(&self, path: &HoardPath) -> Result<UfsStatus, ReadError> {
+        if let Some((status, fetched)) = self.metadata.lock().get(path) {
+            if fetched.elapsed() < self.metadata_max_age {
+                self.metrics.metadata_hits.inc();
+                return Ok(status.clone());
+            }
+        }
+        self.metrics.metadata_misses.inc();
+        let status = self.mounts.status(path).await?;
+        self.remember(status.clone());
+        Ok(status)
+    }
+
+    fn remember(&self, status: UfsStatus) {
+        if self.metadata_max_age.is_zero() {
+            return;
+        }
+        let mut metadata = self.metadata.lock();
+        if metadata.len() >= METADATA_CACHE_ENTRIES {
+            let max_age = self.metadata_max_age;
+            metadata.retain(|_, (_, fetched)| fetched.elapsed() < max_age);
+            if metadata.len() >= METADATA_CACHE_ENTRIES {
+                metadata.clear();
+            }
+        }
+        metadata.insert(status.path.clone(), (status, Instant::now()));
+    }
+
+    fn forget(&self, path: &HoardPath) {
+        self.metadata.lock().remove(path);
+    }
+
+    pub async fn open(&self, path: &HoardPath) -> Result<OpenFile, ReadError> {
+        let status = self.status(path).await?;
+        if status.is_dir {
+            return Err(ReadError::Ufs(UfsError::IsDirectory(path.to_string())));
+        }
+        let version = status.version();
+        let id = FileId::new(path.as_str(), &version);
+        Ok(OpenFile { status, version, id })
+    }
+
+    /// Bytes of `file` this worker has cached.
+    pub async fn cached_bytes(&self, file: FileId) -> u64 {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.cached_bytes(file)).await.unwrap_or(0)
+    }
+
+    /// Byte range of page `index` within the file.
+    pub fn page_range(&self, file: &OpenFile, index: u64) -> Range<u64> {
+        let start = index.saturating_mul(self.page_size);
+        let end = start.saturating_add(self.page_size).min(file.status.length);
+        start..end
+    }
+
+    /// Page `index` of `file`: from the store, or read from the UFS (once, however many callers
+    /// ask at the same time), verified to still be the same version, stored and returned.
+    pub async fn page(&self, file: &OpenFile, index: u64) -> Result<Bytes, ReadError> {
+        let key = PageKey { file: file.id, index };
+        if let Some(bytes) = self.stored_page(key).await {
+            self.metrics.page_hits.inc();
+            return Ok(bytes);
+        }
+        let cell = {
+            let mut inflight = self.inflight.lock();
+            Arc::clone(inflight.entry(key).or_insert_with(|| Arc::new(OnceCell::new())))
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                // A fill may have finished between our miss and taking the cell.
+                if let Some(bytes) = self.stored_page(key).await {
+                    self.metrics.page_hits.inc();
+                    return Ok(bytes);
+                }
+                self.metrics.page_misses.inc();
+                self.fill(file, key).await
+            })
+            .await
+            .cloned();
+        {
+            let mut inflight = self.inflight.lock();
+            if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
+                inflight.remove(&key);
+            }
+        }
+        result
+    }
+
+    async fn stored_page(&self, key: PageKey) -> Option<Bytes> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.get(&key)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, page = key.index, "page store read failed, reading from the ufs");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "page store task failed");
+                None
+            }
+        }
+    }
+
+    async fn fill(&self, file: &OpenFile, key: PageKey) -> Result<Bytes, ReadError> {
+        let range = self.page_range(file, key.index);
+        let expected_len = range.end - range.start;
+        let path = &file.status.path;
+        let bytes = self.mounts.read(path, range).await?;
+        self.metrics.ufs_reads.inc();
+        self.metrics.ufs_bytes_read.inc_by(bytes.len() as u64);
+        // The status we hold may be up to max-age old: check the file is still that version
+        // after the read, so a rewrite never stores (or serves) new bytes under the old version.
+        let current = self.mounts.status(path).await?;
+        let current_version = current.version();
+        if current_version != file.version || bytes.len() as u64 != expected_len {
+            tracing::info!(path = %path, cached_version = %file.version, ufs_version = %current_version, "ufs file changed during read");
+            self.forget(path);
+            return Err(ReadError::FileChanged(path.clone()));
+        }
+        let store = Arc::clone(&self.store);
+        let to_store = bytes.clone();
+        match tokio::task::spawn_blocking(move || store.put(&key, &to_store)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, path = %path, page = key.index, "cannot cache page; serving it uncached"),
+            Err(err) => tracing::warn!(error = %err, "page store task failed"),
+        }
+        Ok(bytes)
+    }
+}

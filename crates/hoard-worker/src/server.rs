@@ -1,0 +1,361 @@
+//! The worker's HTTP API (docs/worker-http.md): file bytes with `Range`, stat, list, health,
+//! metrics.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures::StreamExt;
+use hoard_common::api::{self, codes, ErrorBody, FileStat, ListEntry, WorkerHealth};
+use hoard_common::{HoardPath, PathError};
+use hoard_ufs::UfsError;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::range::{self, RangeError};
+use crate::reader::{OpenFile, ReadError};
+use crate::{WorkerError, WorkerState};
+
+/// Pages of one response fetched ahead of the one being sent.
+const PAGES_IN_FLIGHT: usize = 4;
+
+type SharedState = Arc<WorkerState>;
+
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/files", get(get_root_file).head(get_root_file))
+        .route("/files/", get(get_root_file).head(get_root_file))
+        .route("/files/{*path}", get(get_file).head(get_file))
+        .route(api::STAT_ROUTE, get(stat))
+        .route(api::LIST_ROUTE, get(list))
+        .route(api::HEALTH_ROUTE, get(health))
+        .route(api::METRICS_ROUTE, get(metrics))
+        .fallback(not_found_route)
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until the task is dropped. Each connection is HTTP/1.1 with
+/// a bounded header buffer, so an oversized request head is refused before it is buffered.
+pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize) -> Result<(), WorkerError> {
+    let app = router(state);
+    // hyper refuses buffer limits below 8KiB.
+    let max_buf = max_header_bytes.max(8192);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and similar: log, back off briefly, keep serving.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(max_buf)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// An error answered as `{"error": ..., "code": ...}` with a 4xx/5xx status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.message, code: self.code.to_string() };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, json).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(err: PathError) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PATH, err.to_string())
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(err: ReadError) -> ApiError {
+        match err {
+            ReadError::Ufs(ufs) => ufs_error(ufs),
+            ReadError::FileChanged(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FILE_CHANGED", err.to_string()),
+            ReadError::Store(_) | ReadError::Internal(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string())
+            }
+        }
+    }
+}
+
+fn ufs_error(err: UfsError) -> ApiError {
+    let message = err.to_string();
+    match err {
+        UfsError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message),
+        UfsError::InvalidPath(_) => ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PATH, message),
+        UfsError::IsDirectory(_) => ApiError::new(StatusCode::BAD_REQUEST, codes::IS_A_DIRECTORY, message),
+        UfsError::NotDirectory(_) => ApiError::new(StatusCode::BAD_REQUEST, codes::NOT_A_DIRECTORY, message),
+        UfsError::PermissionDenied(_) => ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message),
+        UfsError::Config(_) | UfsError::Backend { .. } => ApiError::new(StatusCode::BAD_GATEWAY, codes::UFS_ERROR, message),
+    }
+}
+
+fn parse_path(raw: &str) -> Result<HoardPath, ApiError> {
+    if raw.starts_with('/') {
+        return Ok(HoardPath::parse(raw)?);
+    }
+    Ok(HoardPath::parse(&format!("/{raw}"))?)
+}
+
+async fn not_found_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+async fn get_root_file() -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, codes::IS_A_DIRECTORY, "is a directory: /")
+}
+
+async fn get_file(
+    State(state): State<SharedState>,
+    method: Method,
+    Path(raw_path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    state.metrics.requests.inc();
+    match serve_file(&state, method, &raw_path, &headers).await {
+        Ok(response) => response,
+        Err(err) => {
+            state.metrics.request_errors.inc();
+            err.into_response()
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(&name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, format!("{name} header is not ASCII"))),
+    }
+}
+
+fn quoted_version(version: &str) -> String {
+    format!("\"{version}\"")
+}
+
+async fn serve_file(state: &SharedState, method: Method, raw_path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let path = parse_path(raw_path)?;
+    let file = state.open(&path).await?;
+    let etag = quoted_version(&file.version);
+    // A client resuming a read elsewhere pins the version it started with: never mix versions.
+    if let Some(expected) = header_str(headers, header::IF_MATCH)? {
+        let matches = expected.split(',').any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag == etag
+        });
+        if !matches {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "VERSION_MISMATCH",
+                format!("file {path} is now version {} (asked for {expected})", file.version),
+            ));
+        }
+    }
+    let length = file.status.length;
+    let range = match range::resolve(header_str(headers, header::RANGE)?, length) {
+        Ok(range) => range,
+        Err(RangeError::Malformed(message)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)),
+        Err(RangeError::NotSatisfiable(message)) => {
+            let mut response = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, codes::RANGE_NOT_SATISFIABLE, message).into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    let (status, byte_range) = match range {
+        Some(range) => (StatusCode::PARTIAL_CONTENT, range),
+        None => (StatusCode::OK, 0..length),
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag)
+        .header(header::CONTENT_LENGTH, byte_range.end - byte_range.start)
+        .header(api::WORKER_ID_HEADER, &state.worker_id)
+        .header(api::VERSION_HEADER, &file.version);
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{length}", byte_range.start, byte_range.end - 1),
+        );
+    }
+    if method == Method::HEAD {
+        let cached = state.cached_bytes(file.id).await;
+        return builder
+            .header(api::CACHED_BYTES_HEADER, cached)
+            .body(Body::empty())
+            .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string()));
+    }
+    let body = file_body(Arc::clone(state), file, byte_range).await?;
+    builder
+        .body(body)
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string()))
+}
+
+/// The response body for `range` of `file`: the first page is fetched before answering, so a
+/// missing or changed file is an error status rather than a cut-off body; the rest stream with
+/// a few pages fetched ahead.
+async fn file_body(state: SharedState, file: OpenFile, range: std::ops::Range<u64>) -> Result<Body, ApiError> {
+    if range.is_empty() {
+        return Ok(Body::empty());
+    }
+    let page_size = state.page_size();
+    let first_page = range.start / page_size;
+    let last_page = (range.end - 1) / page_size;
+    let slice_of = move |index: u64, page: Bytes| -> Bytes {
+        let page_start = index * page_size;
+        let from = range.start.saturating_sub(page_start).min(page.len() as u64) as usize;
+        let to = (range.end - page_start).min(page.len() as u64) as usize;
+        page.slice(from..to)
+    };
+    let first = slice_of(first_page, state.page(&file, first_page).await?);
+    state.metrics.bytes_served.inc_by(first.len() as u64);
+    let file = Arc::new(file);
+    let rest = futures::stream::iter(first_page + 1..=last_page)
+        .map(move |index| {
+            let state = Arc::clone(&state);
+            let file = Arc::clone(&file);
+            async move {
+                let page = state.page(&file, index).await.inspect_err(|err| {
+                    tracing::warn!(error = %err, path = %file.status.path, page = index, "read failed mid-response");
+                })?;
+                let slice = slice_of(index, page);
+                state.metrics.bytes_served.inc_by(slice.len() as u64);
+                Ok::<Bytes, ReadError>(slice)
+            }
+        })
+        .buffered(PAGES_IN_FLIGHT);
+    let stream = futures::stream::once(async move { Ok::<Bytes, ReadError>(first) }).chain(rest);
+    Ok(Body::from_stream(stream))
+}
+
+#[derive(Debug, Deserialize)]
+struct PathQuery {
+    path: Option<String>,
+}
+
+fn query_path(query: &PathQuery) -> Result<HoardPath, ApiError> {
+    let raw = query
+        .path
+        .as_deref()
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, "missing query parameter: path"))?;
+    Ok(HoardPath::parse(raw)?)
+}
+
+async fn stat(State(state): State<SharedState>, Query(query): Query<PathQuery>) -> Result<axum::Json<FileStat>, ApiError> {
+    state.metrics.requests.inc();
+    let path = query_path(&query)?;
+    let status = state.status(&path).await?;
+    let version = status.version();
+    let cached_bytes = if status.is_dir {
+        0
+    } else {
+        state.cached_bytes(hoard_pagestore::FileId::new(path.as_str(), &version)).await
+    };
+    Ok(axum::Json(FileStat {
+        path: path.to_string(),
+        is_dir: status.is_dir,
+        length: status.length,
+        modification_time_ms: status.modification_time_ms,
+        etag: status.etag.clone(),
+        version,
+        cached_bytes,
+        page_size: state.page_size(),
+    }))
+}
+
+/// Streams one directory level as newline-delimited JSON `ListEntry` objects.
+async fn list(State(state): State<SharedState>, Query(query): Query<PathQuery>) -> Result<Response, ApiError> {
+    state.metrics.requests.inc();
+    let path = query_path(&query)?;
+    let entries = state.mounts().list(&path).await.map_err(ufs_error)?;
+    let lines = entries.map(|entry| {
+        let status = entry?;
+        let line = ListEntry {
+            name: status.path.file_name().to_string(),
+            path: status.path.to_string(),
+            is_dir: status.is_dir,
+            length: status.length,
+            modification_time_ms: status.modification_time_ms,
+        };
+        let mut json = serde_json::to_vec(&line).map_err(|err| UfsError::Backend {
+            path: status.path.to_string(),
+            message: err.to_string(),
+            retryable: false,
+        })?;
+        json.push(b'\n');
+        Ok::<Bytes, UfsError>(Bytes::from(json))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string()))
+}
+
+async fn health(State(state): State<SharedState>) -> axum::Json<WorkerHealth> {
+    let store = Arc::clone(state.store());
+    let stats = tokio::task::spawn_blocking(move || store.stats()).await.unwrap_or_default();
+    axum::Json(WorkerHealth {
+        id: state.worker_id.clone(),
+        address: state.address.clone(),
+        status: "ok".to_string(),
+        capacity_bytes: stats.capacity_bytes,
+        used_bytes: stats.used_bytes,
+        cached_pages: stats.pages,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    let store = Arc::clone(state.store());
+    let stats = tokio::task::spawn_blocking(move || store.stats()).await.unwrap_or_default();
+    let text = state.metrics.render(&stats);
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,195 @@
+//! `hoard fs ...`: the UFS seen through Hoard.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use futures::StreamExt;
+use hoard_client::HoardClient;
+use hoard_common::HoardPath;
+use hoard_config::SiteConfig;
+use tokio::io::AsyncWriteExt;
+
+use crate::output::{format_time_ms, human_bytes, print_table};
+use crate::Format;
+
+#[derive(Debug, Subcommand)]
+pub enum FsCommand {
+    /// List a directory.
+    Ls {
+        path: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Write a file's bytes to stdout.
+    Cat { path: String },
+    /// A file's length, version, cached bytes and the worker(s) it maps to.
+    Stat {
+        path: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Which worker(s) each path maps to. `-` reads paths from stdin, one per line.
+    Location {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// How many candidate workers to show per path, best first.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        candidates: usize,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Copy a file from Hoard to a local file.
+    Cp { source: String, destination: PathBuf },
+}
+
+fn parse(raw: &str) -> anyhow::Result<HoardPath> {
+    HoardPath::parse(raw).with_context(|| format!("invalid path {raw:?}"))
+}
+
+pub async fn run(command: FsCommand, config: &SiteConfig) -> anyhow::Result<()> {
+    let client = HoardClient::new(config)?;
+    match command {
+        FsCommand::Ls { path, format } => ls(&client, &parse(&path)?, format).await,
+        FsCommand::Cat { path } => cat(&client, &parse(&path)?).await,
+        FsCommand::Stat { path, format } => stat(&client, &parse(&path)?, format).await,
+        FsCommand::Location { paths, candidates, format } => location(&client, paths, candidates, format).await,
+        FsCommand::Cp { source, destination } => cp(&client, &parse(&source)?, &destination).await,
+    }
+}
+
+async fn ls(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow::Result<()> {
+    let mut entries = client.list(path).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut first = true;
+    if format == Format::Json {
+        write!(out, "[")?;
+    }
+    // Printed as they arrive: a directory may hold millions of entries.
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        match format {
+            Format::Json => {
+                if !first {
+                    write!(out, ",")?;
+                }
+                write!(out, "{}", serde_json::to_string(&entry)?)?;
+            }
+            Format::Text => {
+                let kind = if entry.is_dir { "d" } else { "-" };
+                let name = if entry.is_dir { format!("{}/", entry.name) } else { entry.name.clone() };
+                writeln!(out, "{kind} {:>12} {} {name}", entry.length, format_time_ms(entry.modification_time_ms))?;
+            }
+        }
+        first = false;
+    }
+    if format == Format::Json {
+        writeln!(out, "]")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn cat(client: &HoardClient, path: &HoardPath) -> anyhow::Result<()> {
+    let mut stdout = tokio::io::stdout();
+    client.read_to(path, None, &mut stdout).await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+async fn stat(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow::Result<()> {
+    let result = client.stat(path).await?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
+    }
+    let stat = &result.stat;
+    println!("path:          {}", stat.path);
+    println!("type:          {}", if stat.is_dir { "directory" } else { "file" });
+    println!("length:        {} ({})", stat.length, human_bytes(stat.length));
+    println!("modified:      {}", format_time_ms(stat.modification_time_ms));
+    println!("version:       {}", stat.version);
+    if !stat.is_dir {
+        let percent = if stat.length == 0 { 100.0 } else { stat.cached_bytes as f64 * 100.0 / stat.length as f64 };
+        println!("cached:        {} ({percent:.0}%) on {}", human_bytes(stat.cached_bytes), result.answered_by);
+    }
+    for worker in &result.workers {
+        let id = worker.worker_id.as_deref().unwrap_or("-");
+        println!("worker:        {} {id}", worker.address);
+    }
+    Ok(())
+}
+
+async fn location(client: &HoardClient, raw_paths: Vec<String>, candidates: usize, format: Format) -> anyhow::Result<()> {
+    let mut paths = Vec::new();
+    for raw in raw_paths {
+        if raw != "-" {
+            paths.push(raw);
+            continue;
+        }
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("cannot read paths from stdin")?;
+            if !line.trim().is_empty() {
+                paths.push(line.trim().to_string());
+            }
+        }
+    }
+    let view = client.view(false).await?;
+    let mut results = Vec::with_capacity(paths.len());
+    for raw in &paths {
+        let path = parse(raw)?;
+        let workers = view.candidates(&path, candidates.max(1));
+        results.push(serde_json::json!({ "path": path.to_string(), "workers": workers }));
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|result| {
+            let workers = result["workers"].as_array().cloned().unwrap_or_default();
+            let list = workers
+                .iter()
+                .map(|worker| worker["address"].as_str().unwrap_or("-").to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            vec![result["path"].as_str().unwrap_or_default().to_string(), if list.is_empty() { "-".into() } else { list }]
+        })
+        .collect();
+    print_table(&["PATH", "WORKERS"], &rows);
+    Ok(())
+}
+
+async fn cp(client: &HoardClient, source: &HoardPath, destination: &std::path::Path) -> anyhow::Result<()> {
+    let destination = if destination.is_dir() { destination.join(source.file_name()) } else { destination.to_path_buf() };
+    let file_name = destination
+        .file_name()
+        .with_context(|| format!("destination {} has no file name", destination.display()))?
+        .to_string_lossy()
+        .to_string();
+    // Written beside the destination and renamed: an interrupted copy never looks complete.
+    let temp = destination.with_file_name(format!(".{file_name}.hoard-partial.{}", std::process::id()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&temp).await.with_context(|| format!("cannot create {}", temp.display()))?;
+        let bytes = client.read_to(source, None, &mut file).await?;
+        file.sync_all().await.with_context(|| format!("cannot sync {}", temp.display()))?;
+        tokio::fs::rename(&temp, &destination)
+            .await
+            .with_context(|| format!("cannot rename {} to {}", temp.display(), destination.display()))?;
+        anyhow::Ok(bytes)
+    }
+    .await;
+    match result {
+        Ok(bytes) => {
+            eprintln!("copied {source} to {} ({})", destination.display(), human_bytes(bytes));
+            Ok(())
+        }
+        Err(err) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            Err(err)
+        }
+    }
+}

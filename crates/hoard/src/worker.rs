@@ -1,0 +1,70 @@
+//! `hoard worker`: the worker daemon in the foreground.
+
+use anyhow::Context;
+use clap::Args;
+use hoard_config::SiteConfig;
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Serve on an already-listening socket inherited on this file descriptor instead of
+    /// binding `hoard.worker.bind.host:hoard.worker.rpc.port` (used by `hoard local` and tests,
+    /// so the port is chosen race-free by whoever starts the worker).
+    #[arg(long, value_name = "FD")]
+    listen_fd: Option<i32>,
+}
+
+pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
+    let listener = match args.listen_fd {
+        Some(fd) => inherited_listener(fd)?,
+        None => {
+            let address = format!("{}:{}", config.worker.bind_host, config.worker.rpc_port);
+            tokio::net::TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("cannot bind worker port {address}"))?
+        }
+    };
+    let port = listener.local_addr().context("cannot read the bound address")?.port();
+    let advertised = format!("{}:{port}", config.worker.hostname);
+    let state_config = config.clone();
+    let state_address = advertised.clone();
+    let state = tokio::task::spawn_blocking(move || hoard_worker::open_state(&state_config, state_address))
+        .await
+        .context("worker start-up task failed")??;
+    let stats = state.store().stats();
+    tracing::info!(
+        worker_id = %state.worker_id,
+        address = %advertised,
+        cached_pages = stats.pages,
+        used_bytes = stats.used_bytes,
+        capacity_bytes = stats.capacity_bytes,
+        "worker ready"
+    );
+    let max_header = usize::try_from(config.worker.max_request_header_bytes).unwrap_or(usize::MAX);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        result = hoard_worker::serve(listener, state, max_header) => result.context("worker server failed"),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted, stopping");
+            Ok(())
+        }
+        _ = terminate.recv() => {
+            tracing::info!("terminated, stopping");
+            Ok(())
+        }
+    }
+}
+
+fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fstat only reads the descriptor's metadata into `stat`.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 || (stat.st_mode & libc::S_IFMT) != libc::S_IFSOCK {
+        anyhow::bail!("--listen-fd {fd} is not an open socket");
+    }
+    // SAFETY: the descriptor was checked to be an open socket and is owned by nothing else in
+    // this process: it was inherited from the parent solely to be served here.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    listener.set_nonblocking(true).context("cannot make the inherited socket non-blocking")?;
+    tokio::net::TcpListener::from_std(listener).context("cannot use the inherited socket")
+}

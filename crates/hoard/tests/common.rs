@@ -1,0 +1,255 @@
+//! A real cluster for tests: `hoard local start` spawns worker processes on loopback ports
+//! chosen by the kernel; the cluster is stopped (and its processes SIGKILLed) on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
+
+pub struct Cluster {
+    pub home: tempfile::TempDir,
+    pub ufs: PathBuf,
+    pub conf: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub name: String,
+    pub id: String,
+    pub pid: u32,
+    pub address: String,
+    pub conf_dir: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `workers` workers over the local directory `ufs`, with extra site properties.
+    pub fn start(workers: usize, ufs: &Path, properties: &[&str]) -> Cluster {
+        let home = tempfile::Builder::new().prefix("hoard-test").tempdir().expect("temp home");
+        let mut command = Command::new(HOARD);
+        command
+            .args(["local", "start", "--workers", &workers.to_string(), "--home"])
+            .arg(home.path())
+            .arg("--ufs")
+            .arg(ufs)
+            .args(["--timeout-secs", "60"]);
+        for property in properties {
+            command.args(["--property", property]);
+        }
+        let output = command.output().expect("run hoard local start");
+        assert!(output.status.success(), "local start failed: {}", describe(&output));
+        let conf = home.path().canonicalize().expect("home").join("conf");
+        Cluster { home, ufs: ufs.to_path_buf(), conf }
+    }
+
+    /// Runs `hoard --conf <client conf> args...`.
+    pub fn hoard(&self, args: &[&str]) -> Output {
+        Command::new(HOARD).arg("--conf").arg(&self.conf).args(args).output().expect("run hoard")
+    }
+
+    pub fn hoard_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(HOARD)
+            .arg("--conf")
+            .arg(&self.conf)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hoard");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("wait hoard")
+    }
+
+    pub fn processes(&self) -> Vec<Process> {
+        let output = Command::new(HOARD)
+            .args(["local", "status", "--format", "json", "--home"])
+            .arg(self.home.path())
+            .output()
+            .expect("run local status");
+        assert!(output.status.success(), "local status failed: {}", describe(&output));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status json");
+        status["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .map(|p| Process {
+                name: p["name"].as_str().unwrap_or_default().to_string(),
+                id: p["id"].as_str().unwrap_or_default().to_string(),
+                pid: p["pid"].as_u64().unwrap_or_default() as u32,
+                address: p["address"].as_str().unwrap_or_default().to_string(),
+                conf_dir: PathBuf::from(p["confDir"].as_str().unwrap_or_default()),
+                log_file: PathBuf::from(p["logFile"].as_str().unwrap_or_default()),
+            })
+            .collect()
+    }
+
+    pub fn worker_by_address(&self, address: &str) -> Process {
+        self.processes().into_iter().find(|p| p.address == address).expect("worker with that address")
+    }
+
+    /// The worker `path` maps to first.
+    pub fn primary_of(&self, path: &str) -> Process {
+        let output = self.hoard(&["fs", "location", path, "--format", "json"]);
+        assert!(output.status.success(), "location failed: {}", describe(&output));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("location json");
+        let address = json[0]["workers"][0]["address"].as_str().expect("address").to_string();
+        self.worker_by_address(&address)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for process in self.processes_quiet() {
+            kill9(process);
+        }
+    }
+}
+
+impl Cluster {
+    fn processes_quiet(&self) -> Vec<u32> {
+        let Ok(bytes) = std::fs::read(self.home.path().join("local.json")) else {
+            return Vec::new();
+        };
+        let Ok(state) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Vec::new();
+        };
+        state["processes"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["pid"].as_u64()).map(|pid| pid as u32).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn kill9(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+/// Starts a worker again by hand, as an operator would: `hoard --conf <its conf dir> worker`.
+pub fn restart_worker(process: &Process) -> ChildGuard {
+    let log = std::fs::OpenOptions::new().append(true).create(true).open(&process.log_file).expect("log");
+    let child = Command::new(HOARD)
+        .arg("--conf")
+        .arg(&process.conf_dir)
+        .arg("worker")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("restart worker");
+    wait_until("worker answers after restart", Duration::from_secs(30), || {
+        http_get(&process.address, "/health").is_ok_and(|(status, _, _)| status == 200)
+    });
+    ChildGuard(child)
+}
+
+/// A process the test started itself; SIGKILLed when the test ends, pass or fail.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Polls `check` until it is true, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Deterministic pseudo-random content.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A raw HTTP/1.1 GET (no URL normalization, so `..` reaches the server as sent).
+/// Returns status, headers (lowercased names) and body.
+pub fn http_get(address: &str, target: &str) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    http_request(address, &format!("GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"))
+}
+
+pub fn http_request(address: &str, request: &str) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok((status, headers, body))
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 2 + size + 2..];
+    }
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+}
+
+/// Sums one metric over a worker's `/metrics`.
+pub fn metric(address: &str, name: &str) -> f64 {
+    let (_, _, body) = http_get(address, "/metrics").expect("metrics");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .sum()
+}
