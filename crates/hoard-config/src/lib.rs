@@ -2,15 +2,39 @@
 //! directory, parsed once into [`SiteConfig`]. No other crate reads files or the environment
 //! for settings; they take the parts of `SiteConfig` they need by argument.
 //!
+//! The user-facing reference (every key, the size and duration syntax, substitution, relative
+//! paths, the workers file) is docs/configuration.md.
+//!
 //! CONTRACT (other crates code against these names; keep them stable):
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+
+use hoard_common::HoardPath;
+
+pub mod keys;
+mod props;
+mod subst;
+mod units;
+mod workers;
+
+pub use units::{format_duration, format_size, parse_duration, parse_size};
 
 pub const SITE_FILE_NAME: &str = "hoard-site.properties";
 pub const WORKERS_FILE_NAME: &str = "workers";
 pub const CONF_DIR_ENV: &str = "HOARD_CONF_DIR";
+
+/// The conf dir used when neither `--conf` nor `$HOARD_CONF_DIR` is given.
+pub const DEFAULT_CONF_DIR: &str = "./conf";
+
+/// Largest `hoard.worker.page.store.page.size`.
+pub const MAX_PAGE_SIZE: u64 = 64 << 20;
+/// Largest `hoard.user.worker.selection.policy.consistent.hash.virtual.node.count.per.worker`.
+pub const MAX_VIRTUAL_NODES: u32 = 100_000;
+/// Bounds of `hoard.worker.http.max.header.size`.
+pub const MIN_HEADER_SIZE: u64 = 8 << 10;
+pub const MAX_HEADER_SIZE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,7 +45,12 @@ pub enum ConfigError {
     #[error("invalid value for {key}: {value:?}: {reason}")]
     InvalidValue { key: String, value: String, reason: String },
     #[error("{path} line {line}: invalid worker address {value:?}: {reason}")]
-    InvalidWorker { path: PathBuf, line: usize, value: String, reason: String },
+    InvalidWorker {
+        path: PathBuf,
+        line: usize,
+        value: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +67,10 @@ pub enum MembershipType {
 }
 
 /// A worker's `host:port` as listed in `conf/workers`.
+///
+/// `host` is a host name or IPv4 address as written, or an IPv6 address in canonical form
+/// inside brackets (`[::1]`), so `host:port` (the `Display` form) is unambiguous, valid in an
+/// HTTP URL and accepted by `ToSocketAddrs`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WorkerAddress {
     pub host: String,
@@ -46,20 +79,38 @@ pub struct WorkerAddress {
 
 impl std::fmt::Display for WorkerAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        // Tolerate an IPv6 host built by hand without brackets.
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for WorkerAddress {
+    type Err = String;
+
+    /// `host:port` or `[v6]:port` (the port is required here).
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let address = workers::parse_worker(raw.trim(), 0)?;
+        if address.port == 0 {
+            return Err(format!("{raw:?} has no port (expected host:port)"));
+        }
+        Ok(address)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountConfig {
     pub name: String,
-    /// Hoard path the mount appears at (e.g. `/data`).
+    /// Hoard path the mount appears at (e.g. `/data`), normalized, never `/`.
     pub path: String,
     /// UFS URI: `s3://bucket/prefix`, `file:///dir` or a plain absolute directory.
     pub ufs: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct S3Config {
     pub endpoint: Option<String>,
     pub region: Option<String>,
@@ -67,27 +118,72 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
 }
 
+/// Redacts the secret so configs can be logged with `{:?}`.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UfsConfig {
     /// `hoard.underfs.root`: the UFS mounted at `/`.
     pub root: String,
-    /// `hoard.mount.<name>.path` / `.ufs`.
+    /// `hoard.mount.<name>.path` / `.ufs`, sorted by name.
     pub mounts: Vec<MountConfig>,
     pub s3: S3Config,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
+    /// How others reach this worker; IPv6 addresses in brackets, like [`WorkerAddress::host`].
     pub hostname: String,
+    /// What the HTTP server binds; IPv6 addresses without brackets (`::`). See
+    /// [`WorkerConfig::bind_address`].
     pub bind_host: String,
     pub rpc_port: u16,
     pub page_size: u64,
     pub page_store_dirs: Vec<PathBuf>,
+    /// One capacity per entry of `page_store_dirs` (same length).
     pub page_store_sizes: Vec<u64>,
     pub identity_file: PathBuf,
     pub membership_type: MembershipType,
     pub max_request_header_bytes: u64,
     pub ufs_read_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// The address this worker advertises: `hostname:rpc_port`.
+    pub fn address(&self) -> WorkerAddress {
+        WorkerAddress {
+            host: self.hostname.clone(),
+            port: self.rpc_port,
+        }
+    }
+
+    /// `bind_host:rpc_port`, IPv6 in brackets: ready for `TcpListener::bind`.
+    pub fn bind_address(&self) -> String {
+        WorkerAddress {
+            host: self.bind_host.clone(),
+            port: self.rpc_port,
+        }
+        .to_string()
+    }
+
+    /// Sum of all page store capacities.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.page_store_sizes
+            .iter()
+            .fold(0u64, |sum, size| sum.saturating_add(*size))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +200,8 @@ pub struct UserConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteConfig {
     pub conf_dir: PathBuf,
+    /// `hoard.cluster.name`.
+    pub cluster_name: String,
     pub work_dir: PathBuf,
     pub ufs: UfsConfig,
     pub worker: WorkerConfig,
@@ -123,47 +221,535 @@ pub struct Loaded {
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec {
     pub name: &'static str,
+    /// The default as it would be written in the file; empty when the key is unset by default.
     pub default: &'static str,
     pub description: &'static str,
 }
 
 /// `--conf DIR`, else `$HOARD_CONF_DIR`, else `./conf`. The caller passes the env value in.
+/// An empty value counts as not given.
 pub fn resolve_conf_dir(cli: Option<&Path>, env_value: Option<&str>) -> PathBuf {
-    let _ = (cli, env_value);
-    todo!()
+    if let Some(dir) = cli.filter(|dir| !dir.as_os_str().is_empty()) {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = env_value.filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(DEFAULT_CONF_DIR)
 }
 
 impl SiteConfig {
     /// Reads `<dir>/hoard-site.properties` (absent = all defaults) and `<dir>/workers`.
+    ///
+    /// A relative `conf_dir` is made absolute against the current directory first, so every
+    /// path in the result is absolute.
     pub fn load(conf_dir: &Path) -> Result<Loaded, ConfigError> {
-        let _ = conf_dir;
-        todo!()
+        let absolute = std::path::absolute(conf_dir).unwrap_or_else(|_| conf_dir.to_path_buf());
+        let conf_dir = absolute.as_path();
+        let mut warnings = Vec::new();
+        let site_path = conf_dir.join(SITE_FILE_NAME);
+        let properties = match std::fs::read(&site_path) {
+            Ok(bytes) => props::parse(&site_path, &bytes, &mut warnings)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if !conf_dir.exists() {
+                    warnings.push(format!(
+                        "configuration directory {} does not exist; using defaults",
+                        conf_dir.display()
+                    ));
+                }
+                BTreeMap::new()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: site_path,
+                    source,
+                })
+            }
+        };
+        let workers_path = conf_dir.join(WORKERS_FILE_NAME);
+        let workers_file = match std::fs::read_to_string(&workers_path) {
+            Ok(text) => Some(text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: workers_path,
+                    source,
+                })
+            }
+        };
+        let mut loaded = SiteConfig::from_properties(conf_dir, &properties, workers_file.as_deref())?;
+        warnings.append(&mut loaded.warnings);
+        loaded.warnings = warnings;
+        Ok(loaded)
     }
 
-    /// Builds a config from already-read properties (tests, `hoard local`).
+    /// Builds a config from already-read properties (tests, `hoard local`). Does not consult the
+    /// current directory: relative paths stay relative when `conf_dir` is relative.
     pub fn from_properties(
         conf_dir: &Path,
         properties: &BTreeMap<String, String>,
         workers_file: Option<&str>,
     ) -> Result<Loaded, ConfigError> {
-        let _ = (conf_dir, properties, workers_file);
-        todo!()
+        let warnings = properties
+            .keys()
+            .filter(|key| keys::spec(key).is_none() && keys::split_mount_key(key).is_none())
+            .map(|key| keys::unknown_key_warning(key))
+            .collect();
+
+        let mut raw: BTreeMap<String, String> = keys::KNOWN_KEYS
+            .iter()
+            .filter(|spec| !spec.default.is_empty())
+            .map(|spec| (spec.name.to_string(), spec.default.to_string()))
+            .collect();
+        raw.extend(properties.iter().map(|(key, value)| (key.clone(), value.clone())));
+        let mut values = Values {
+            resolver: subst::Resolver::new(&raw),
+            base_dir: base_dir(conf_dir),
+        };
+
+        let cluster_name = values.parse(keys::CLUSTER_NAME, parse_cluster_name)?;
+        let work_dir = values.path(keys::WORK_DIR)?;
+        let ufs = UfsConfig {
+            root: values.ufs_uri(keys::UNDERFS_ROOT)?,
+            mounts: parse_mounts(&mut values, properties)?,
+            s3: S3Config {
+                endpoint: values.optional(keys::S3_ENDPOINT)?,
+                region: values.optional(keys::S3_REGION)?,
+                access_key_id: values.optional(keys::S3_ACCESS_KEY_ID)?,
+                secret_access_key: values.optional(keys::S3_SECRET_ACCESS_KEY)?,
+            },
+        };
+        let worker = parse_worker_config(&mut values)?;
+        let user = parse_user_config(&mut values)?;
+        let workers = match workers_file {
+            Some(text) => workers::parse_workers_file(&conf_dir.join(WORKERS_FILE_NAME), text, worker.rpc_port)?,
+            None => Vec::new(),
+        };
+        let config = SiteConfig {
+            conf_dir: conf_dir.to_path_buf(),
+            cluster_name,
+            work_dir,
+            ufs,
+            worker,
+            user,
+            workers,
+        };
+        Ok(Loaded { config, warnings })
+    }
+
+    /// The all-defaults config for `conf_dir` (no properties, no workers file).
+    pub fn defaults(conf_dir: &Path) -> SiteConfig {
+        match SiteConfig::from_properties(conf_dir, &BTreeMap::new(), None) {
+            Ok(loaded) => loaded.config,
+            Err(error) => panic!("the built-in defaults must be valid: {error}"),
+        }
     }
 }
 
 /// Every key Hoard knows, with its default and meaning (docs/configuration.md mirrors it).
 pub fn known_keys() -> &'static [KeySpec] {
-    todo!()
+    keys::KNOWN_KEYS
 }
 
-/// `1MiB`, `256MiB`, `1GB`, `4096`, `10 KiB` -> bytes.
-pub fn parse_size(raw: &str) -> Result<u64, String> {
-    let _ = raw;
-    todo!()
+/// Relative paths in values are resolved against the conf dir's parent (`/opt/hoard/conf` ->
+/// `/opt/hoard`), so a conf dir that travels with an install tree keeps working.
+fn base_dir(conf_dir: &Path) -> PathBuf {
+    match conf_dir.components().next_back() {
+        Some(Component::Normal(_)) => match conf_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+        Some(Component::RootDir | Component::Prefix(_)) => conf_dir.to_path_buf(),
+        Some(Component::CurDir | Component::ParentDir) => conf_dir.join(".."),
+        None => PathBuf::from(".."),
+    }
 }
 
-/// `500ms`, `2min`, `1h`, `7d`, `30s` -> duration.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let _ = raw;
-    todo!()
+/// Lexical normalization: drops `.` segments and lets `..` remove the segment before it (`/..`
+/// is `/`). Like Go's `filepath.Clean`, it does not look at symlinks.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
+
+/// Typed access to values: substitution, trimming, and errors that name key and value.
+struct Values<'a> {
+    resolver: subst::Resolver<'a>,
+    base_dir: PathBuf,
+}
+
+impl Values<'_> {
+    /// The error for `key` holding `value`. Notes the raw value when substitution changed it and
+    /// never repeats a secret.
+    fn invalid(&self, key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        let mut reason = reason.into();
+        let mut value = value.to_string();
+        if let Some(raw) = self.resolver.raw(key) {
+            if raw.trim() != value {
+                reason = format!("{reason} (after substituting {:?})", raw.trim());
+            }
+        }
+        if key == keys::S3_SECRET_ACCESS_KEY {
+            value = "<redacted>".into();
+            reason = "the value is malformed".into();
+        }
+        ConfigError::InvalidValue {
+            key: key.to_string(),
+            value,
+            reason,
+        }
+    }
+
+    /// The substituted, trimmed value, or `None` when the key is unset.
+    fn get(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.resolver.get(key) {
+            Ok(value) => Ok(value.map(|v| v.trim().to_string())),
+            Err(error) => {
+                let value = if error.key == keys::S3_SECRET_ACCESS_KEY {
+                    "<redacted>".into()
+                } else {
+                    error.raw
+                };
+                Err(ConfigError::InvalidValue {
+                    key: error.key,
+                    value,
+                    reason: error.reason,
+                })
+            }
+        }
+    }
+
+    /// A value that must be present and non-empty (every key with a default).
+    fn required(&mut self, key: &str) -> Result<String, ConfigError> {
+        match self.get(key)? {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(self.invalid(key, "", "must not be empty")),
+        }
+    }
+
+    /// A value where empty means unset.
+    fn optional(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(key)?.filter(|value| !value.is_empty()))
+    }
+
+    fn parse<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        let value = self.required(key)?;
+        parse(&value).map_err(|reason| self.invalid(key, &value, reason))
+    }
+
+    fn size(&mut self, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        self.parse(key, |value| {
+            let size = parse_size(value)?;
+            check_range(size, min, max, format_size)?;
+            Ok(size)
+        })
+    }
+
+    fn duration(&mut self, key: &str, allow_zero: bool) -> Result<Duration, ConfigError> {
+        self.parse(key, |value| {
+            let duration = parse_duration(value)?;
+            if duration.is_zero() && !allow_zero {
+                return Err("must be more than 0".into());
+            }
+            Ok(duration)
+        })
+    }
+
+    fn path(&mut self, key: &str) -> Result<PathBuf, ConfigError> {
+        let value = self.required(key)?;
+        self.local_path(&value)
+            .map_err(|reason| self.invalid(key, &value, reason))
+    }
+
+    fn local_path(&self, value: &str) -> Result<PathBuf, String> {
+        if value.contains("://") {
+            return Err("must be a local path, not a URI".into());
+        }
+        if value.starts_with('~') {
+            return Err("'~' is not expanded; use an absolute path".into());
+        }
+        if value.contains('\0') {
+            return Err("contains a NUL byte".into());
+        }
+        let path = Path::new(value);
+        Ok(normalize(&if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }))
+    }
+
+    /// `s3://bucket/prefix`, `file:///dir`, or a local directory (relative ones resolved).
+    fn ufs_uri(&mut self, key: &str) -> Result<String, ConfigError> {
+        let value = self.required(key)?;
+        self.check_ufs_uri(&value)
+            .map_err(|reason| self.invalid(key, &value, reason))
+    }
+
+    fn check_ufs_uri(&self, value: &str) -> Result<String, String> {
+        let Some((scheme, rest)) = value.split_once("://") else {
+            let path = self.local_path(value)?;
+            return path
+                .into_os_string()
+                .into_string()
+                .map_err(|_| "the resolved path is not valid UTF-8".into());
+        };
+        if value.contains(char::is_whitespace) {
+            return Err("a UFS URI must not contain whitespace".into());
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "s3" | "s3a" => {
+                let bucket = rest.split('/').next().unwrap_or("");
+                if bucket.is_empty() {
+                    return Err("missing bucket (expected s3://bucket/prefix)".into());
+                }
+                Ok(value.to_string())
+            }
+            "file" => {
+                let localhost = rest
+                    .get(.."localhost/".len())
+                    .is_some_and(|host| host.eq_ignore_ascii_case("localhost/"));
+                if !rest.starts_with('/') && !localhost {
+                    return Err("a file:// URI needs an absolute path (file:///dir)".into());
+                }
+                Ok(value.to_string())
+            }
+            other => Err(format!(
+                "unsupported UFS scheme {other:?} (expected s3://bucket/prefix, file:///dir or a local directory)"
+            )),
+        }
+    }
+}
+
+fn check_range(value: u64, min: u64, max: u64, show: impl Fn(u64) -> String) -> Result<(), String> {
+    if value < min || value > max {
+        if min == 1 {
+            return Err(format!("must be more than 0 and at most {}", show(max)));
+        }
+        return Err(format!("must be between {} and {}", show(min), show(max)));
+    }
+    Ok(())
+}
+
+fn parse_cluster_name(value: &str) -> Result<String, String> {
+    if value.len() > 128 {
+        return Err("must be at most 128 characters".into());
+    }
+    if value == "." || value == ".." {
+        return Err("must not be '.' or '..'".into());
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!("contains {bad:?}; use letters, digits, '.', '-' and '_'"));
+    }
+    Ok(value.to_string())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err("expected true or false".into())
+    }
+}
+
+fn parse_membership(value: &str) -> Result<MembershipType, String> {
+    match value.to_ascii_uppercase().as_str() {
+        "STATIC" => Ok(MembershipType::Static),
+        "ETCD" | "MASTER" | "NOOP" => Err(format!(
+            "{value} is not supported yet; only STATIC is available in this version"
+        )),
+        _ => Err("unknown membership manager type (expected STATIC)".into()),
+    }
+}
+
+fn parse_hash_provider(value: &str) -> Result<HashProvider, String> {
+    match value.to_ascii_uppercase().as_str() {
+        "DEFAULT" => Ok(HashProvider::Default),
+        "CAPACITY" => Ok(HashProvider::Capacity),
+        _ => Err("expected DEFAULT or CAPACITY".into()),
+    }
+}
+
+fn parse_virtual_nodes(value: &str) -> Result<u32, String> {
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number".into());
+    }
+    let count = value
+        .parse::<u32>()
+        .map_err(|_| format!("must be at most {MAX_VIRTUAL_NODES}"))?;
+    check_range(u64::from(count), 1, u64::from(MAX_VIRTUAL_NODES), |n| n.to_string())?;
+    Ok(count)
+}
+
+/// Splits a comma-separated list; empty entries are an error.
+fn split_list(value: &str) -> Result<Vec<&str>, String> {
+    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+    if let Some(position) = items.iter().position(|item| item.is_empty()) {
+        return Err(format!("entry {} of the comma-separated list is empty", position + 1));
+    }
+    Ok(items)
+}
+
+fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigError> {
+    let hostname = values.parse(keys::WORKER_HOSTNAME, workers::parse_host)?;
+    let bind_host = values.parse(keys::WORKER_BIND_HOST, |value| {
+        workers::parse_host(value).map(|host| workers::unbracket(&host).to_string())
+    })?;
+    let rpc_port = values.parse(keys::WORKER_RPC_PORT, workers::parse_port)?;
+    let page_size = values.size(keys::WORKER_PAGE_SIZE, 1, MAX_PAGE_SIZE)?;
+
+    let dirs_value = values.required(keys::WORKER_PAGE_STORE_DIRS)?;
+    let mut page_store_dirs: Vec<PathBuf> = Vec::new();
+    for item in
+        split_list(&dirs_value).map_err(|reason| values.invalid(keys::WORKER_PAGE_STORE_DIRS, &dirs_value, reason))?
+    {
+        let dir = values.local_path(item).map_err(|reason| {
+            values.invalid(keys::WORKER_PAGE_STORE_DIRS, &dirs_value, format!("{item:?}: {reason}"))
+        })?;
+        if page_store_dirs.contains(&dir) {
+            let reason = format!("{} is listed twice", dir.display());
+            return Err(values.invalid(keys::WORKER_PAGE_STORE_DIRS, &dirs_value, reason));
+        }
+        page_store_dirs.push(dir);
+    }
+
+    let sizes_value = values.required(keys::WORKER_PAGE_STORE_SIZES)?;
+    let sizes_error =
+        |values: &Values<'_>, reason: String| values.invalid(keys::WORKER_PAGE_STORE_SIZES, &sizes_value, reason);
+    let mut page_store_sizes = Vec::new();
+    for item in split_list(&sizes_value).map_err(|reason| sizes_error(values, reason))? {
+        let size = parse_size(item).map_err(|reason| sizes_error(values, format!("{item:?}: {reason}")))?;
+        if size < page_size {
+            let reason = format!("{item:?} is smaller than one page ({})", format_size(page_size));
+            return Err(sizes_error(values, reason));
+        }
+        page_store_sizes.push(size);
+    }
+    if page_store_sizes.len() == 1 {
+        page_store_sizes = vec![page_store_sizes[0]; page_store_dirs.len()];
+    } else if page_store_sizes.len() != page_store_dirs.len() {
+        let reason = format!(
+            "{} sizes for {} directories in {}; give one size per directory, or one size for all",
+            page_store_sizes.len(),
+            page_store_dirs.len(),
+            keys::WORKER_PAGE_STORE_DIRS
+        );
+        return Err(sizes_error(values, reason));
+    }
+
+    Ok(WorkerConfig {
+        hostname,
+        bind_host,
+        rpc_port,
+        page_size,
+        page_store_dirs,
+        page_store_sizes,
+        identity_file: values.path(keys::WORKER_IDENTITY_FILE)?,
+        membership_type: values.parse(keys::WORKER_MEMBERSHIP_TYPE, parse_membership)?,
+        max_request_header_bytes: values.size(keys::WORKER_MAX_HEADER_SIZE, MIN_HEADER_SIZE, MAX_HEADER_SIZE)?,
+        ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
+    })
+}
+
+fn parse_user_config(values: &mut Values<'_>) -> Result<UserConfig, ConfigError> {
+    Ok(UserConfig {
+        metadata_max_age: values.duration(keys::USER_METADATA_MAX_AGE, true)?,
+        virtual_nodes_per_worker: values.parse(keys::USER_VIRTUAL_NODES, parse_virtual_nodes)?,
+        hash_provider: values.parse(keys::USER_HASH_PROVIDER, parse_hash_provider)?,
+        dynamic_ring: values.parse(keys::USER_DYNAMIC_RING, parse_bool)?,
+        connect_timeout: values.duration(keys::USER_CONNECT_TIMEOUT, false)?,
+        read_timeout: values.duration(keys::USER_READ_TIMEOUT, false)?,
+        worker_list_refresh_interval: values.duration(keys::USER_WORKER_LIST_REFRESH, false)?,
+    })
+}
+
+fn parse_mounts(
+    values: &mut Values<'_>,
+    properties: &BTreeMap<String, String>,
+) -> Result<Vec<MountConfig>, ConfigError> {
+    // name -> (path key set, ufs key set)
+    let mut names: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
+    for key in properties.keys() {
+        if let Some((name, is_path)) = keys::split_mount_key(key) {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                let value = values.get(key)?.unwrap_or_default();
+                return Err(values.invalid(
+                    key,
+                    &value,
+                    format!("mount name {name:?} must be letters, digits, '-' or '_'"),
+                ));
+            }
+            let entry = names.entry(name).or_default();
+            if is_path {
+                entry.0 = true;
+            } else {
+                entry.1 = true;
+            }
+        }
+    }
+
+    let mut mounts: Vec<MountConfig> = Vec::new();
+    // Normalized mount point -> the key that set it.
+    let mut points: BTreeMap<String, String> = BTreeMap::new();
+    for (name, (has_path, has_ufs)) in names {
+        let path_key = format!("{}{name}{}", keys::MOUNT_PREFIX, keys::MOUNT_PATH_SUFFIX);
+        let ufs_key = format!("{}{name}{}", keys::MOUNT_PREFIX, keys::MOUNT_UFS_SUFFIX);
+        if !has_path || !has_ufs {
+            let (missing, present) = if has_path {
+                (&ufs_key, &path_key)
+            } else {
+                (&path_key, &ufs_key)
+            };
+            return Err(values.invalid(missing, "", format!("not set, but {present} is; a mount needs both")));
+        }
+        let raw_path = values.required(&path_key)?;
+        let path =
+            HoardPath::parse(&raw_path).map_err(|error| values.invalid(&path_key, &raw_path, error.to_string()))?;
+        if path.is_root() {
+            return Err(values.invalid(
+                &path_key,
+                &raw_path,
+                format!("cannot mount at /; set {} instead", keys::UNDERFS_ROOT),
+            ));
+        }
+        if let Some(other) = points.get(path.as_str()) {
+            return Err(values.invalid(
+                &path_key,
+                &raw_path,
+                format!("{path} is already the mount point of {other}"),
+            ));
+        }
+        points.insert(path.as_str().to_string(), path_key.clone());
+        let ufs = values.ufs_uri(&ufs_key)?;
+        mounts.push(MountConfig {
+            name: name.to_string(),
+            path: path.as_str().to_string(),
+            ufs,
+        });
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests;

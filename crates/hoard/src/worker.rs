@@ -17,14 +17,14 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     let listener = match args.listen_fd {
         Some(fd) => inherited_listener(fd)?,
         None => {
-            let address = format!("{}:{}", config.worker.bind_host, config.worker.rpc_port);
+            let address = config.worker.bind_address();
             tokio::net::TcpListener::bind(&address)
                 .await
                 .with_context(|| format!("cannot bind worker port {address}"))?
         }
     };
     let port = listener.local_addr().context("cannot read the bound address")?.port();
-    let advertised = format!("{}:{port}", config.worker.hostname);
+    let advertised = hoard_config::WorkerAddress { host: config.worker.hostname.clone(), port }.to_string();
     let state_config = config.clone();
     let state_address = advertised.clone();
     let state = tokio::task::spawn_blocking(move || hoard_worker::open_state(&state_config, state_address))

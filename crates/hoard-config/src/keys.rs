@@ -1,0 +1,274 @@
+//! Key names as constants, and the table behind [`crate::known_keys`]. docs/configuration.md lists the same
+//! table (a test checks it), and conf/hoard-site.properties.template shows every default.
+
+use crate::KeySpec;
+
+pub const CLUSTER_NAME: &str = "hoard.cluster.name";
+pub const WORK_DIR: &str = "hoard.work.dir";
+pub const UNDERFS_ROOT: &str = "hoard.underfs.root";
+pub const S3_ENDPOINT: &str = "hoard.underfs.s3.endpoint";
+pub const S3_REGION: &str = "hoard.underfs.s3.region";
+pub const S3_ACCESS_KEY_ID: &str = "hoard.underfs.s3.access.key.id";
+pub const S3_SECRET_ACCESS_KEY: &str = "hoard.underfs.s3.secret.access.key";
+pub const WORKER_HOSTNAME: &str = "hoard.worker.hostname";
+pub const WORKER_BIND_HOST: &str = "hoard.worker.bind.host";
+pub const WORKER_RPC_PORT: &str = "hoard.worker.rpc.port";
+pub const WORKER_PAGE_SIZE: &str = "hoard.worker.page.store.page.size";
+pub const WORKER_PAGE_STORE_DIRS: &str = "hoard.worker.page.store.dirs";
+pub const WORKER_PAGE_STORE_SIZES: &str = "hoard.worker.page.store.sizes";
+pub const WORKER_IDENTITY_FILE: &str = "hoard.worker.identity.uuid.file.path";
+pub const WORKER_MEMBERSHIP_TYPE: &str = "hoard.worker.membership.manager.type";
+pub const WORKER_MAX_HEADER_SIZE: &str = "hoard.worker.http.max.header.size";
+pub const WORKER_UFS_READ_TIMEOUT: &str = "hoard.worker.ufs.read.timeout";
+pub const USER_METADATA_MAX_AGE: &str = "hoard.user.file.metadata.max.age";
+pub const USER_VIRTUAL_NODES: &str = "hoard.user.worker.selection.policy.consistent.hash.virtual.node.count.per.worker";
+pub const USER_HASH_PROVIDER: &str = "hoard.user.worker.selection.policy.consistent.hash.provider.impl";
+pub const USER_DYNAMIC_RING: &str = "hoard.user.dynamic.consistent.hash.ring.enabled";
+pub const USER_CONNECT_TIMEOUT: &str = "hoard.user.network.connect.timeout";
+pub const USER_READ_TIMEOUT: &str = "hoard.user.network.read.timeout";
+pub const USER_WORKER_LIST_REFRESH: &str = "hoard.user.worker.list.refresh.interval";
+
+/// Mount keys are `hoard.mount.<name>.path` and `hoard.mount.<name>.ufs`.
+pub const MOUNT_PREFIX: &str = "hoard.mount.";
+pub const MOUNT_PATH_SUFFIX: &str = ".path";
+pub const MOUNT_UFS_SUFFIX: &str = ".ufs";
+
+const fn key(name: &'static str, default: &'static str, description: &'static str) -> KeySpec {
+    KeySpec {
+        name,
+        default,
+        description,
+    }
+}
+
+/// An empty default means "unset".
+pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
+    key(
+        CLUSTER_NAME,
+        "default",
+        "Name of this cluster; keeps clusters that share a membership store apart. Letters, digits, '.', '-' and '_'.",
+    ),
+    key(
+        WORK_DIR,
+        "/tmp/hoard",
+        "Directory for Hoard's own files; other defaults are placed under it.",
+    ),
+    key(
+        UNDERFS_ROOT,
+        "${hoard.work.dir}/underfs",
+        "The UFS mounted at '/': a local directory, file:///dir or s3://bucket/prefix.",
+    ),
+    key(
+        S3_ENDPOINT,
+        "",
+        "S3 endpoint URL for S3-compatible stores; unset uses AWS's endpoint for the region.",
+    ),
+    key(
+        S3_REGION,
+        "",
+        "S3 region; unset falls back to the AWS environment (AWS_REGION).",
+    ),
+    key(
+        S3_ACCESS_KEY_ID,
+        "",
+        "S3 access key id; unset falls back to the AWS environment and credential chain.",
+    ),
+    key(
+        S3_SECRET_ACCESS_KEY,
+        "",
+        "S3 secret access key; unset falls back to the AWS environment and credential chain.",
+    ),
+    key(
+        WORKER_HOSTNAME,
+        "localhost",
+        "Host name or address clients and coordinators use to reach this worker.",
+    ),
+    key(
+        WORKER_BIND_HOST,
+        "0.0.0.0",
+        "Address the worker's HTTP server listens on.",
+    ),
+    key(
+        WORKER_RPC_PORT,
+        "29999",
+        "Port of the worker's HTTP server; also the port of conf/workers lines that give none.",
+    ),
+    key(
+        WORKER_PAGE_SIZE,
+        "1MiB",
+        "Size of one cached page; more than 0 and at most 64MiB.",
+    ),
+    key(
+        WORKER_PAGE_STORE_DIRS,
+        "${hoard.work.dir}/page_store",
+        "Comma-separated directories that hold cached pages.",
+    ),
+    key(
+        WORKER_PAGE_STORE_SIZES,
+        "1GiB",
+        "Comma-separated capacity of each page store directory, or one size used for every directory.",
+    ),
+    key(
+        WORKER_IDENTITY_FILE,
+        "${hoard.work.dir}/system-info/worker_identity",
+        "File holding the worker's persistent UUID, created on first start.",
+    ),
+    key(
+        WORKER_MEMBERSHIP_TYPE,
+        "STATIC",
+        "How workers find each other; only STATIC (the conf/workers list) in this version.",
+    ),
+    key(
+        WORKER_MAX_HEADER_SIZE,
+        "16KiB",
+        "Largest HTTP request header block the worker accepts; 8KiB to 1MiB.",
+    ),
+    key(
+        WORKER_UFS_READ_TIMEOUT,
+        "30s",
+        "How long a worker waits for one UFS read before failing it.",
+    ),
+    key(
+        USER_METADATA_MAX_AGE,
+        "1min",
+        "How long cached UFS file status may be used before it is checked again (0 = always check).",
+    ),
+    key(
+        USER_VIRTUAL_NODES,
+        "2000",
+        "Virtual nodes per worker on the consistent-hash ring (DEFAULT provider); 1 to 100000.",
+    ),
+    key(
+        USER_HASH_PROVIDER,
+        "DEFAULT",
+        "Ring provider: DEFAULT (same virtual node count per worker) or CAPACITY (capacity / 1GiB virtual nodes).",
+    ),
+    key(
+        USER_DYNAMIC_RING,
+        "true",
+        "true: the ring holds only live workers; false: it holds every registered worker.",
+    ),
+    key(
+        USER_CONNECT_TIMEOUT,
+        "2s",
+        "How long a client waits to connect to a worker before trying the next candidate.",
+    ),
+    key(
+        USER_READ_TIMEOUT,
+        "30s",
+        "How long a client waits for a worker's response before trying the next candidate.",
+    ),
+    key(
+        USER_WORKER_LIST_REFRESH,
+        "2min",
+        "How often a client refreshes its snapshot of the worker list.",
+    ),
+];
+
+pub(crate) fn spec(name: &str) -> Option<&'static KeySpec> {
+    KNOWN_KEYS.iter().find(|spec| spec.name == name)
+}
+
+/// For `hoard.mount.<name>.path|ufs`: `(name, is_path)`. `None` when `key` is not shaped like
+/// a mount key (the name is not validated here).
+pub(crate) fn split_mount_key(key: &str) -> Option<(&str, bool)> {
+    let rest = key.strip_prefix(MOUNT_PREFIX)?;
+    if let Some(name) = rest.strip_suffix(MOUNT_PATH_SUFFIX) {
+        Some((name, true))
+    } else {
+        rest.strip_suffix(MOUNT_UFS_SUFFIX).map(|name| (name, false))
+    }
+}
+
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        current[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        std::mem::swap(&mut previous, &mut current);
+    }
+    previous[b.len()]
+}
+
+/// The warning for a key Hoard does not know, with a suggestion when one is close.
+pub(crate) fn unknown_key_warning(key: &str) -> String {
+    let suggestion = suggest(key);
+    match suggestion {
+        Some(known) => format!("unknown configuration key {key:?} is ignored (did you mean {known:?}?)"),
+        None if key.starts_with(MOUNT_PREFIX) => format!(
+            "unknown configuration key {key:?} is ignored (mounts are set with hoard.mount.<name>.path and hoard.mount.<name>.ufs)"
+        ),
+        None => format!("unknown configuration key {key:?} is ignored"),
+    }
+}
+
+fn suggest(key: &str) -> Option<String> {
+    if let Some(rest) = key.strip_prefix("alluxio.") {
+        let renamed = format!("hoard.{rest}");
+        if spec(&renamed).is_some() {
+            return Some(renamed);
+        }
+    }
+    // Long garbage keys are not worth a quadratic comparison.
+    if key.len() > 200 {
+        return None;
+    }
+    let allowed = (key.len() / 10).clamp(2, 4);
+    KNOWN_KEYS
+        .iter()
+        .map(|spec| (edit_distance(key, spec.name), spec.name))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("hoard.worker.rpc.prot", WORKER_RPC_PORT), 2);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert!(unknown_key_warning("hoard.worker.rpc.prot").contains("did you mean \"hoard.worker.rpc.port\""));
+        assert!(unknown_key_warning("alluxio.user.worker.list.refresh.interval")
+            .contains("did you mean \"hoard.user.worker.list.refresh.interval\""));
+        assert!(!unknown_key_warning("something.else.entirely").contains("did you mean"));
+        assert!(unknown_key_warning("hoard.mount.data.pth").contains("hoard.mount.<name>.path"));
+        assert!(!unknown_key_warning(&"x".repeat(10_000)).contains("did you mean"));
+    }
+
+    #[test]
+    fn mount_keys() {
+        assert_eq!(split_mount_key("hoard.mount.data.path"), Some(("data", true)));
+        assert_eq!(split_mount_key("hoard.mount.data.ufs"), Some(("data", false)));
+        assert_eq!(split_mount_key("hoard.mount..ufs"), Some(("", false)));
+        assert_eq!(split_mount_key("hoard.mount.data.other"), None);
+        assert_eq!(split_mount_key("hoard.worker.rpc.port"), None);
+    }
+
+    #[test]
+    fn keys_are_unique_and_documented() {
+        let mut names: Vec<&str> = KNOWN_KEYS.iter().map(|spec| spec.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KNOWN_KEYS.len());
+        for spec in KNOWN_KEYS {
+            assert!(spec.name.starts_with("hoard."), "{}", spec.name);
+            assert!(!spec.description.is_empty(), "{}", spec.name);
+            assert!(!spec.description.contains('\n'), "{}", spec.name);
+        }
+    }
+}
