@@ -71,12 +71,12 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     key(
         S3_ACCESS_KEY_ID,
         "",
-        "S3 access key id; unset falls back to the AWS environment and credential chain.",
+        "S3 access key id; unset falls back to the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment variables.",
     ),
     key(
         S3_SECRET_ACCESS_KEY,
         "",
-        "S3 secret access key; unset falls back to the AWS environment and credential chain.",
+        "S3 secret access key; unset falls back to the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment variables.",
     ),
     key(
         WORKER_HOSTNAME,

@@ -1,14 +1,34 @@
 //! The UFS ("under file system"): where the data really lives. A narrow async trait with a local
 //! directory backend and an S3 backend, and a [`MountTable`] that maps Hoard paths onto them.
 //!
+//! Both backends go through [opendal](https://opendal.apache.org/) with a timeout layer (per
+//! attempt) under a retry layer (temporary failures only); see [`UfsOptions`]. docs/ufs.md is the
+//! user-facing description of URIs, credentials, mount semantics, listing and errors.
+//!
+//! Nothing here reads the environment or a config file on its own: the S3 credentials come from
+//! `hoard_config::S3Config` and, for what that leaves unset, from an environment *snapshot* the
+//! caller passes ([`MountTable::from_config_with_env`]); only [`MountTable::from_config`] reads
+//! the process environment, and only because its caller asked for it.
+//!
 //! CONTRACT (other crates code against these names; keep them stable):
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use hoard_common::HoardPath;
+
+mod convert;
+mod local;
+mod mount;
+mod s3;
+mod uri;
+
+pub use local::LocalUfs;
+pub use mount::MountTable;
+pub use s3::{S3Credentials, S3Settings, S3Ufs};
+pub use uri::UfsUri;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UfsError {
@@ -26,7 +46,11 @@ pub enum UfsError {
     Config(String),
     /// Anything else the backend reports; `retryable` says whether trying again may help.
     #[error("ufs error on {path}: {message}")]
-    Backend { path: String, message: String, retryable: bool },
+    Backend {
+        path: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 impl UfsError {
@@ -60,9 +84,16 @@ impl UfsStatus {
 
 /// One backend. Paths given to it are relative to its root, `/`-separated, no leading `/`,
 /// already normalized (`""` is the root).
+///
+/// Errors name the *relative* path (e.g. `NotFound("a/b")`); the [`MountTable`] rewrites them to
+/// the Hoard path before its callers see them.
 #[async_trait::async_trait]
 pub trait Ufs: Send + Sync + std::fmt::Debug {
+    /// Status of a file or directory. `""` is always a directory.
     async fn status(&self, relative: &str) -> Result<RawStatus, UfsError>;
+    /// The bytes `range.start..min(range.end, length)`: a range that runs past the end of the
+    /// file is clamped to it, one that starts at or past the end (or is empty) gives no bytes.
+    /// A directory is [`UfsError::IsDirectory`].
     async fn read(&self, relative: &str, range: Range<u64>) -> Result<Bytes, UfsError>;
     /// Streams one directory level. Must not collect the whole listing in memory.
     async fn list(&self, relative: &str) -> Result<BoxStream<'static, Result<RawEntry, UfsError>>, UfsError>;
@@ -77,6 +108,29 @@ pub struct RawStatus {
     pub etag: Option<String>,
 }
 
+impl RawStatus {
+    /// A directory without a known modification time (S3 prefixes, mount points).
+    pub fn directory() -> RawStatus {
+        RawStatus {
+            is_dir: true,
+            length: 0,
+            modification_time_ms: None,
+            etag: None,
+        }
+    }
+
+    /// This status at a Hoard path.
+    pub fn at(self, path: HoardPath) -> UfsStatus {
+        UfsStatus {
+            path,
+            is_dir: self.is_dir,
+            length: self.length,
+            modification_time_ms: self.modification_time_ms,
+            etag: self.etag,
+        }
+    }
+}
+
 /// One child from a backend listing: its name (single segment) and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEntry {
@@ -84,32 +138,49 @@ pub struct RawEntry {
     pub status: RawStatus,
 }
 
-/// Maps Hoard paths onto backends: `hoard.underfs.root` at `/`, plus `hoard.mount.*` mounts.
-/// The longest mount point that is a segment-wise prefix of a path wins.
-#[derive(Debug, Clone)]
-pub struct MountTable {
-    _mounts: Vec<(HoardPath, Arc<dyn Ufs>)>,
+/// How the backends talk to their storage: a timeout per attempt and bounded retries of
+/// temporary failures (timeouts, HTTP 5xx, 429, connection errors).
+///
+/// Worst case for one call: `(max_retries + 1) * timeout` plus the back-off delays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UfsOptions {
+    /// Bounds one attempt of a status or list call, the opening of a read, and every chunk of
+    /// a read or page of a listing after that. The worker passes `hoard.worker.ufs.read.timeout`
+    /// (`WorkerConfig::ufs_read_timeout`).
+    pub timeout: Duration,
+    /// Retries after the first attempt, for temporary failures only.
+    pub max_retries: usize,
+    /// First back-off delay; it doubles (with jitter) up to `retry_max_delay`.
+    pub retry_min_delay: Duration,
+    pub retry_max_delay: Duration,
 }
 
-impl MountTable {
-    pub fn from_config(config: &hoard_config::UfsConfig) -> Result<MountTable, UfsError> {
-        let _ = config;
-        todo!()
+impl Default for UfsOptions {
+    fn default() -> Self {
+        UfsOptions {
+            timeout: Duration::from_secs(30),
+            max_retries: 3,
+            retry_min_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(2),
+        }
     }
+}
 
-    pub async fn status(&self, path: &HoardPath) -> Result<UfsStatus, UfsError> {
-        let _ = path;
-        todo!()
+impl UfsOptions {
+    /// The defaults with another per-attempt timeout.
+    pub fn with_timeout(timeout: Duration) -> UfsOptions {
+        UfsOptions {
+            timeout,
+            ..UfsOptions::default()
+        }
     }
+}
 
-    pub async fn read(&self, path: &HoardPath, range: Range<u64>) -> Result<Bytes, UfsError> {
-        let _ = (path, range);
-        todo!()
-    }
+/// Looks up one environment variable: `&|name| std::env::var(name).ok()` for the process
+/// environment, or a closure over a map in tests.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-    /// Streams the children of a directory as Hoard-path statuses.
-    pub async fn list(&self, path: &HoardPath) -> Result<BoxStream<'static, Result<UfsStatus, UfsError>>, UfsError> {
-        let _ = path;
-        todo!()
-    }
+/// The process environment as an [`EnvLookup`]. Only [`MountTable::from_config`] uses it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }

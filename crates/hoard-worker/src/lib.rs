@@ -40,7 +40,11 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
         capacities: config.worker.page_store_sizes.clone(),
         page_size: config.worker.page_size,
     })?;
-    let mounts = hoard_ufs::MountTable::from_config(&config.ufs)?;
+    let mounts = hoard_ufs::MountTable::from_config_with_options(
+        &config.ufs,
+        &hoard_ufs::UfsOptions::with_timeout(config.worker.ufs_read_timeout),
+        &hoard_ufs::process_env,
+    )?;
     Ok(Arc::new(WorkerState::new(
         worker_id,
         address,

@@ -471,8 +471,9 @@ fn sample_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// The sample dataset: 8 training shards of 8MiB (plus one odd-sized) and a README.
 pub fn create_sample_dataset(dir: &Path) -> anyhow::Result<()> {
-    let marker = dir.join(".complete");
-    if marker.exists() {
+    // README.txt is written last: its presence means the dataset is complete.
+    let readme_path = dir.join("README.txt");
+    if readme_path.exists() {
         return Ok(());
     }
     let train = dir.join("train");
@@ -482,10 +483,9 @@ pub fn create_sample_dataset(dir: &Path) -> anyhow::Result<()> {
         std::fs::write(&path, sample_bytes(shard + 1, 8 << 20)).with_context(|| format!("cannot write {}", path.display()))?;
     }
     std::fs::write(train.join("part-00008.bin"), sample_bytes(9, (3 << 20) + 12_345))?;
-    let mut readme = std::fs::File::create(dir.join("README.txt"))?;
+    let mut readme = Vec::new();
     writeln!(readme, "Sample dataset created by `hoard local start` (deterministic pseudo-random shards).")?;
-    std::fs::write(&marker, b"")?;
-    Ok(())
+    write_atomically(&readme_path, &readme)
 }
 
 /// Counts and hashes what a read produces, so the demo can check it against the UFS.

@@ -1,0 +1,251 @@
+//! The local-directory backend (opendal `services-fs`), confined to its root.
+//!
+//! Symlink policy: a path is resolved (`realpath`) before it is used, and it must still lie under
+//! the (resolved) root. A symlink whose target is inside the root is followed; one that leads
+//! outside is refused with `PermissionDenied` by status and read, and left out of listings, as are
+//! dangling symlinks and special files (FIFOs, sockets, devices: reading them could block or
+//! never end). opendal is then handed the resolved path, so it never follows a link we did not
+//! check. `..` cannot occur: Hoard paths refuse it, and this backend refuses it again.
+//!
+//! This guards against links that point out of the tree (a misconfiguration, a careless
+//! `ln -s /`); it is not a defence against someone who can rewrite the tree while we read it
+//! (they could swap a checked component for a link between the check and the open).
+
+use std::fmt;
+use std::fs::Metadata;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use opendal::raw::Servicer;
+use opendal::{Builder, ErrorKind, OperationContext, Operator};
+
+use crate::convert::{self, EntryKind};
+use crate::{RawEntry, RawStatus, Ufs, UfsError, UfsOptions};
+
+/// A local (or locally mounted: NFS, Lustre, ...) directory.
+#[derive(Clone)]
+pub struct LocalUfs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Canonical (symlink-free, absolute) root.
+    root: PathBuf,
+    /// Reads: opendal's full stack.
+    op: Operator,
+    /// Listings: the bare fs service under our timeout and retry layers. opendal's default
+    /// stack "completes" entries its lister could not classify (symlinks) by stat'ing them,
+    /// which follows the link wherever it points (and trips a debug assertion on links to
+    /// directories); we classify those entries ourselves, under the confinement rule.
+    list_op: Operator,
+    /// Bounds our own metadata calls (a hung NFS server must not hang the caller forever).
+    timeout: Duration,
+}
+
+impl fmt::Debug for LocalUfs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalUfs").field("root", &self.inner.root).finish()
+    }
+}
+
+/// A relative path resolved inside the root.
+struct Resolved {
+    /// Relative to the canonical root, symlinks resolved; `""` for the root.
+    canonical: String,
+    meta: Metadata,
+}
+
+impl LocalUfs {
+    /// `root` must be an absolute path to an existing directory (it may itself be a symlink).
+    pub fn new(root: &Path, options: &UfsOptions) -> Result<LocalUfs, UfsError> {
+        if !root.is_absolute() {
+            return Err(UfsError::Config(format!(
+                "the local UFS root {} is not an absolute path",
+                root.display()
+            )));
+        }
+        let canonical = std::fs::canonicalize(root)
+            .map_err(|err| UfsError::Config(format!("the local UFS root {} is not usable: {err}", root.display())))?;
+        if !canonical.is_dir() {
+            return Err(UfsError::Config(format!(
+                "the local UFS root {} is not a directory",
+                root.display()
+            )));
+        }
+        let root_str = canonical
+            .to_str()
+            .ok_or_else(|| UfsError::Config(format!("the local UFS root {} is not UTF-8", root.display())))?;
+        let config_error =
+            |err: opendal::Error| UfsError::Config(format!("the local UFS root {}: {err}", root.display()));
+        let op = Operator::new(opendal::services::Fs::default().root(root_str)).map_err(config_error)?;
+        let bare: Servicer = Arc::new(
+            opendal::services::Fs::default()
+                .root(root_str)
+                .build()
+                .map_err(config_error)?,
+        );
+        let list_op = Operator::from_parts(OperationContext::default(), bare);
+        Ok(LocalUfs {
+            inner: Arc::new(Inner {
+                root: canonical,
+                op: convert::layered(op, options),
+                list_op: convert::layered(list_op, options),
+                timeout: options.timeout,
+            }),
+        })
+    }
+
+    /// The canonical root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+impl Inner {
+    async fn resolve(self: &Arc<Self>, relative: &str) -> Result<Resolved, UfsError> {
+        convert::check_relative(relative)?;
+        let inner = Arc::clone(self);
+        let owned = relative.to_string();
+        let task = tokio::task::spawn_blocking(move || inner.resolve_blocking(&owned));
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => Err(UfsError::Backend {
+                path: relative.to_string(),
+                message: format!("stat task failed: {err}"),
+                retryable: true,
+            }),
+            Err(_) => Err(UfsError::Backend {
+                path: relative.to_string(),
+                message: format!("stat timed out after {:?}", self.timeout),
+                retryable: true,
+            }),
+        }
+    }
+
+    fn resolve_blocking(&self, relative: &str) -> Result<Resolved, UfsError> {
+        let joined = if relative.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(relative)
+        };
+        let canonical = std::fs::canonicalize(&joined).map_err(|err| convert::from_io(err, relative))?;
+        let Ok(inside) = canonical.strip_prefix(&self.root) else {
+            return Err(UfsError::PermissionDenied(format!(
+                "{relative} (a symbolic link leads outside the UFS root)"
+            )));
+        };
+        let canonical_relative = inside
+            .to_str()
+            .ok_or_else(|| UfsError::InvalidPath(format!("{relative} (resolves to a name that is not UTF-8)")))?
+            .to_string();
+        let meta = std::fs::metadata(&canonical).map_err(|err| convert::from_io(err, relative))?;
+        if !meta.is_file() && !meta.is_dir() {
+            // FIFOs, sockets, devices: not data Hoard can cache.
+            return Err(UfsError::NotFound(relative.to_string()));
+        }
+        Ok(Resolved {
+            canonical: canonical_relative,
+            meta,
+        })
+    }
+}
+
+fn raw_status(meta: &Metadata) -> RawStatus {
+    RawStatus {
+        is_dir: meta.is_dir(),
+        length: if meta.is_dir() { 0 } else { meta.len() },
+        modification_time_ms: meta.modified().ok().and_then(convert::system_time_ms),
+        etag: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Ufs for LocalUfs {
+    /// Uses the metadata the confinement check already fetched (no second stat through opendal).
+    async fn status(&self, relative: &str) -> Result<RawStatus, UfsError> {
+        let resolved = self.inner.resolve(relative).await?;
+        Ok(raw_status(&resolved.meta))
+    }
+
+    async fn read(&self, relative: &str, range: Range<u64>) -> Result<Bytes, UfsError> {
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
+        let resolved = self.inner.resolve(relative).await?;
+        if resolved.meta.is_dir() {
+            return Err(UfsError::IsDirectory(relative.to_string()));
+        }
+        let length = resolved.meta.len();
+        if range.start >= length {
+            return Ok(Bytes::new());
+        }
+        let range = range.start..range.end.min(length);
+        match self.inner.op.read_with(&resolved.canonical).range(range).await {
+            Ok(buffer) => Ok(buffer.to_bytes()),
+            // The file shrank between the stat and the read.
+            Err(err) if err.kind() == ErrorKind::RangeNotSatisfied => Ok(Bytes::new()),
+            Err(err) => Err(convert::from_opendal(err, relative)),
+        }
+    }
+
+    async fn list(&self, relative: &str) -> Result<BoxStream<'static, Result<RawEntry, UfsError>>, UfsError> {
+        let resolved = self.inner.resolve(relative).await?;
+        if !resolved.meta.is_dir() {
+            return Err(UfsError::NotDirectory(relative.to_string()));
+        }
+        let dir_prefix = if resolved.canonical.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", resolved.canonical)
+        };
+        let list_path = if dir_prefix.is_empty() {
+            "/"
+        } else {
+            dir_prefix.as_str()
+        };
+        let lister = self
+            .inner
+            .list_op
+            .lister(list_path)
+            .await
+            .map_err(|err| convert::from_opendal(err, relative))?;
+
+        let inner = Arc::clone(&self.inner);
+        let relative = relative.to_string();
+        let stream = lister.filter_map(move |item| {
+            let inner = Arc::clone(&inner);
+            let relative = relative.clone();
+            let dir_prefix = dir_prefix.clone();
+            async move {
+                let entry = match item {
+                    Ok(entry) => entry,
+                    Err(err) => return Some(Err(convert::from_opendal(err, &relative))),
+                };
+                let name = convert::child_name(&dir_prefix, entry.path())?.to_string();
+                match convert::entry_status(entry.metadata(), |mtime| mtime) {
+                    EntryKind::Known(status) => Some(Ok(RawEntry { name, status })),
+                    EntryKind::Unknown => {
+                        // A symlink or a special file: only what resolves inside the root to a
+                        // file or directory is listed.
+                        let child = convert::join_relative(&relative, &name);
+                        match inner.resolve(&child).await {
+                            Ok(resolved) => Some(Ok(RawEntry {
+                                name,
+                                status: raw_status(&resolved.meta),
+                            })),
+                            Err(err) => {
+                                tracing::debug!(path = child, error = %err, "leaving an entry out of the listing");
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+}

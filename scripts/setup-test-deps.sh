@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs what Hoard's tests and benchmarks need beyond the Rust toolchain. Idempotent: run it
+# as often as you like. Meant to run as root on Debian/Ubuntu (a CI image or a dev container).
+#
+#   * <repo>/.venv: a Python virtualenv with `moto[server]` (a local S3 the hoard-ufs S3 tests
+#     start as `<repo>/.venv/bin/moto_server`) and boto3.
+#   * etcd (etcd-server), protoc (protobuf-compiler), nginx (nginx-light), wrk: for the etcd
+#     metastore tests and the benchmarks. Installed with apt-get only when a command is missing.
+#
+# Environment:
+#   PYTHON       the interpreter that creates the venv (default: python3)
+#   SKIP_APT=1   never call apt-get (install the system packages yourself)
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+python="${PYTHON:-python3}"
+
+log() { printf '[setup-test-deps] %s\n' "$*"; }
+
+apt_updated=0
+apt_install() {
+    if [[ "${SKIP_APT:-0}" == "1" ]]; then
+        log "SKIP_APT=1: not installing $*; install them yourself"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get not found: install $* with your package manager"
+        return 1
+    fi
+    local sudo=""
+    if [[ "$(id -u)" != "0" ]]; then
+        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+            log "not root and no sudo: cannot install $*"
+            return 1
+        fi
+    fi
+    if [[ "$apt_updated" == "0" ]]; then
+        $sudo apt-get update
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "$@"
+}
+
+# --- system packages (other crates' tests and the benchmarks) ---------------------------------
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+else
+    log "etcd, protoc, nginx and wrk already present"
+fi
+
+# --- Python venv with moto ---------------------------------------------------------------------
+if ! command -v "$python" >/dev/null 2>&1 || ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    log "installing python3 and python3-venv"
+    apt_install python3 python3-venv
+    python=python3
+fi
+
+if [[ -x "$venv/bin/python" ]] && ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "$venv is broken (no working pip): recreating it"
+    rm -rf "$venv"
+fi
+if [[ ! -x "$venv/bin/python" ]]; then
+    log "creating $venv"
+    "$python" -m venv "$venv"
+fi
+
+if "$venv/bin/python" -c 'import moto.server, boto3' >/dev/null 2>&1 && [[ -x "$venv/bin/moto_server" ]]; then
+    log "moto and boto3 already installed in $venv"
+else
+    log "installing moto[server] and boto3 into $venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet 'moto[server]' boto3
+fi
+
+"$venv/bin/moto_server" --help >/dev/null
+log "done: moto_server at $venv/bin/moto_server"
