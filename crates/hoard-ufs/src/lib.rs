@@ -42,6 +42,9 @@ pub enum UfsError {
     IsDirectory(String),
     #[error("not a directory: {0}")]
     NotDirectory(String),
+    /// The file is no longer the version the caller read its status as.
+    #[error("file changed in the ufs: {0}")]
+    Changed(String),
     #[error("invalid ufs configuration: {0}")]
     Config(String),
     /// Anything else the backend reports; `retryable` says whether trying again may help.
@@ -97,6 +100,19 @@ pub trait Ufs: Send + Sync + std::fmt::Debug {
     async fn read(&self, relative: &str, range: Range<u64>) -> Result<Bytes, UfsError>;
     /// Streams one directory level. Must not collect the whole listing in memory.
     async fn list(&self, relative: &str) -> Result<BoxStream<'static, Result<RawEntry, UfsError>>, UfsError>;
+
+    /// Like [`Ufs::read`], but only bytes of the version `expected` describes: when the file is
+    /// now another version (length, modification time or etag differ) the answer is
+    /// [`UfsError::Changed`]. Caches use it so a rewrite never mixes old and new bytes. The
+    /// default reads and then checks the status; backends override it to check atomically.
+    async fn read_version(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
+        let bytes = self.read(relative, range).await?;
+        let current = self.status(relative).await?;
+        if !current.same_version(expected) {
+            return Err(UfsError::Changed(relative.to_string()));
+        }
+        Ok(bytes)
+    }
 }
 
 /// A backend's status of one path (relative to the backend root).
@@ -117,6 +133,14 @@ impl RawStatus {
             modification_time_ms: None,
             etag: None,
         }
+    }
+
+    /// True when both describe the same version of a file (see [`UfsStatus::version`]).
+    pub fn same_version(&self, other: &RawStatus) -> bool {
+        self.is_dir == other.is_dir
+            && self.length == other.length
+            && self.modification_time_ms == other.modification_time_ms
+            && self.etag == other.etag
     }
 
     /// This status at a Hoard path.

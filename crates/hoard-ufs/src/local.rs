@@ -108,22 +108,61 @@ impl LocalUfs {
 impl Inner {
     async fn resolve(self: &Arc<Self>, relative: &str) -> Result<Resolved, UfsError> {
         convert::check_relative(relative)?;
-        let inner = Arc::clone(self);
         let owned = relative.to_string();
-        let task = tokio::task::spawn_blocking(move || inner.resolve_blocking(&owned));
+        self.blocking(relative, "stat", move |inner| inner.resolve_blocking(&owned)).await
+    }
+
+    /// Runs file system calls on the blocking pool, bounded by the UFS timeout.
+    async fn blocking<T, F>(self: &Arc<Self>, relative: &str, what: &str, work: F) -> Result<T, UfsError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, UfsError> + Send + 'static,
+    {
+        let inner = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || work(&inner));
         match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(err)) => Err(UfsError::Backend {
                 path: relative.to_string(),
-                message: format!("stat task failed: {err}"),
+                message: format!("{what} task failed: {err}"),
                 retryable: true,
             }),
             Err(_) => Err(UfsError::Backend {
                 path: relative.to_string(),
-                message: format!("stat timed out after {:?}", self.timeout),
+                message: format!("{what} timed out after {:?}", self.timeout),
                 retryable: true,
             }),
         }
+    }
+
+    /// One open file: check its version, read the range, check the version again. The file's
+    /// own descriptor is stat'ed, so a rename over the path in between cannot slip through.
+    fn read_version_blocking(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let resolved = self.resolve_blocking(relative)?;
+        if resolved.meta.is_dir() {
+            return Err(UfsError::IsDirectory(relative.to_string()));
+        }
+        let io_error = |err: std::io::Error| convert::from_io(err, relative);
+        let mut file = std::fs::File::open(self.root.join(&resolved.canonical)).map_err(io_error)?;
+        let before = file.metadata().map_err(io_error)?;
+        if !raw_status(&before).same_version(expected) {
+            return Err(UfsError::Changed(relative.to_string()));
+        }
+        let end = range.end.min(before.len());
+        if range.start >= end {
+            return Ok(Bytes::new());
+        }
+        let len = end - range.start;
+        // read_to_end fills spare capacity without zeroing it first.
+        let mut buffer = Vec::with_capacity(usize::try_from(len).unwrap_or(usize::MAX));
+        file.seek(SeekFrom::Start(range.start)).map_err(io_error)?;
+        (&mut file).take(len).read_to_end(&mut buffer).map_err(io_error)?;
+        let after = file.metadata().map_err(io_error)?;
+        if !raw_status(&after).same_version(expected) || buffer.len() as u64 != len {
+            return Err(UfsError::Changed(relative.to_string()));
+        }
+        Ok(Bytes::from(buffer))
     }
 
     fn resolve_blocking(&self, relative: &str) -> Result<Resolved, UfsError> {
@@ -190,6 +229,15 @@ impl Ufs for LocalUfs {
             Err(err) if err.kind() == ErrorKind::RangeNotSatisfied => Ok(Bytes::new()),
             Err(err) => Err(convert::from_opendal(err, relative)),
         }
+    }
+
+    async fn read_version(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
+        convert::check_relative(relative)?;
+        let owned = relative.to_string();
+        let expected = expected.clone();
+        self.inner
+            .blocking(relative, "read", move |inner| inner.read_version_blocking(&owned, range, &expected))
+            .await
     }
 
     async fn list(&self, relative: &str) -> Result<BoxStream<'static, Result<RawEntry, UfsError>>, UfsError> {

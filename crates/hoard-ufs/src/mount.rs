@@ -163,6 +163,25 @@ impl MountTable {
             .map_err(|err| relocate(err, relative, path))
     }
 
+    /// Reads `range` of the version of `path` that `expected` describes, or
+    /// [`UfsError::Changed`] if the file is now another version.
+    pub async fn read_version(&self, expected: &UfsStatus, range: Range<u64>) -> Result<Bytes, UfsError> {
+        let path = &expected.path;
+        if self.has_mount_below(path) {
+            return Err(UfsError::IsDirectory(path.to_string()));
+        }
+        let (_, ufs, relative) = self.resolve(path);
+        let raw = RawStatus {
+            is_dir: expected.is_dir,
+            length: expected.length,
+            modification_time_ms: expected.modification_time_ms,
+            etag: expected.etag.clone(),
+        };
+        ufs.read_version(relative, range, &raw)
+            .await
+            .map_err(|err| relocate(err, relative, path))
+    }
+
     /// Streams the children of a directory as Hoard-path statuses: one level, in the backend's
     /// order, mount points first (as directories without a modification time).
     pub async fn list(&self, path: &HoardPath) -> Result<BoxStream<'static, Result<UfsStatus, UfsError>>, UfsError> {
@@ -227,6 +246,7 @@ fn relocate(err: UfsError, relative: &str, path: &HoardPath) -> UfsError {
         UfsError::InvalidPath(m) => UfsError::InvalidPath(swap(m)),
         UfsError::IsDirectory(m) => UfsError::IsDirectory(swap(m)),
         UfsError::NotDirectory(m) => UfsError::NotDirectory(swap(m)),
+        UfsError::Changed(m) => UfsError::Changed(swap(m)),
         UfsError::Backend {
             path: p,
             message,

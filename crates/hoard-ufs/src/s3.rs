@@ -316,6 +316,31 @@ impl Ufs for S3Ufs {
         }
     }
 
+    /// A conditional GET (`If-Match: <etag>`): S3 answers 412 when the object was replaced, so
+    /// the check and the read are one atomic step.
+    async fn read_version(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
+        convert::check_relative(relative)?;
+        let Some(etag) = expected.etag.as_deref() else {
+            let bytes = self.read(relative, range).await?;
+            if !self.status(relative).await?.same_version(expected) {
+                return Err(UfsError::Changed(relative.to_string()));
+            }
+            return Ok(bytes);
+        };
+        let end = range.end.min(expected.length);
+        if range.start >= end {
+            return Ok(Bytes::new());
+        }
+        match self.inner.read_op.read_with(relative).range(range.start..end).if_match(etag).await {
+            Ok(buffer) if buffer.len() as u64 == end - range.start => Ok(buffer.to_bytes()),
+            Ok(_) => Err(UfsError::Changed(relative.to_string())),
+            Err(err) if matches!(err.kind(), ErrorKind::ConditionNotMatch | ErrorKind::RangeNotSatisfied) => {
+                Err(UfsError::Changed(relative.to_string()))
+            }
+            Err(err) => Err(convert::from_opendal(err, relative)),
+        }
+    }
+
     async fn list(&self, relative: &str) -> Result<BoxStream<'static, Result<RawEntry, UfsError>>, UfsError> {
         convert::check_relative(relative)?;
         let prefix = dir_prefix(relative);

@@ -379,3 +379,22 @@ async fn the_backend_refuses_paths_a_hoard_path_cannot_produce() {
         );
     }
 }
+
+#[tokio::test]
+async fn read_version_refuses_a_rewritten_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v.bin");
+    let old = content(4096, 1);
+    fs::write(&file, &old).unwrap();
+    let ufs = local(dir.path());
+    let before = ufs.status("v.bin").await.unwrap();
+    assert_eq!(ufs.read_version("v.bin", 10..20, &before).await.unwrap(), old[10..20]);
+    // Same length, new content and modification time: a different version.
+    let later = SystemTime::now() + Duration::from_secs(5);
+    fs::write(&file, content(4096, 2)).unwrap();
+    fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+    let err = ufs.read_version("v.bin", 10..20, &before).await.unwrap_err();
+    assert!(matches!(err, UfsError::Changed(_)), "{err:?}");
+    let now = ufs.status("v.bin").await.unwrap();
+    assert_eq!(ufs.read_version("v.bin", 0..4096, &now).await.unwrap(), content(4096, 2));
+}

@@ -192,15 +192,20 @@ impl WorkerState {
         let range = self.page_range(file, key.index);
         let expected_len = range.end - range.start;
         let path = &file.status.path;
-        let bytes = self.mounts.read(path, range).await?;
+        // The status we hold may be up to max-age old: read only bytes of that version, so a
+        // rewrite never stores (or serves) new bytes under the old version's key.
+        let bytes = match self.mounts.read_version(&file.status, range).await {
+            Ok(bytes) => bytes,
+            Err(UfsError::Changed(_)) => {
+                tracing::info!(path = %path, cached_version = %file.version, "ufs file changed since its status was cached");
+                self.forget(path);
+                return Err(ReadError::FileChanged(path.clone()));
+            }
+            Err(err) => return Err(err.into()),
+        };
         self.metrics.ufs_reads.inc();
         self.metrics.ufs_bytes_read.inc_by(bytes.len() as u64);
-        // The status we hold may be up to max-age old: check the file is still that version
-        // after the read, so a rewrite never stores (or serves) new bytes under the old version.
-        let current = self.mounts.status(path).await?;
-        let current_version = current.version();
-        if current_version != file.version || bytes.len() as u64 != expected_len {
-            tracing::info!(path = %path, cached_version = %file.version, ufs_version = %current_version, "ufs file changed during read");
+        if bytes.len() as u64 != expected_len {
             self.forget(path);
             return Err(ReadError::FileChanged(path.clone()));
         }

@@ -124,6 +124,7 @@ fn ufs_error(err: UfsError) -> ApiError {
         UfsError::IsDirectory(_) => ApiError::new(StatusCode::BAD_REQUEST, codes::IS_A_DIRECTORY, message),
         UfsError::NotDirectory(_) => ApiError::new(StatusCode::BAD_REQUEST, codes::NOT_A_DIRECTORY, message),
         UfsError::PermissionDenied(_) => ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message),
+        UfsError::Changed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FILE_CHANGED", message),
         UfsError::Config(_) | UfsError::Backend { .. } => ApiError::new(StatusCode::BAD_GATEWAY, codes::UFS_ERROR, message),
     }
 }

@@ -53,9 +53,11 @@ pub struct StartArgs {
     /// Number of workers.
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
-    /// A local directory to serve as the UFS root. Without it a small sample dataset is created.
+    /// The UFS root: a local directory, or a URI such as `s3://bucket/prefix` (S3 settings from
+    /// `--property hoard.underfs.s3.*=...` or the AWS environment variables). Without it a small
+    /// sample dataset is created.
     #[arg(long)]
-    pub ufs: Option<PathBuf>,
+    pub ufs: Option<String>,
     /// Where config, logs, page stores and the process list go.
     #[arg(long)]
     pub home: PathBuf,
@@ -181,17 +183,18 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
         }
     }
     let ufs = match &args.ufs {
+        Some(uri) if uri.contains("://") => uri.clone(),
         Some(dir) => {
-            let dir = std::fs::canonicalize(dir).with_context(|| format!("--ufs {} does not exist", dir.display()))?;
+            let dir = std::fs::canonicalize(dir).with_context(|| format!("--ufs {dir} does not exist"))?;
             if !dir.is_dir() {
                 bail!("--ufs {} is not a directory", dir.display());
             }
-            dir
+            dir.display().to_string()
         }
         None => {
             let dir = home.join(SAMPLE_DIR);
             create_sample_dataset(&dir)?;
-            dir
+            dir.display().to_string()
         }
     };
     let user_properties = parse_properties(&args.properties)?;
@@ -223,7 +226,7 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     let workers_file = format!("# written by `hoard local start`\n{}\n", addresses.join("\n"));
 
     let mut shared = BTreeMap::new();
-    shared.insert("hoard.underfs.root".to_string(), ufs.display().to_string());
+    shared.insert("hoard.underfs.root".to_string(), ufs.clone());
     shared.insert("hoard.worker.membership.manager.type".to_string(), "STATIC".to_string());
     let client_conf = home.join("conf");
     let mut client_properties = shared.clone();
@@ -258,7 +261,7 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
         children.push(child);
     }
     drop(listeners);
-    let mut state = LocalState { home: home.clone(), client_conf_dir: client_conf, ufs: ufs.display().to_string(), processes };
+    let mut state = LocalState { home: home.clone(), client_conf_dir: client_conf, ufs, processes };
     write_state(&state)?;
 
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);

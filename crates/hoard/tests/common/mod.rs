@@ -11,7 +11,6 @@ pub const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
 
 pub struct Cluster {
     pub home: tempfile::TempDir,
-    pub ufs: PathBuf,
     pub conf: PathBuf,
 }
 
@@ -28,6 +27,11 @@ pub struct Process {
 impl Cluster {
     /// Starts `workers` workers over the local directory `ufs`, with extra site properties.
     pub fn start(workers: usize, ufs: &Path, properties: &[&str]) -> Cluster {
+        Cluster::start_on(workers, &ufs.display().to_string(), properties)
+    }
+
+    /// Starts workers over any UFS root (`s3://bucket/prefix` too).
+    pub fn start_on(workers: usize, ufs: &str, properties: &[&str]) -> Cluster {
         let home = tempfile::Builder::new().prefix("hoard-test").tempdir().expect("temp home");
         let mut command = Command::new(HOARD);
         command
@@ -42,7 +46,7 @@ impl Cluster {
         let output = command.output().expect("run hoard local start");
         assert!(output.status.success(), "local start failed: {}", describe(&output));
         let conf = home.path().canonicalize().expect("home").join("conf");
-        Cluster { home, ufs: ufs.to_path_buf(), conf }
+        Cluster { home, conf }
     }
 
     /// Runs `hoard --conf <client conf> args...`.
