@@ -45,7 +45,13 @@ fn script(pattern: &Pattern) -> String {
     }
 }
 
-pub fn run(url: &str, pattern: &Pattern, threads: usize, connections: usize, duration: Duration) -> anyhow::Result<WrkResult> {
+pub fn run(
+    url: &str,
+    pattern: &Pattern,
+    threads: usize,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<WrkResult> {
     let mut lua = tempfile::Builder::new().suffix(".lua").tempfile()?;
     lua.write_all(script(pattern).as_bytes())?;
     let output = std::process::Command::new("wrk")
@@ -66,11 +72,16 @@ pub fn run(url: &str, pattern: &Pattern, threads: usize, connections: usize, dur
         bail!("wrk saw errors against {url}:\n{text}");
     }
     let requests_per_sec = field(&text, "Requests/sec:").context("no Requests/sec in wrk output")?;
-    Ok(WrkResult { requests_per_sec, p50_ms: percentile(&text, "50%")?, p99_ms: percentile(&text, "99%")? })
+    Ok(WrkResult {
+        requests_per_sec,
+        p50_ms: percentile(&text, "50%")?,
+        p99_ms: percentile(&text, "99%")?,
+    })
 }
 
 fn field(text: &str, label: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.trim().strip_prefix(label)?.trim().parse().ok())
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix(label)?.trim().parse().ok())
 }
 
 /// wrk prints `50%  123.45us` (or ms, s) under "Latency Distribution".
@@ -88,7 +99,11 @@ fn percentile(text: &str, label: &str) -> anyhow::Result<f64> {
     } else {
         bail!("cannot parse wrk latency {raw:?}");
     };
-    Ok(number.trim().parse::<f64>().with_context(|| format!("bad latency {raw:?}"))? * factor)
+    Ok(number
+        .trim()
+        .parse::<f64>()
+        .with_context(|| format!("bad latency {raw:?}"))?
+        * factor)
 }
 
 #[cfg(test)]

@@ -81,7 +81,12 @@ impl HoardClient {
             .no_proxy()
             .build()
             .map_err(|err| ClientError::Setup(err.to_string()))?;
-        Ok(HoardClient { http, membership, user, view: Mutex::new(None) })
+        Ok(HoardClient {
+            http,
+            membership,
+            user,
+            view: Mutex::new(None),
+        })
     }
 
     pub fn membership_kind(&self) -> &'static str {

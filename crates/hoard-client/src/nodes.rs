@@ -44,7 +44,11 @@ impl ClusterView {
             nodes.clone()
         };
         let ring = build_ring(&ring_nodes, user);
-        ClusterView { nodes, ring_nodes, ring }
+        ClusterView {
+            nodes,
+            ring_nodes,
+            ring,
+        }
     }
 
     /// Up to `count` nodes for `path`, best first.
@@ -68,7 +72,11 @@ impl ClusterView {
 
 /// Asks every registered worker for its health, in parallel, each bounded by the connect and
 /// read timeouts.
-pub async fn probe(http: &reqwest::Client, membership: &dyn Membership, user: &UserConfig) -> Result<ClusterView, ClientError> {
+pub async fn probe(
+    http: &reqwest::Client,
+    membership: &dyn Membership,
+    user: &UserConfig,
+) -> Result<ClusterView, ClientError> {
     let members = membership.members().await?;
     let deadline = user.connect_timeout + user.read_timeout.min(Duration::from_secs(5));
     let probes = members.into_iter().map(|member| async move {
@@ -79,7 +87,10 @@ pub async fn probe(http: &reqwest::Client, membership: &dyn Membership, user: &U
             if !response.status().is_success() {
                 return Err(format!("health answered {}", response.status()));
             }
-            response.json::<WorkerHealth>().await.map_err(|err| describe_reqwest(&err))
+            response
+                .json::<WorkerHealth>()
+                .await
+                .map_err(|err| describe_reqwest(&err))
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")));

@@ -55,7 +55,11 @@ async fn classify_error<T>(path: &HoardPath, response: reqwest::Response) -> Out
 
 impl HoardClient {
     /// Tries `attempt` on each of `path`'s workers in ring order until one gives a final answer.
-    async fn with_failover<T>(&self, path: &HoardPath, mut attempt: impl AsyncFnMut(NodeStatus) -> Outcome<T>) -> Result<T, ClientError> {
+    async fn with_failover<T>(
+        &self,
+        path: &HoardPath,
+        mut attempt: impl AsyncFnMut(NodeStatus) -> Outcome<T>,
+    ) -> Result<T, ClientError> {
         let order = self.failover_order(path).await?;
         let mut attempts = Vec::new();
         for node in order {
@@ -68,7 +72,10 @@ impl HoardClient {
                 }
             }
         }
-        Err(ClientError::AllWorkersFailed { path: path.to_string(), attempts })
+        Err(ClientError::AllWorkersFailed {
+            path: path.to_string(),
+            attempts,
+        })
     }
 
     /// Every worker of the ring in `path`'s failover order; an error when none is available.
@@ -102,7 +109,11 @@ impl HoardClient {
                     return classify_error(path, response).await;
                 }
                 match response.json::<FileStat>().await {
-                    Ok(stat) => Outcome::Done(Ok(StatResult { stat, answered_by: node.address, workers: owners.clone() })),
+                    Ok(stat) => Outcome::Done(Ok(StatResult {
+                        stat,
+                        answered_by: node.address,
+                        workers: owners.clone(),
+                    })),
                     Err(err) => Outcome::TryNext(describe_reqwest(&err)),
                 }
             }
@@ -111,10 +122,18 @@ impl HoardClient {
     }
 
     /// Streams one directory level. The listing comes from the path's first worker that answers.
-    pub async fn list(&self, path: &HoardPath) -> Result<BoxStream<'static, Result<ListEntry, ClientError>>, ClientError> {
+    pub async fn list(
+        &self,
+        path: &HoardPath,
+    ) -> Result<BoxStream<'static, Result<ListEntry, ClientError>>, ClientError> {
         let response = self
             .with_failover(path, async |node: NodeStatus| {
-                let url = format!("http://{}{}?path={}", node.address, api::LIST_ROUTE, encode_query_value(path.as_str()));
+                let url = format!(
+                    "http://{}{}?path={}",
+                    node.address,
+                    api::LIST_ROUTE,
+                    encode_query_value(path.as_str())
+                );
                 {
                     match self.http.get(&url).send().await {
                         Ok(response) if response.status().is_success() => Outcome::Done(Ok((node.address, response))),
@@ -129,9 +148,13 @@ impl HoardClient {
         let lines = ndjson_lines(response.bytes_stream().boxed()).map(move |line| {
             let line = line.map_err(|reason| ClientError::AllWorkersFailed {
                 path: list_path.clone(),
-                attempts: vec![Attempt { worker: worker.clone(), reason }],
+                attempts: vec![Attempt {
+                    worker: worker.clone(),
+                    reason,
+                }],
             })?;
-            serde_json::from_slice::<ListEntry>(&line).map_err(|err| ClientError::BadRequest(format!("bad listing entry: {err}")))
+            serde_json::from_slice::<ListEntry>(&line)
+                .map_err(|err| ClientError::BadRequest(format!("bad listing entry: {err}")))
         });
         Ok(lines.boxed())
     }
@@ -139,7 +162,12 @@ impl HoardClient {
     /// Reads `range` of `path` (the whole file when `None`) into `sink`, failing over between
     /// workers; a read resumed on another worker continues at the byte where the last one
     /// stopped and must be the same file version. Returns the bytes written.
-    pub async fn read_to<W>(&self, path: &HoardPath, range: Option<Range<u64>>, sink: &mut W) -> Result<u64, ClientError>
+    pub async fn read_to<W>(
+        &self,
+        path: &HoardPath,
+        range: Option<Range<u64>>,
+        sink: &mut W,
+    ) -> Result<u64, ClientError>
     where
         W: AsyncWrite + Unpin + Send,
     {
@@ -152,15 +180,28 @@ impl HoardClient {
         if progress.end.is_some_and(|end| end <= progress.start) {
             return Ok(0);
         }
-        self.with_failover(path, async |node| self.read_attempt(path, &node, &mut progress, sink).await)
-            .await
+        self.with_failover(path, async |node| {
+            self.read_attempt(path, &node, &mut progress, sink).await
+        })
+        .await
     }
 
-    async fn read_attempt<W>(&self, path: &HoardPath, node: &NodeStatus, progress: &mut ReadProgress, sink: &mut W) -> Outcome<u64>
+    async fn read_attempt<W>(
+        &self,
+        path: &HoardPath,
+        node: &NodeStatus,
+        progress: &mut ReadProgress,
+        sink: &mut W,
+    ) -> Outcome<u64>
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let url = format!("http://{}{}{}", node.address, api::FILES_PREFIX, encode_path_for_url(path.as_str()));
+        let url = format!(
+            "http://{}{}{}",
+            node.address,
+            api::FILES_PREFIX,
+            encode_path_for_url(path.as_str())
+        );
         let mut request = self.http.get(&url);
         let resuming = progress.version.is_some();
         if progress.offset > 0 || progress.end.is_some() {
@@ -189,14 +230,22 @@ impl HoardClient {
             return classify_error(path, response).await;
         }
         if progress.version.is_none() {
-            progress.version = response.headers().get(ETAG).and_then(|tag| tag.to_str().ok()).map(str::to_string);
+            progress.version = response
+                .headers()
+                .get(ETAG)
+                .and_then(|tag| tag.to_str().ok())
+                .map(str::to_string);
         }
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(err) => {
-                    return Outcome::TryNext(format!("read stopped at byte {}: {}", progress.offset, describe_reqwest(&err)))
+                    return Outcome::TryNext(format!(
+                        "read stopped at byte {}: {}",
+                        progress.offset,
+                        describe_reqwest(&err)
+                    ))
                 }
             };
             if let Err(err) = sink.write_all(&chunk).await {
@@ -228,31 +277,34 @@ struct ReadProgress {
 fn ndjson_lines(
     body: BoxStream<'static, Result<bytes::Bytes, reqwest::Error>>,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, String>> {
-    futures::stream::unfold((body, Vec::<u8>::new(), false), |(mut body, mut pending, mut done)| async move {
-        loop {
-            if let Some(newline) = pending.iter().position(|byte| *byte == b'\n') {
-                let line: Vec<u8> = pending.drain(..=newline).take(newline).collect();
-                if line.is_empty() {
-                    continue;
+    futures::stream::unfold(
+        (body, Vec::<u8>::new(), false),
+        |(mut body, mut pending, mut done)| async move {
+            loop {
+                if let Some(newline) = pending.iter().position(|byte| *byte == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=newline).take(newline).collect();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(line), (body, pending, done)));
                 }
-                return Some((Ok(line), (body, pending, done)));
-            }
-            if done {
-                if pending.is_empty() {
-                    return None;
+                if done {
+                    if pending.is_empty() {
+                        return None;
+                    }
+                    let line = std::mem::take(&mut pending);
+                    return Some((Ok(line), (body, pending, done)));
                 }
-                let line = std::mem::take(&mut pending);
-                return Some((Ok(line), (body, pending, done)));
-            }
-            match body.next().await {
-                Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
-                Some(Err(err)) => {
-                    done = true;
-                    pending.clear();
-                    return Some((Err(describe_reqwest(&err)), (body, pending, done)));
+                match body.next().await {
+                    Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+                    Some(Err(err)) => {
+                        done = true;
+                        pending.clear();
+                        return Some((Err(describe_reqwest(&err)), (body, pending, done)));
+                    }
+                    None => done = true,
                 }
-                None => done = true,
             }
-        }
-    })
+        },
+    )
 }

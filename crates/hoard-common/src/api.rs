@@ -126,6 +126,9 @@ mod tests {
             page_size: 1,
         };
         let json = serde_json::to_string(&stat).unwrap();
-        assert!(json.contains("\"cachedBytes\":0") && json.contains("\"modificationTimeMs\":2"), "{json}");
+        assert!(
+            json.contains("\"cachedBytes\":0") && json.contains("\"modificationTimeMs\":2"),
+            "{json}"
+        );
     }
 }

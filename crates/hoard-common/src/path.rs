@@ -96,8 +96,7 @@ impl HoardPath {
         if prefix.is_root() {
             return true;
         }
-        self.0 == prefix.0
-            || (self.0.starts_with(&prefix.0) && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
+        self.0 == prefix.0 || (self.0.starts_with(&prefix.0) && self.0.as_bytes().get(prefix.0.len()) == Some(&b'/'))
     }
 
     /// The part of `self` below `prefix`, without a leading `/` (`""` when equal).
@@ -148,11 +147,17 @@ mod tests {
     #[test]
     fn refuses_escape_and_garbage() {
         assert!(matches!(HoardPath::parse("/.."), Err(PathError::EscapesRoot(_))));
-        assert!(matches!(HoardPath::parse("/a/../../etc/passwd"), Err(PathError::EscapesRoot(_))));
+        assert!(matches!(
+            HoardPath::parse("/a/../../etc/passwd"),
+            Err(PathError::EscapesRoot(_))
+        ));
         assert!(matches!(HoardPath::parse("a/b"), Err(PathError::NotAbsolute(_))));
         assert!(matches!(HoardPath::parse(""), Err(PathError::NotAbsolute(_))));
         assert_eq!(HoardPath::parse("/a\0b"), Err(PathError::ContainsNul));
-        assert_eq!(HoardPath::parse(&format!("/{}", "x".repeat(MAX_PATH_BYTES))), Err(PathError::TooLong));
+        assert_eq!(
+            HoardPath::parse(&format!("/{}", "x".repeat(MAX_PATH_BYTES))),
+            Err(PathError::TooLong)
+        );
     }
 
     #[test]

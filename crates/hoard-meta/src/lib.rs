@@ -83,8 +83,14 @@ mod tests {
     #[tokio::test]
     async fn static_members_use_address_as_ring_identity() {
         let membership = StaticMembership::new(vec![
-            WorkerAddress { host: "10.0.0.1".into(), port: 29999 },
-            WorkerAddress { host: "[::1]".into(), port: 30000 },
+            WorkerAddress {
+                host: "10.0.0.1".into(),
+                port: 29999,
+            },
+            WorkerAddress {
+                host: "[::1]".into(),
+                port: 30000,
+            },
         ]);
         let members = membership.members().await.unwrap();
         assert_eq!(members.len(), 2);

@@ -109,7 +109,8 @@ impl Inner {
     async fn resolve(self: &Arc<Self>, relative: &str) -> Result<Resolved, UfsError> {
         convert::check_relative(relative)?;
         let owned = relative.to_string();
-        self.blocking(relative, "stat", move |inner| inner.resolve_blocking(&owned)).await
+        self.blocking(relative, "stat", move |inner| inner.resolve_blocking(&owned))
+            .await
     }
 
     /// Runs file system calls on the blocking pool, bounded by the UFS timeout.
@@ -137,7 +138,12 @@ impl Inner {
 
     /// One open file: check its version, read the range, check the version again. The file's
     /// own descriptor is stat'ed, so a rename over the path in between cannot slip through.
-    fn read_version_blocking(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
+    fn read_version_blocking(
+        &self,
+        relative: &str,
+        range: Range<u64>,
+        expected: &RawStatus,
+    ) -> Result<Bytes, UfsError> {
         use std::io::{Read, Seek, SeekFrom};
         let resolved = self.resolve_blocking(relative)?;
         if resolved.meta.is_dir() {
@@ -236,7 +242,9 @@ impl Ufs for LocalUfs {
         let owned = relative.to_string();
         let expected = expected.clone();
         self.inner
-            .blocking(relative, "read", move |inner| inner.read_version_blocking(&owned, range, &expected))
+            .blocking(relative, "read", move |inner| {
+                inner.read_version_blocking(&owned, range, &expected)
+            })
             .await
     }
 

@@ -331,7 +331,14 @@ impl Ufs for S3Ufs {
         if range.start >= end {
             return Ok(Bytes::new());
         }
-        match self.inner.read_op.read_with(relative).range(range.start..end).if_match(etag).await {
+        match self
+            .inner
+            .read_op
+            .read_with(relative)
+            .range(range.start..end)
+            .if_match(etag)
+            .await
+        {
             Ok(buffer) if buffer.len() as u64 == end - range.start => Ok(buffer.to_bytes()),
             Ok(_) => Err(UfsError::Changed(relative.to_string())),
             Err(err) if matches!(err.kind(), ErrorKind::ConditionNotMatch | ErrorKind::RangeNotSatisfied) => {

@@ -392,9 +392,17 @@ async fn read_version_refuses_a_rewritten_file() {
     // Same length, new content and modification time: a different version.
     let later = SystemTime::now() + Duration::from_secs(5);
     fs::write(&file, content(4096, 2)).unwrap();
-    fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
     let err = ufs.read_version("v.bin", 10..20, &before).await.unwrap_err();
     assert!(matches!(err, UfsError::Changed(_)), "{err:?}");
     let now = ufs.status("v.bin").await.unwrap();
-    assert_eq!(ufs.read_version("v.bin", 0..4096, &now).await.unwrap(), content(4096, 2));
+    assert_eq!(
+        ufs.read_version("v.bin", 0..4096, &now).await.unwrap(),
+        content(4096, 2)
+    );
 }

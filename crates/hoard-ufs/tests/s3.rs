@@ -405,10 +405,16 @@ async fn read_version_is_a_conditional_get() {
     moto.put("ver", "obj.bin", content(5000, 1)).await;
     let ufs = s3(&moto, "ver", "");
     let before = ufs.status("obj.bin").await.unwrap();
-    assert_eq!(ufs.read_version("obj.bin", 100..200, &before).await.unwrap(), content(5000, 1)[100..200]);
+    assert_eq!(
+        ufs.read_version("obj.bin", 100..200, &before).await.unwrap(),
+        content(5000, 1)[100..200]
+    );
     moto.put("ver", "obj.bin", content(5000, 2)).await;
     let err = ufs.read_version("obj.bin", 100..200, &before).await.unwrap_err();
     assert!(matches!(err, UfsError::Changed(_)), "{err:?}");
     let now = ufs.status("obj.bin").await.unwrap();
-    assert_eq!(ufs.read_version("obj.bin", 0..5000, &now).await.unwrap(), content(5000, 2));
+    assert_eq!(
+        ufs.read_version("obj.bin", 0..5000, &now).await.unwrap(),
+        content(5000, 2)
+    );
 }

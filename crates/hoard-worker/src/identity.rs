@@ -9,13 +9,19 @@ use crate::WorkerError;
 /// Reads the identity file, or creates it with a fresh UUID if it does not exist yet.
 /// Creation writes a temp file and renames it, so a crash never leaves a half-written id.
 pub fn load_or_create(path: &Path) -> Result<String, WorkerError> {
-    let io_error = |source: std::io::Error| WorkerError::Identity { path: path.to_path_buf(), source };
+    let io_error = |source: std::io::Error| WorkerError::Identity {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::read_to_string(path) {
         Ok(contents) => {
             let id = contents.trim();
-            return uuid::Uuid::parse_str(id)
-                .map(|uuid| uuid.to_string())
-                .map_err(|err| WorkerError::InvalidIdentity { path: path.to_path_buf(), reason: err.to_string() });
+            return uuid::Uuid::parse_str(id).map(|uuid| uuid.to_string()).map_err(|err| {
+                WorkerError::InvalidIdentity {
+                    path: path.to_path_buf(),
+                    reason: err.to_string(),
+                }
+            });
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(io_error(err)),
@@ -52,7 +58,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("worker_identity");
         std::fs::write(&path, "not-a-uuid").unwrap();
-        assert!(matches!(load_or_create(&path), Err(WorkerError::InvalidIdentity { .. })));
+        assert!(matches!(
+            load_or_create(&path),
+            Err(WorkerError::InvalidIdentity { .. })
+        ));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not-a-uuid");
     }
 }

@@ -39,23 +39,59 @@ impl WorkerMetrics {
         let mut registry = Registry::with_prefix("hoard_worker");
         let counters: [(&str, &str, &Counter); 11] = [
             ("page_hits", "Pages served from the page store", &self.page_hits),
-            ("page_misses", "Pages that had to be read from the UFS", &self.page_misses),
+            (
+                "page_misses",
+                "Pages that had to be read from the UFS",
+                &self.page_misses,
+            ),
             ("bytes_served", "File bytes sent to readers", &self.bytes_served),
-            ("ufs_bytes_read", "Bytes read from the UFS to fill pages", &self.ufs_bytes_read),
+            (
+                "ufs_bytes_read",
+                "Bytes read from the UFS to fill pages",
+                &self.ufs_bytes_read,
+            ),
             ("ufs_reads", "Page reads issued to the UFS", &self.ufs_reads),
-            ("metadata_hits", "UFS status lookups answered from the metadata cache", &self.metadata_hits),
-            ("metadata_misses", "UFS status lookups that went to the UFS", &self.metadata_misses),
+            (
+                "metadata_hits",
+                "UFS status lookups answered from the metadata cache",
+                &self.metadata_hits,
+            ),
+            (
+                "metadata_misses",
+                "UFS status lookups that went to the UFS",
+                &self.metadata_misses,
+            ),
             ("requests", "HTTP requests handled", &self.requests),
-            ("request_errors", "HTTP requests answered with an error status", &self.request_errors),
-            ("page_evictions", "Pages evicted to stay within capacity", &self.evictions),
-            ("checksum_failures", "Pages dropped because their checksum did not match", &self.checksum_failures),
+            (
+                "request_errors",
+                "HTTP requests answered with an error status",
+                &self.request_errors,
+            ),
+            (
+                "page_evictions",
+                "Pages evicted to stay within capacity",
+                &self.evictions,
+            ),
+            (
+                "checksum_failures",
+                "Pages dropped because their checksum did not match",
+                &self.checksum_failures,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
         let gauges: [(&str, &str, &Gauge); 3] = [
-            ("page_store_used_bytes", "Bytes of pages stored", &self.page_store_used_bytes),
-            ("page_store_capacity_bytes", "Configured page store capacity", &self.page_store_capacity_bytes),
+            (
+                "page_store_used_bytes",
+                "Bytes of pages stored",
+                &self.page_store_used_bytes,
+            ),
+            (
+                "page_store_capacity_bytes",
+                "Configured page store capacity",
+                &self.page_store_capacity_bytes,
+            ),
             ("page_store_pages", "Pages stored", &self.page_store_pages),
         ];
         for (name, help, gauge) in gauges {

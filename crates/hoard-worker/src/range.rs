@@ -20,14 +20,18 @@ pub fn resolve(header: Option<&str>, length: u64) -> Result<Option<Range<u64>>, 
         return Ok(None);
     };
     if raw.len() > MAX_RANGE_HEADER_BYTES {
-        return Err(RangeError::Malformed(format!("range header longer than {MAX_RANGE_HEADER_BYTES} bytes")));
+        return Err(RangeError::Malformed(format!(
+            "range header longer than {MAX_RANGE_HEADER_BYTES} bytes"
+        )));
     }
     let spec = raw
         .trim()
         .strip_prefix("bytes=")
         .ok_or_else(|| RangeError::Malformed(format!("unsupported range unit in {raw:?}")))?;
     if spec.contains(',') {
-        return Err(RangeError::NotSatisfiable("multiple ranges are not supported".to_string()));
+        return Err(RangeError::NotSatisfiable(
+            "multiple ranges are not supported".to_string(),
+        ));
     }
     let (first, last) = spec
         .trim()
@@ -44,7 +48,9 @@ pub fn resolve(header: Option<&str>, length: u64) -> Result<Option<Range<u64>>, 
     if first.is_empty() {
         let suffix = parse(last)?;
         if suffix == 0 || length == 0 {
-            return Err(RangeError::NotSatisfiable(format!("range {raw:?} selects no bytes of a {length}-byte file")));
+            return Err(RangeError::NotSatisfiable(format!(
+                "range {raw:?} selects no bytes of a {length}-byte file"
+            )));
         }
         return Ok(Some(length.saturating_sub(suffix)..length));
     }
@@ -54,7 +60,9 @@ pub fn resolve(header: Option<&str>, length: u64) -> Result<Option<Range<u64>>, 
         return Err(RangeError::Malformed(format!("range {raw:?} ends before it starts")));
     }
     if start >= length {
-        return Err(RangeError::NotSatisfiable(format!("range {raw:?} starts at or past the end of a {length}-byte file")));
+        return Err(RangeError::NotSatisfiable(format!(
+            "range {raw:?} starts at or past the end of a {length}-byte file"
+        )));
     }
     let end = end_inclusive.saturating_add(1).min(length);
     Ok(Some(start..end))
@@ -78,11 +86,26 @@ mod tests {
 
     #[test]
     fn refuses_bad_ranges() {
-        assert!(matches!(resolve(Some("bytes=10-"), 10), Err(RangeError::NotSatisfiable(_))));
-        assert!(matches!(resolve(Some("bytes=99999999999999999999-"), 10), Err(RangeError::NotSatisfiable(_))));
-        assert!(matches!(resolve(Some("bytes=-0"), 10), Err(RangeError::NotSatisfiable(_))));
-        assert!(matches!(resolve(Some("bytes=0-1,3-4"), 10), Err(RangeError::NotSatisfiable(_))));
-        assert!(matches!(resolve(Some("bytes=0-0"), 0), Err(RangeError::NotSatisfiable(_))));
+        assert!(matches!(
+            resolve(Some("bytes=10-"), 10),
+            Err(RangeError::NotSatisfiable(_))
+        ));
+        assert!(matches!(
+            resolve(Some("bytes=99999999999999999999-"), 10),
+            Err(RangeError::NotSatisfiable(_))
+        ));
+        assert!(matches!(
+            resolve(Some("bytes=-0"), 10),
+            Err(RangeError::NotSatisfiable(_))
+        ));
+        assert!(matches!(
+            resolve(Some("bytes=0-1,3-4"), 10),
+            Err(RangeError::NotSatisfiable(_))
+        ));
+        assert!(matches!(
+            resolve(Some("bytes=0-0"), 0),
+            Err(RangeError::NotSatisfiable(_))
+        ));
         assert!(matches!(resolve(Some("bytes=5-3"), 10), Err(RangeError::Malformed(_))));
         assert!(matches!(resolve(Some("items=0-3"), 10), Err(RangeError::Malformed(_))));
         assert!(matches!(resolve(Some("bytes=a-3"), 10), Err(RangeError::Malformed(_))));

@@ -130,7 +130,9 @@ impl WorkerState {
     /// Bytes of `file` this worker has cached.
     pub async fn cached_bytes(&self, file: FileId) -> u64 {
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.cached_bytes(file)).await.unwrap_or(0)
+        tokio::task::spawn_blocking(move || store.cached_bytes(file))
+            .await
+            .unwrap_or(0)
     }
 
     /// Byte range of page `index` within the file.
@@ -213,7 +215,9 @@ impl WorkerState {
         let to_store = bytes.clone();
         match tokio::task::spawn_blocking(move || store.put(&key, &to_store)).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, path = %path, page = key.index, "cannot cache page; serving it uncached"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, path = %path, page = key.index, "cannot cache page; serving it uncached")
+            }
             Err(err) => tracing::warn!(error = %err, "page store task failed"),
         }
         Ok(bytes)

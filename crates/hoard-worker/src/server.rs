@@ -82,13 +82,20 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.message, code: self.code.to_string() };
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_string(),
+        };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, json).into_response();
         response
@@ -108,7 +115,9 @@ impl From<ReadError> for ApiError {
     fn from(err: ReadError) -> ApiError {
         match err {
             ReadError::Ufs(ufs) => ufs_error(ufs),
-            ReadError::FileChanged(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FILE_CHANGED", err.to_string()),
+            ReadError::FileChanged(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FILE_CHANGED", err.to_string())
+            }
             ReadError::Store(_) | ReadError::Internal(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string())
             }
@@ -125,7 +134,9 @@ fn ufs_error(err: UfsError) -> ApiError {
         UfsError::NotDirectory(_) => ApiError::new(StatusCode::BAD_REQUEST, codes::NOT_A_DIRECTORY, message),
         UfsError::PermissionDenied(_) => ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message),
         UfsError::Changed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FILE_CHANGED", message),
-        UfsError::Config(_) | UfsError::Backend { .. } => ApiError::new(StatusCode::BAD_GATEWAY, codes::UFS_ERROR, message),
+        UfsError::Config(_) | UfsError::Backend { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, codes::UFS_ERROR, message)
+        }
     }
 }
 
@@ -160,13 +171,16 @@ async fn get_file(
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Result<Option<&'a str>, ApiError> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
     match headers.get(&name) {
         None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(Some)
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, format!("{name} header is not ASCII"))),
+        Some(value) => value.to_str().map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_REQUEST,
+                format!("{name} header is not ASCII"),
+            )
+        }),
     }
 }
 
@@ -174,7 +188,12 @@ fn quoted_version(version: &str) -> String {
     format!("\"{version}\"")
 }
 
-async fn serve_file(state: &SharedState, method: Method, raw_path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn serve_file(
+    state: &SharedState,
+    method: Method,
+    raw_path: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let path = parse_path(raw_path)?;
     let file = state.open(&path).await?;
     let etag = quoted_version(&file.version);
@@ -195,9 +214,12 @@ async fn serve_file(state: &SharedState, method: Method, raw_path: &str, headers
     let length = file.status.length;
     let range = match range::resolve(header_str(headers, header::RANGE)?, length) {
         Ok(range) => range,
-        Err(RangeError::Malformed(message)) => return Err(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)),
+        Err(RangeError::Malformed(message)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message))
+        }
         Err(RangeError::NotSatisfiable(message)) => {
-            let mut response = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, codes::RANGE_NOT_SATISFIABLE, message).into_response();
+            let mut response =
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, codes::RANGE_NOT_SATISFIABLE, message).into_response();
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
@@ -278,14 +300,20 @@ struct PathQuery {
 }
 
 fn query_path(query: &PathQuery) -> Result<HoardPath, ApiError> {
-    let raw = query
-        .path
-        .as_deref()
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, "missing query parameter: path"))?;
+    let raw = query.path.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "missing query parameter: path",
+        )
+    })?;
     Ok(HoardPath::parse(raw)?)
 }
 
-async fn stat(State(state): State<SharedState>, Query(query): Query<PathQuery>) -> Result<axum::Json<FileStat>, ApiError> {
+async fn stat(
+    State(state): State<SharedState>,
+    Query(query): Query<PathQuery>,
+) -> Result<axum::Json<FileStat>, ApiError> {
     state.metrics.requests.inc();
     let path = query_path(&query)?;
     let status = state.status(&path).await?;
@@ -293,7 +321,9 @@ async fn stat(State(state): State<SharedState>, Query(query): Query<PathQuery>) 
     let cached_bytes = if status.is_dir {
         0
     } else {
-        state.cached_bytes(hoard_pagestore::FileId::new(path.as_str(), &version)).await
+        state
+            .cached_bytes(hoard_pagestore::FileId::new(path.as_str(), &version))
+            .await
     };
     Ok(axum::Json(FileStat {
         path: path.to_string(),
@@ -337,7 +367,9 @@ async fn list(State(state): State<SharedState>, Query(query): Query<PathQuery>) 
 
 async fn health(State(state): State<SharedState>) -> axum::Json<WorkerHealth> {
     let store = Arc::clone(state.store());
-    let stats = tokio::task::spawn_blocking(move || store.stats()).await.unwrap_or_default();
+    let stats = tokio::task::spawn_blocking(move || store.stats())
+        .await
+        .unwrap_or_default();
     axum::Json(WorkerHealth {
         id: state.worker_id.clone(),
         address: state.address.clone(),
@@ -351,7 +383,9 @@ async fn health(State(state): State<SharedState>) -> axum::Json<WorkerHealth> {
 
 async fn metrics(State(state): State<SharedState>) -> Response {
     let store = Arc::clone(state.store());
-    let stats = tokio::task::spawn_blocking(move || store.stats()).await.unwrap_or_default();
+    let stats = tokio::task::spawn_blocking(move || store.stats())
+        .await
+        .unwrap_or_default();
     let text = state.metrics.render(&stats);
     let mut response = text.into_response();
     response.headers_mut().insert(

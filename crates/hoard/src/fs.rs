@@ -54,7 +54,11 @@ pub async fn run(command: FsCommand, config: &SiteConfig) -> anyhow::Result<()> 
         FsCommand::Ls { path, format } => ls(&client, &parse(&path)?, format).await,
         FsCommand::Cat { path } => cat(&client, &parse(&path)?).await,
         FsCommand::Stat { path, format } => stat(&client, &parse(&path)?, format).await,
-        FsCommand::Location { paths, candidates, format } => location(&client, paths, candidates, format).await,
+        FsCommand::Location {
+            paths,
+            candidates,
+            format,
+        } => location(&client, paths, candidates, format).await,
         FsCommand::Cp { source, destination } => cp(&client, &parse(&source)?, &destination).await,
     }
 }
@@ -79,8 +83,17 @@ async fn ls(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow::R
             }
             Format::Text => {
                 let kind = if entry.is_dir { "d" } else { "-" };
-                let name = if entry.is_dir { format!("{}/", entry.name) } else { entry.name.clone() };
-                writeln!(out, "{kind} {:>12} {} {name}", entry.length, format_time_ms(entry.modification_time_ms))?;
+                let name = if entry.is_dir {
+                    format!("{}/", entry.name)
+                } else {
+                    entry.name.clone()
+                };
+                writeln!(
+                    out,
+                    "{kind} {:>12} {} {name}",
+                    entry.length,
+                    format_time_ms(entry.modification_time_ms)
+                )?;
             }
         }
         first = false;
@@ -112,8 +125,16 @@ async fn stat(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow:
     println!("modified:      {}", format_time_ms(stat.modification_time_ms));
     println!("version:       {}", stat.version);
     if !stat.is_dir {
-        let percent = if stat.length == 0 { 100.0 } else { stat.cached_bytes as f64 * 100.0 / stat.length as f64 };
-        println!("cached:        {} ({percent:.0}%) on {}", human_bytes(stat.cached_bytes), result.answered_by);
+        let percent = if stat.length == 0 {
+            100.0
+        } else {
+            stat.cached_bytes as f64 * 100.0 / stat.length as f64
+        };
+        println!(
+            "cached:        {} ({percent:.0}%) on {}",
+            human_bytes(stat.cached_bytes),
+            result.answered_by
+        );
     }
     for worker in &result.workers {
         let id = worker.worker_id.as_deref().unwrap_or("-");
@@ -122,7 +143,12 @@ async fn stat(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow:
     Ok(())
 }
 
-async fn location(client: &HoardClient, raw_paths: Vec<String>, candidates: usize, format: Format) -> anyhow::Result<()> {
+async fn location(
+    client: &HoardClient,
+    raw_paths: Vec<String>,
+    candidates: usize,
+    format: Format,
+) -> anyhow::Result<()> {
     let mut paths = Vec::new();
     for raw in raw_paths {
         if raw != "-" {
@@ -156,7 +182,10 @@ async fn location(client: &HoardClient, raw_paths: Vec<String>, candidates: usiz
                 .map(|worker| worker["address"].as_str().unwrap_or("-").to_string())
                 .collect::<Vec<_>>()
                 .join(",");
-            vec![result["path"].as_str().unwrap_or_default().to_string(), if list.is_empty() { "-".into() } else { list }]
+            vec![
+                result["path"].as_str().unwrap_or_default().to_string(),
+                if list.is_empty() { "-".into() } else { list },
+            ]
         })
         .collect();
     print_table(&["PATH", "WORKERS"], &rows);
@@ -164,7 +193,11 @@ async fn location(client: &HoardClient, raw_paths: Vec<String>, candidates: usiz
 }
 
 async fn cp(client: &HoardClient, source: &HoardPath, destination: &std::path::Path) -> anyhow::Result<()> {
-    let destination = if destination.is_dir() { destination.join(source.file_name()) } else { destination.to_path_buf() };
+    let destination = if destination.is_dir() {
+        destination.join(source.file_name())
+    } else {
+        destination.to_path_buf()
+    };
     let file_name = destination
         .file_name()
         .with_context(|| format!("destination {} has no file name", destination.display()))?
@@ -173,9 +206,13 @@ async fn cp(client: &HoardClient, source: &HoardPath, destination: &std::path::P
     // Written beside the destination and renamed: an interrupted copy never looks complete.
     let temp = destination.with_file_name(format!(".{file_name}.hoard-partial.{}", std::process::id()));
     let result = async {
-        let mut file = tokio::fs::File::create(&temp).await.with_context(|| format!("cannot create {}", temp.display()))?;
+        let mut file = tokio::fs::File::create(&temp)
+            .await
+            .with_context(|| format!("cannot create {}", temp.display()))?;
         let bytes = client.read_to(source, None, &mut file).await?;
-        file.sync_all().await.with_context(|| format!("cannot sync {}", temp.display()))?;
+        file.sync_all()
+            .await
+            .with_context(|| format!("cannot sync {}", temp.display()))?;
         tokio::fs::rename(&temp, &destination)
             .await
             .with_context(|| format!("cannot rename {} to {}", temp.display(), destination.display()))?;

@@ -34,7 +34,11 @@ async fn nodes(config: &SiteConfig, format: Format) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
-    println!("membership: {} ({} ring)", client.membership_kind(), if config.user.dynamic_ring { "dynamic" } else { "static" });
+    println!(
+        "membership: {} ({} ring)",
+        client.membership_kind(),
+        if config.user.dynamic_ring { "dynamic" } else { "static" }
+    );
     let rows: Vec<Vec<String>> = view
         .nodes
         .iter()
@@ -42,7 +46,11 @@ async fn nodes(config: &SiteConfig, format: Format) -> anyhow::Result<()> {
             vec![
                 node.worker_id.clone().unwrap_or_else(|| "-".to_string()),
                 node.address.clone(),
-                if node.online { "ONLINE".to_string() } else { "OFFLINE".to_string() },
+                if node.online {
+                    "ONLINE".to_string()
+                } else {
+                    "OFFLINE".to_string()
+                },
                 node.capacity_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
                 node.used_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
                 node.error.clone().unwrap_or_default(),

@@ -107,7 +107,9 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
 fn read_state(home: &Path) -> anyhow::Result<Option<LocalState>> {
     let path = home.join(STATE_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", path.display()))?)),
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", path.display()))?,
+        )),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
     }
@@ -172,7 +174,12 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     let home = std::fs::canonicalize(&args.home).with_context(|| format!("cannot resolve {}", args.home.display()))?;
     let previous = read_state(&home)?;
     if let Some(previous) = &previous {
-        let running: Vec<String> = previous.processes.iter().filter(|p| is_running(p.pid)).map(|p| p.pid.to_string()).collect();
+        let running: Vec<String> = previous
+            .processes
+            .iter()
+            .filter(|p| is_running(p.pid))
+            .map(|p| p.pid.to_string())
+            .collect();
         if !running.is_empty() {
             bail!(
                 "a cluster is already running under {} (pids {}); stop it with `hoard local stop --home {}`",
@@ -244,7 +251,10 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
         properties.insert("hoard.work.dir".to_string(), work_dir.display().to_string());
         properties.insert("hoard.worker.hostname".to_string(), "127.0.0.1".to_string());
         properties.insert("hoard.worker.bind.host".to_string(), "127.0.0.1".to_string());
-        properties.insert("hoard.worker.rpc.port".to_string(), addresses[index].rsplit(':').next().unwrap_or("0").to_string());
+        properties.insert(
+            "hoard.worker.rpc.port".to_string(),
+            addresses[index].rsplit(':').next().unwrap_or("0").to_string(),
+        );
         properties.extend(user_properties.clone());
         write_conf(&conf_dir, &properties, &workers_file)?;
         let log_file = logs.join(format!("{name}.log"));
@@ -261,11 +271,19 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
         children.push(child);
     }
     drop(listeners);
-    let mut state = LocalState { home: home.clone(), client_conf_dir: client_conf, ufs, processes };
+    let mut state = LocalState {
+        home: home.clone(),
+        client_conf_dir: client_conf,
+        ufs,
+        processes,
+    };
     write_state(&state)?;
 
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()?;
     for (process, child) in state.processes.iter_mut().zip(children.iter_mut()) {
         match wait_healthy(&http, process, child, deadline).await {
             Ok(id) => process.id = Some(id),
@@ -284,14 +302,22 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
 
 fn write_conf(conf_dir: &Path, properties: &BTreeMap<String, String>, workers_file: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(conf_dir).with_context(|| format!("cannot create {}", conf_dir.display()))?;
-    write_atomically(&conf_dir.join(hoard_config::SITE_FILE_NAME), properties_text(properties).as_bytes())?;
+    write_atomically(
+        &conf_dir.join(hoard_config::SITE_FILE_NAME),
+        properties_text(properties).as_bytes(),
+    )?;
     write_atomically(&conf_dir.join(hoard_config::WORKERS_FILE_NAME), workers_file.as_bytes())?;
     // Refuse to start anything on a config the processes would reject.
-    hoard_config::SiteConfig::load(conf_dir).with_context(|| format!("invalid configuration in {}", conf_dir.display()))?;
+    hoard_config::SiteConfig::load(conf_dir)
+        .with_context(|| format!("invalid configuration in {}", conf_dir.display()))?;
     Ok(())
 }
 
-fn spawn_worker(conf_dir: &Path, log_file: &Path, listener: &std::net::TcpListener) -> anyhow::Result<std::process::Child> {
+fn spawn_worker(
+    conf_dir: &Path,
+    log_file: &Path,
+    listener: &std::net::TcpListener,
+) -> anyhow::Result<std::process::Child> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     const CHILD_FD: i32 = 3;
@@ -353,7 +379,12 @@ async fn wait_healthy(
             }
         }
         if Instant::now() > deadline {
-            bail!("{} did not answer at {} in time; see {}", process.name, process.address, process.log_file.display());
+            bail!(
+                "{} did not answer at {} in time; see {}",
+                process.name,
+                process.address,
+                process.log_file.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -384,7 +415,10 @@ fn print_started(state: &LocalState) {
 
 pub async fn stop(home: &Path) -> anyhow::Result<()> {
     let Some(state) = read_state(home)? else {
-        bail!("no hoard local cluster recorded under {} (no {STATE_FILE})", home.display());
+        bail!(
+            "no hoard local cluster recorded under {} (no {STATE_FILE})",
+            home.display()
+        );
     };
     let mut stopped = 0;
     for process in &state.processes {
@@ -420,14 +454,24 @@ struct ProcessStatus {
 
 async fn status(home: &Path, format: Format) -> anyhow::Result<()> {
     let Some(state) = read_state(home)? else {
-        bail!("no hoard local cluster recorded under {} (no {STATE_FILE})", home.display());
+        bail!(
+            "no hoard local cluster recorded under {} (no {STATE_FILE})",
+            home.display()
+        );
     };
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()?;
     let mut statuses = Vec::new();
     for process in &state.processes {
         let url = format!("http://{}{}", process.address, hoard_common::api::HEALTH_ROUTE);
         let answering = matches!(http.get(&url).send().await, Ok(response) if response.status().is_success());
-        statuses.push(ProcessStatus { process: process.clone(), running: is_running(process.pid), answering });
+        statuses.push(ProcessStatus {
+            process: process.clone(),
+            running: is_running(process.pid),
+            answering,
+        });
     }
     if format == Format::Json {
         let body = serde_json::json!({
@@ -448,7 +492,14 @@ async fn status(home: &Path, format: Format) -> anyhow::Result<()> {
                 status.process.id.clone().unwrap_or_else(|| "-".into()),
                 status.process.pid.to_string(),
                 status.process.address.clone(),
-                if status.answering { "UP" } else if status.running { "NOT ANSWERING" } else { "DOWN" }.to_string(),
+                if status.answering {
+                    "UP"
+                } else if status.running {
+                    "NOT ANSWERING"
+                } else {
+                    "DOWN"
+                }
+                .to_string(),
                 status.process.log_file.display().to_string(),
             ]
         })
@@ -483,11 +534,15 @@ pub fn create_sample_dataset(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&train).with_context(|| format!("cannot create {}", train.display()))?;
     for shard in 0..8u64 {
         let path = train.join(format!("part-{shard:05}.bin"));
-        std::fs::write(&path, sample_bytes(shard + 1, 8 << 20)).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, sample_bytes(shard + 1, 8 << 20))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     std::fs::write(train.join("part-00008.bin"), sample_bytes(9, (3 << 20) + 12_345))?;
     let mut readme = Vec::new();
-    writeln!(readme, "Sample dataset created by `hoard local start` (deterministic pseudo-random shards).")?;
+    writeln!(
+        readme,
+        "Sample dataset created by `hoard local start` (deterministic pseudo-random shards)."
+    )?;
     write_atomically(&readme_path, &readme)
 }
 
@@ -507,10 +562,16 @@ impl tokio::io::AsyncWrite for HashingSink {
         self.bytes += buf.len() as u64;
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -533,7 +594,10 @@ async fn sum_counter(http: &reqwest::Client, state: &LocalState, name: &str) -> 
 async fn demo(home: &Path, workers: usize, keep: bool) -> anyhow::Result<()> {
     if home.exists() && std::fs::read_dir(home)?.next().is_some() {
         if !home.join(STATE_FILE).exists() {
-            bail!("{} is not empty and not a hoard local home; choose another --home", home.display());
+            bail!(
+                "{} is not empty and not a hoard local home; choose another --home",
+                home.display()
+            );
         }
         if read_state(home)?.is_some_and(|state| state.processes.iter().any(|p| is_running(p.pid))) {
             bail!("a cluster is running under {}; stop it first", home.display());
@@ -541,7 +605,13 @@ async fn demo(home: &Path, workers: usize, keep: bool) -> anyhow::Result<()> {
         // A previous demo's home: start from an empty cache so the cold pass is cold.
         std::fs::remove_dir_all(home).with_context(|| format!("cannot clear {}", home.display()))?;
     }
-    let args = StartArgs { workers, ufs: None, home: home.to_path_buf(), properties: Vec::new(), timeout_secs: 60 };
+    let args = StartArgs {
+        workers,
+        ufs: None,
+        home: home.to_path_buf(),
+        properties: Vec::new(),
+        timeout_secs: 60,
+    };
     let state = start(&args).await?;
     print_started(&state);
     let result = demo_reads(&state).await;
@@ -574,7 +644,10 @@ async fn demo_reads(state: &LocalState) -> anyhow::Result<()> {
         let mut total = 0u64;
         for file in &files {
             let path = hoard_common::HoardPath::parse(file)?;
-            let mut sink = HashingSink { hasher: xxhash_rust::xxh3::Xxh3::new(), bytes: 0 };
+            let mut sink = HashingSink {
+                hasher: xxhash_rust::xxh3::Xxh3::new(),
+                bytes: 0,
+            };
             client.read_to(&path, None, &mut sink).await?;
             let expected = std::fs::read(ufs_root.join(file.trim_start_matches('/')))?;
             if sink.hasher.digest() != xxhash_rust::xxh3::xxh3_64(&expected) || sink.bytes != expected.len() as u64 {
@@ -585,7 +658,11 @@ async fn demo_reads(state: &LocalState) -> anyhow::Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         let hits = sum_counter(&http, state, "hoard_worker_page_hits_total").await? - hits_before;
         let misses = sum_counter(&http, state, "hoard_worker_page_misses_total").await? - misses_before;
-        let ratio = if hits + misses > 0.0 { hits / (hits + misses) } else { 0.0 };
+        let ratio = if hits + misses > 0.0 {
+            hits / (hits + misses)
+        } else {
+            0.0
+        };
         rows.push(vec![
             pass.to_string(),
             files.len().to_string(),

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hoard_config::SiteConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "hoard", version, about = "Hoard: a distributed data cache in front of S3 and shared file systems")]
+#[command(
+    name = "hoard",
+    version,
+    about = "Hoard: a distributed data cache in front of S3 and shared file systems"
+)]
 struct Cli {
     /// Configuration directory (holds hoard-site.properties and workers). Defaults to
     /// $HOARD_CONF_DIR, then ./conf.
@@ -98,7 +102,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn load_config(cli_conf: Option<&std::path::Path>) -> anyhow::Result<SiteConfig> {
     let env_value = std::env::var(hoard_config::CONF_DIR_ENV).ok();
     let conf_dir = hoard_config::resolve_conf_dir(cli_conf, env_value.as_deref());
-    let loaded = SiteConfig::load(&conf_dir).with_context(|| format!("cannot load configuration from {}", conf_dir.display()))?;
+    let loaded = SiteConfig::load(&conf_dir)
+        .with_context(|| format!("cannot load configuration from {}", conf_dir.display()))?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
         if !tracing::enabled!(tracing::Level::WARN) {

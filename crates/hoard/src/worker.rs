@@ -24,7 +24,11 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
         }
     };
     let port = listener.local_addr().context("cannot read the bound address")?.port();
-    let advertised = hoard_config::WorkerAddress { host: config.worker.hostname.clone(), port }.to_string();
+    let advertised = hoard_config::WorkerAddress {
+        host: config.worker.hostname.clone(),
+        port,
+    }
+    .to_string();
     let state_config = config.clone();
     let state_address = advertised.clone();
     let state = tokio::task::spawn_blocking(move || hoard_worker::open_state(&state_config, state_address))
@@ -65,6 +69,8 @@ fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
     // SAFETY: the descriptor was checked to be an open socket and is owned by nothing else in
     // this process: it was inherited from the parent solely to be served here.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-    listener.set_nonblocking(true).context("cannot make the inherited socket non-blocking")?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the inherited socket non-blocking")?;
     tokio::net::TcpListener::from_std(listener).context("cannot use the inherited socket")
 }

@@ -23,17 +23,30 @@ fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
 fn cli_reads_the_ufs_through_workers() {
     let big = content(1, 5 * MIB + 123);
     let small = b"hello hoard\n".to_vec();
-    let ufs = ufs_with(&[("/a/b.bin", big.clone()), ("/c.txt", small.clone()), ("/a/empty", Vec::new())]);
+    let ufs = ufs_with(&[
+        ("/a/b.bin", big.clone()),
+        ("/c.txt", small.clone()),
+        ("/a/empty", Vec::new()),
+    ]);
     let cluster = Cluster::start(3, ufs.path(), &[]);
 
     let ls = cluster.hoard(&["fs", "ls", "/", "--format", "json"]);
     assert!(ls.status.success(), "{}", describe(&ls));
     let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls json");
-    let mut names: Vec<&str> = entries.as_array().expect("array").iter().map(|e| e["name"].as_str().expect("name")).collect();
+    let mut names: Vec<&str> = entries
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["name"].as_str().expect("name"))
+        .collect();
     names.sort();
     assert_eq!(names, ["a", "c.txt"]);
     let text_ls = cluster.hoard(&["fs", "ls", "/a"]);
-    assert!(String::from_utf8_lossy(&text_ls.stdout).contains("b.bin"), "{}", describe(&text_ls));
+    assert!(
+        String::from_utf8_lossy(&text_ls.stdout).contains("b.bin"),
+        "{}",
+        describe(&text_ls)
+    );
 
     // Cold, then warm: the same bytes both times.
     for _ in 0..2 {
@@ -44,13 +57,21 @@ fn cli_reads_the_ufs_through_workers() {
     let cat_small = cluster.hoard(&["fs", "cat", "/c.txt"]);
     assert_eq!(cat_small.stdout, small);
     let cat_empty = cluster.hoard(&["fs", "cat", "/a/empty"]);
-    assert!(cat_empty.status.success() && cat_empty.stdout.is_empty(), "{}", describe(&cat_empty));
+    assert!(
+        cat_empty.status.success() && cat_empty.stdout.is_empty(),
+        "{}",
+        describe(&cat_empty)
+    );
 
     let stat = cluster.hoard(&["fs", "stat", "/a/b.bin", "--format", "json"]);
     assert!(stat.status.success(), "{}", describe(&stat));
     let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).expect("stat json");
     assert_eq!(stat["length"].as_u64(), Some(big.len() as u64));
-    assert_eq!(stat["cachedBytes"].as_u64(), Some(big.len() as u64), "after a full read every page is cached: {stat}");
+    assert_eq!(
+        stat["cachedBytes"].as_u64(),
+        Some(big.len() as u64),
+        "after a full read every page is cached: {stat}"
+    );
     let owner = stat["workers"][0]["address"].as_str().expect("owner").to_string();
     assert_eq!(stat["answeredBy"].as_str(), Some(owner.as_str()));
 
@@ -63,15 +84,22 @@ fn cli_reads_the_ufs_through_workers() {
     assert_eq!(located[0]["workers"][0]["address"].as_str(), Some(owner.as_str()));
     let three = cluster.hoard(&["fs", "location", "/c.txt", "-n", "3", "--format", "json"]);
     let three: serde_json::Value = serde_json::from_slice(&three.stdout).expect("location json");
-    let addresses: std::collections::BTreeSet<&str> =
-        three[0]["workers"].as_array().expect("workers").iter().filter_map(|w| w["address"].as_str()).collect();
+    let addresses: std::collections::BTreeSet<&str> = three[0]["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["address"].as_str())
+        .collect();
     assert_eq!(addresses.len(), 3, "three distinct candidates: {three}");
 
     let nodes = cluster.hoard(&["info", "nodes", "--format", "json"]);
     let nodes: serde_json::Value = serde_json::from_slice(&nodes.stdout).expect("nodes json");
     let workers = nodes["workers"].as_array().expect("workers");
     assert_eq!(workers.len(), 3);
-    assert!(workers.iter().all(|w| w["online"] == true && w["workerId"].is_string()), "{nodes}");
+    assert!(
+        workers.iter().all(|w| w["online"] == true && w["workerId"].is_string()),
+        "{nodes}"
+    );
 
     let dest = tempfile::tempdir().expect("dest");
     let out = dest.path().join("copy.bin");
@@ -82,15 +110,21 @@ fn cli_reads_the_ufs_through_workers() {
     // Any HTTP client can read a range from the owning worker.
     let (status, headers, body) = http_request(
         &owner,
-        &format!("GET /files/a/b.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\nConnection: close\r\n\r\n"),
+        "GET /files/a/b.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\nConnection: close\r\n\r\n",
     )
     .expect("range read");
     assert_eq!(status, 206);
-    assert_eq!(header(&headers, "content-range"), Some(format!("bytes 0-99/{}", big.len()).as_str()));
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes 0-99/{}", big.len()).as_str())
+    );
     assert_eq!(body, big[..100]);
     let (status, _, body) = http_request(
         &owner,
-        &format!("GET /files/a/b.bin HTTP/1.1\r\nHost: x\r\nRange: bytes={}-\r\nConnection: close\r\n\r\n", MIB - 10),
+        &format!(
+            "GET /files/a/b.bin HTTP/1.1\r\nHost: x\r\nRange: bytes={}-\r\nConnection: close\r\n\r\n",
+            MIB - 10
+        ),
     )
     .expect("cross-page range");
     assert_eq!(status, 206);
@@ -110,7 +144,11 @@ fn bad_input_is_refused_and_nothing_is_corrupted() {
     assert!(String::from_utf8_lossy(&body).contains("NOT_FOUND"));
     let cat = cluster.hoard(&["fs", "cat", "/x"]);
     assert_eq!(cat.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&cat.stderr).contains("no such file: /x"), "{}", describe(&cat));
+    assert!(
+        String::from_utf8_lossy(&cat.stderr).contains("no such file: /x"),
+        "{}",
+        describe(&cat)
+    );
     let stat = cluster.hoard(&["fs", "stat", "/x"]);
     assert_eq!(stat.status.code(), Some(1));
 
@@ -121,10 +159,18 @@ fn bad_input_is_refused_and_nothing_is_corrupted() {
     )
     .expect("get");
     assert_eq!(status, 416);
-    assert_eq!(header(&headers, "content-range"), Some(format!("bytes */{}", data.len()).as_str()));
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes */{}", data.len()).as_str())
+    );
 
     // `..` escaping the root: 400, on every route.
-    for target in ["/files/../../etc/passwd", "/files/d/../../x", "/files/%2e%2e/etc/passwd", "/api/v1/stat?path=/../etc/passwd"] {
+    for target in [
+        "/files/../../etc/passwd",
+        "/files/d/../../x",
+        "/files/%2e%2e/etc/passwd",
+        "/api/v1/stat?path=/../etc/passwd",
+    ] {
         let (status, _, body) = http_get(&worker.address, target).expect("get");
         assert_eq!(status, 400, "{target}: {}", String::from_utf8_lossy(&body));
     }
@@ -133,7 +179,10 @@ fn bad_input_is_refused_and_nothing_is_corrupted() {
 
     // Oversized header and range: refused with a 4xx, and the worker keeps serving.
     let huge = "a".repeat(256 * 1024);
-    let result = http_request(&worker.address, &format!("GET /files/d/file.bin HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n"));
+    let result = http_request(
+        &worker.address,
+        &format!("GET /files/d/file.bin HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n"),
+    );
     if let Ok((status, _, _)) = result {
         assert!((400..500).contains(&status), "huge header got {status}");
     }
@@ -181,7 +230,10 @@ fn corrupt_page_is_detected_and_refetched() {
     assert_eq!(corrupted, 3, "expected three 1MiB page files under {}", store.display());
 
     let cat = cluster.hoard(&["fs", "cat", "/f.bin"]);
-    assert!(cat.status.success() && cat.stdout == data, "corrupt pages must never be served");
+    assert!(
+        cat.status.success() && cat.stdout == data,
+        "corrupt pages must never be served"
+    );
     assert_eq!(metric(&worker.address, "hoard_worker_checksum_failures_total"), 3.0);
     // Refetched and cached again: the next read is all hits with the right bytes.
     let misses = metric(&worker.address, "hoard_worker_page_misses_total");
@@ -237,7 +289,9 @@ fn rewritten_ufs_file_is_served_new_after_max_age_never_mixed() {
 
 #[test]
 fn full_cache_evicts_without_errors() {
-    let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("/e/{i}.bin"), content(10 + i, 2 * MIB))).collect();
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("/e/{i}.bin"), content(10 + i, 2 * MIB)))
+        .collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
     let ufs = ufs_with(&refs);
     let cluster = Cluster::start(1, ufs.path(), &["hoard.worker.page.store.sizes=4MiB"]);
@@ -245,7 +299,11 @@ fn full_cache_evicts_without_errors() {
     for _ in 0..2 {
         for (path, bytes) in &files {
             let cat = cluster.hoard(&["fs", "cat", path]);
-            assert!(cat.status.success() && &cat.stdout == bytes, "{path}: {}", describe(&cat));
+            assert!(
+                cat.status.success() && &cat.stdout == bytes,
+                "{path}: {}",
+                describe(&cat)
+            );
         }
     }
     assert!(metric(&worker.address, "hoard_worker_page_evictions_total") > 0.0);
@@ -260,13 +318,23 @@ fn restarted_worker_serves_its_cache_without_the_ufs() {
     assert!(cluster.hoard(&["fs", "cat", "/k.bin"]).stdout == data);
     let owner = cluster.primary_of("/k.bin");
     kill9(owner.pid);
-    wait_until("worker is gone", Duration::from_secs(10), || http_get(&owner.address, "/health").is_err());
+    wait_until("worker is gone", Duration::from_secs(10), || {
+        http_get(&owner.address, "/health").is_err()
+    });
 
     let _restarted = restart_worker(&owner);
     let (_, _, health) = http_get(&owner.address, "/health").expect("health");
     let health: serde_json::Value = serde_json::from_slice(&health).expect("health json");
-    assert_eq!(health["id"].as_str(), Some(owner.id.as_str()), "identity survives restarts");
+    assert_eq!(
+        health["id"].as_str(),
+        Some(owner.id.as_str()),
+        "identity survives restarts"
+    );
     assert!(cluster.hoard(&["fs", "cat", "/k.bin"]).stdout == data);
-    assert_eq!(metric(&owner.address, "hoard_worker_ufs_bytes_read_total"), 0.0, "served from the recovered page store");
+    assert_eq!(
+        metric(&owner.address, "hoard_worker_ufs_bytes_read_total"),
+        0.0,
+        "served from the recovered page store"
+    );
     assert_eq!(metric(&owner.address, "hoard_worker_page_hits_total"), 5.0);
 }

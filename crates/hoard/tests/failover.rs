@@ -26,7 +26,9 @@ impl tokio::io::AsyncWrite for KillingSink {
         if !self.killed && self.received.len() >= self.kill_after {
             kill9(self.victim);
             let address = self.victim_address.clone();
-            wait_until("victim is gone", Duration::from_secs(10), || std::net::TcpStream::connect(&address).is_err());
+            wait_until("victim is gone", Duration::from_secs(10), || {
+                std::net::TcpStream::connect(&address).is_err()
+            });
             self.killed = true;
         }
         Poll::Ready(Ok(buf.len()))
@@ -47,7 +49,9 @@ async fn sigkill_mid_read_finishes_from_next_candidate() {
     let cluster = Cluster::start(3, ufs.path(), &[]);
     let primary = cluster.primary_of("/big.bin");
 
-    let config = hoard_config::SiteConfig::load(&cluster.conf).expect("client conf").config;
+    let config = hoard_config::SiteConfig::load(&cluster.conf)
+        .expect("client conf")
+        .config;
     let client = HoardClient::new(&config).expect("client");
     let mut sink = KillingSink {
         received: Vec::new(),
@@ -57,7 +61,10 @@ async fn sigkill_mid_read_finishes_from_next_candidate() {
         killed: false,
     };
     let path = HoardPath::parse("/big.bin").expect("path");
-    let read = client.read_to(&path, None, &mut sink).await.expect("read survives the kill");
+    let read = client
+        .read_to(&path, None, &mut sink)
+        .await
+        .expect("read survives the kill");
     assert!(sink.killed, "the primary was killed mid-read");
     assert_eq!(read, data.len() as u64);
     assert!(sink.received == data, "bytes after failover differ from the file");
@@ -67,9 +74,16 @@ async fn sigkill_mid_read_finishes_from_next_candidate() {
         kill9(process.pid);
     }
     let mut sink = Vec::new();
-    let error = client.read_to(&path, None, &mut sink).await.expect_err("no worker left");
+    let error = client
+        .read_to(&path, None, &mut sink)
+        .await
+        .expect_err("no worker left");
     let message = error.to_string();
     for process in cluster.processes() {
-        assert!(message.contains(&process.address), "{message} names {}", process.address);
+        assert!(
+            message.contains(&process.address),
+            "{message} names {}",
+            process.address
+        );
     }
 }

@@ -15,7 +15,7 @@ async fn workers_cache_s3_objects() {
     moto.put("lake", "datasets/train/shard-1.bin", content(22, 1000)).await;
     moto.put("lake", "elsewhere/secret.bin", content(23, 10)).await;
 
-    let properties = vec![
+    let properties = [
         format!("hoard.underfs.s3.endpoint={}", moto.endpoint),
         "hoard.underfs.s3.region=us-east-1".to_string(),
         "hoard.underfs.s3.access.key.id=testing".to_string(),
@@ -31,7 +31,12 @@ async fn workers_cache_s3_objects() {
     let ls = cluster.hoard(&["fs", "ls", "/train", "--format", "json"]);
     assert!(ls.status.success(), "{}", describe(&ls));
     let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls json");
-    let mut names: Vec<&str> = entries.as_array().expect("array").iter().filter_map(|e| e["name"].as_str()).collect();
+    let mut names: Vec<&str> = entries
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
     names.sort();
     assert_eq!(names, ["shard-0.bin", "shard-1.bin"]);
 
@@ -41,8 +46,16 @@ async fn workers_cache_s3_objects() {
         assert!(cat.stdout == object, "bytes through hoard differ from the object");
     }
     let owner = cluster.primary_of("/train/shard-0.bin");
-    assert_eq!(metric(&owner.address, "hoard_worker_page_misses_total"), 4.0, "each page fetched once");
-    assert_eq!(metric(&owner.address, "hoard_worker_page_hits_total"), 4.0, "the warm read is all hits");
+    assert_eq!(
+        metric(&owner.address, "hoard_worker_page_misses_total"),
+        4.0,
+        "each page fetched once"
+    );
+    assert_eq!(
+        metric(&owner.address, "hoard_worker_page_hits_total"),
+        4.0,
+        "the warm read is all hits"
+    );
 
     let stat = cluster.hoard(&["fs", "stat", "/train/shard-0.bin", "--format", "json"]);
     let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).expect("stat json");
@@ -54,5 +67,9 @@ async fn workers_cache_s3_objects() {
     assert_eq!(escape.status.code(), Some(1));
     let missing = cluster.hoard(&["fs", "cat", "/train/nope.bin"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such file: /train/nope.bin"), "{}", describe(&missing));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no such file: /train/nope.bin"),
+        "{}",
+        describe(&missing)
+    );
 }

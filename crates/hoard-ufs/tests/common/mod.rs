@@ -25,4 +25,5 @@ pub async fn names<T, E: std::fmt::Debug>(
     out
 }
 
+#[allow(unused_imports)]
 pub use hoard_testkit::Moto;

@@ -32,7 +32,10 @@ impl Cluster {
 
     /// Starts workers over any UFS root (`s3://bucket/prefix` too).
     pub fn start_on(workers: usize, ufs: &str, properties: &[&str]) -> Cluster {
-        let home = tempfile::Builder::new().prefix("hoard-test").tempdir().expect("temp home");
+        let home = tempfile::Builder::new()
+            .prefix("hoard-test")
+            .tempdir()
+            .expect("temp home");
         let mut command = Command::new(HOARD);
         command
             .args(["local", "start", "--workers", &workers.to_string(), "--home"])
@@ -51,7 +54,12 @@ impl Cluster {
 
     /// Runs `hoard --conf <client conf> args...`.
     pub fn hoard(&self, args: &[&str]) -> Output {
-        Command::new(HOARD).arg("--conf").arg(&self.conf).args(args).output().expect("run hoard")
+        Command::new(HOARD)
+            .arg("--conf")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .expect("run hoard")
     }
 
     pub fn hoard_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
@@ -65,7 +73,12 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn hoard");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
         child.wait_with_output().expect("wait hoard")
     }
 
@@ -93,7 +106,10 @@ impl Cluster {
     }
 
     pub fn worker_by_address(&self, address: &str) -> Process {
-        self.processes().into_iter().find(|p| p.address == address).expect("worker with that address")
+        self.processes()
+            .into_iter()
+            .find(|p| p.address == address)
+            .expect("worker with that address")
     }
 
     /// The worker `path` maps to first.
@@ -124,7 +140,12 @@ impl Cluster {
         };
         state["processes"]
             .as_array()
-            .map(|ps| ps.iter().filter_map(|p| p["pid"].as_u64()).map(|pid| pid as u32).collect())
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p["pid"].as_u64())
+                    .map(|pid| pid as u32)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -135,7 +156,11 @@ pub fn kill9(pid: u32) {
 
 /// Starts a worker again by hand, as an operator would: `hoard --conf <its conf dir> worker`.
 pub fn restart_worker(process: &Process) -> ChildGuard {
-    let log = std::fs::OpenOptions::new().append(true).create(true).open(&process.log_file).expect("log");
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&process.log_file)
+        .expect("log");
     let child = Command::new(HOARD)
         .arg("--conf")
         .arg(&process.conf_dir)
@@ -197,11 +222,17 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
 
 /// A raw HTTP/1.1 GET (no URL normalization, so `..` reaches the server as sent).
 /// Returns status, headers (lowercased names) and body.
-pub fn http_get(address: &str, target: &str) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
-    http_request(address, &format!("GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"))
+/// Status, headers (lowercased names) and body of a raw HTTP exchange.
+pub type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
+pub fn http_get(address: &str, target: &str) -> std::io::Result<HttpAnswer> {
+    http_request(
+        address,
+        &format!("GET {target} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
+    )
 }
 
-pub fn http_request(address: &str, request: &str) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+pub fn http_request(address: &str, request: &str) -> std::io::Result<HttpAnswer> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -246,7 +277,10 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
 }
 
 /// Sums one metric over a worker's `/metrics`.
