@@ -1,11 +1,42 @@
 //! The page store: fixed-size pages of cached files on local directories.
 //!
 //! CONTRACT (other crates code against these names; keep them stable). All methods are
-//! blocking (file IO); async callers run them on a blocking thread.
+//! blocking (file IO); async callers run them on a blocking thread. A `PageStore` is
+//! `Send + Sync` and meant to be shared (in an `Arc`) by many threads.
+//!
+//! Design (details in docs/pagestore.md):
+//! - every page is one file, `<dir>/pages-<page_size>/<ff>/<file id>/<index>_<len>_<checksum>_<gen>`:
+//!   the page's bytes at offset 0, then a table of one xxh3-64 per 16 KiB chunk; the checksum
+//!   in the name (and in the index) is the xxh3-64 of that table;
+//! - pages are written to `<dir>/tmp/` and renamed into place, so a page is visible only once
+//!   complete; `open` rebuilds the index by scanning the dirs (no separate database);
+//! - an in-memory index (one mutex, no IO under it) maps keys to pages and keeps one LRU list
+//!   per dir; a page's dir is chosen by weighted rendezvous hashing of its key;
+//! - `get` / `get_range` read the page (or the chunks a range touches), verify them against
+//!   the table and the table against the checksum, and return `Bytes`; a bad page is deleted
+//!   and reported as absent. Reads use `pread` by default, or a read-only mapping returned
+//!   without a copy (`set_mmap_threshold`).
 
-use std::path::PathBuf;
+mod index;
+mod layout;
+mod page;
+mod recover;
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use tracing::{info, warn};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
+
+use index::{Index, Removed, State};
+use layout::PageName;
+use page::ReadFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageStoreError {
@@ -27,15 +58,74 @@ pub struct PageStoreConfig {
     pub page_size: u64,
 }
 
+/// The largest page size accepted (page lengths are kept as `u32` in the index).
+pub const MAX_PAGE_SIZE: u64 = u32::MAX as u64;
+/// The most directories a store can have.
+pub const MAX_DIRS: usize = 255;
+
+impl PageStoreConfig {
+    /// Checks the configuration: as many capacities as dirs, at least one dir, a page size in
+    /// `1..=MAX_PAGE_SIZE`, every capacity at least one page.
+    pub fn validate(&self) -> Result<(), PageStoreError> {
+        let err = |m: String| Err(PageStoreError::Config(m));
+        if self.dirs.is_empty() {
+            return err("no directories".into());
+        }
+        if self.dirs.len() > MAX_DIRS {
+            return err(format!("{} directories, at most {MAX_DIRS}", self.dirs.len()));
+        }
+        if self.dirs.len() != self.capacities.len() {
+            return err(format!(
+                "{} directories but {} capacities",
+                self.dirs.len(),
+                self.capacities.len()
+            ));
+        }
+        if self.page_size == 0 || self.page_size > MAX_PAGE_SIZE {
+            return err(format!("page size {} must be in 1..={MAX_PAGE_SIZE}", self.page_size));
+        }
+        for (dir, &cap) in self.dirs.iter().zip(&self.capacities) {
+            if cap < self.page_size {
+                return err(format!(
+                    "capacity {cap} of {} is smaller than the page size {}",
+                    dir.display(),
+                    self.page_size
+                ));
+            }
+        }
+        for (i, a) in self.dirs.iter().enumerate() {
+            if self.dirs[..i].contains(a) {
+                return err(format!("directory {} is listed twice", a.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Identifies one version of one file: a hash of the Hoard path and the UFS version, so a
 /// rewritten file never shares pages with its old self.
+///
+/// `FileId::new(path, version)` is xxh3-128 (seed 0) of
+/// `len(path) as u64 LE ‖ path ‖ len(version) as u64 LE ‖ version` (UTF-8 bytes): the length
+/// prefixes make the encoding unambiguous whatever bytes the strings contain.
+/// `Display` prints it as 32 lowercase hex digits (as in page directory names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId(pub u128);
 
 impl FileId {
     pub fn new(path: &str, version: &str) -> FileId {
-        let _ = (path, version);
-        todo!()
+        let mut buf = Vec::with_capacity(16 + path.len() + version.len());
+        buf.extend_from_slice(&(path.len() as u64).to_le_bytes());
+        buf.extend_from_slice(path.as_bytes());
+        buf.extend_from_slice(&(version.len() as u64).to_le_bytes());
+        buf.extend_from_slice(version.as_bytes());
+        FileId(xxh3_128(&buf))
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
 
@@ -47,58 +137,629 @@ pub struct PageKey {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageStoreStats {
+    /// Bytes of complete pages plus bytes reserved by puts in progress (never above
+    /// `capacity_bytes`).
+    pub used_bytes: u64,
+    pub capacity_bytes: u64,
+    /// Complete pages.
+    pub pages: u64,
+    /// Pages evicted to make room (not counting `delete_file` or corrupt pages).
+    pub evictions: u64,
+    /// Pages dropped on read because their length or checksum did not match.
+    pub checksum_failures: u64,
+    /// Pages dropped on read because their file was missing or unreadable.
+    pub missing_files: u64,
+    /// `get`s that returned a page.
+    pub hits: u64,
+    /// `get`s that returned `None` (absent, being written, or dropped as corrupt).
+    pub misses: u64,
+    /// Pages written by `put` (puts of a key already present or being written excluded).
+    pub puts: u64,
+    /// Pages found on disk by `open`.
+    pub recovered_pages: u64,
+    /// Entries deleted by `open`: temp files, unparseable names, truncated pages, duplicates.
+    pub recovery_discarded: u64,
+    /// One entry per configured dir, in configuration order.
+    pub dirs: Vec<DirStats>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirStats {
+    pub path: PathBuf,
     pub used_bytes: u64,
     pub capacity_bytes: u64,
     pub pages: u64,
-    pub evictions: u64,
-    pub checksum_failures: u64,
 }
 
-pub struct PageStore {}
+struct Dir {
+    root: PathBuf,
+    pages: PathBuf,
+    tmp: PathBuf,
+    capacity: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    checksum_failures: AtomicU64,
+    missing_files: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    puts: AtomicU64,
+}
+
+pub struct PageStore {
+    page_size: u64,
+    dirs: Vec<Dir>,
+    index: Mutex<Index>,
+    /// Signalled when a put finishes, so puts waiting for space held by pending pages retry.
+    put_done: Condvar,
+    counters: Counters,
+    recovered_pages: u64,
+    recovery_discarded: u64,
+    /// Pages at least this long are read through a mapping (see `set_mmap_threshold`).
+    mmap_threshold: AtomicU64,
+    /// flock'ed lock files, released on drop.
+    _locks: Vec<File>,
+}
+
+impl fmt::Debug for PageStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageStore")
+            .field("page_size", &self.page_size)
+            .field(
+                "dirs",
+                &self.dirs.iter().map(|d| (&d.root, d.capacity)).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default of `PageStore::set_mmap_threshold`: never map (see docs/pagestore.md).
+pub const DEFAULT_MMAP_THRESHOLD: u64 = u64::MAX;
+
+/// How many times a put retries the final rename when a concurrent eviction removed the
+/// file's (then empty) directory.
+const RENAME_ATTEMPTS: usize = 64;
+
+fn io_err(path: &Path, source: io::Error) -> PageStoreError {
+    PageStoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 impl PageStore {
     /// Opens (creating dirs as needed) and recovers the index of pages already on disk.
+    ///
+    /// Each dir is locked (`flock` on `<dir>/pagestore.lock`) for the store's lifetime, so a
+    /// second store on the same dir fails with `Config`. Leftover temp files, unparseable
+    /// entries, pages whose length does not match their name and pages of another page size
+    /// are deleted; duplicates keep the newest; the LRU order is recovered from modification
+    /// times (oldest evicted first); dirs over capacity are evicted down to it.
     pub fn open(config: PageStoreConfig) -> Result<PageStore, PageStoreError> {
-        let _ = config;
-        todo!()
+        config.validate()?;
+        let page_size = config.page_size;
+        let mut prepared = Vec::with_capacity(config.dirs.len());
+        let mut discarded = 0;
+        for root in &config.dirs {
+            let p = recover::prepare(root, page_size)?;
+            discarded += p.discarded;
+            prepared.push(p);
+        }
+        // Scan the dirs in parallel (they are usually separate disks).
+        let scans: Vec<recover::Scan> = std::thread::scope(|s| {
+            let handles: Vec<_> = prepared
+                .iter()
+                .enumerate()
+                .map(|(i, p)| s.spawn(move || recover::scan(&p.pages, page_size, i as u8)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("page store scan panicked"))
+                .collect()
+        });
+        let mut found = Vec::new();
+        for scan in scans {
+            discarded += scan.discarded;
+            found.extend(scan.found);
+        }
+
+        let dirs: Vec<Dir> = config
+            .dirs
+            .iter()
+            .zip(&config.capacities)
+            .zip(&prepared)
+            .map(|((root, &capacity), p)| Dir {
+                root: root.clone(),
+                pages: p.pages.clone(),
+                tmp: p.tmp.clone(),
+                capacity,
+            })
+            .collect();
+
+        // Oldest first, so that inserting each as most recently used recreates the LRU order.
+        found.sort_by_key(|a| (a.key, a.mtime, a.name.gen, a.dir));
+        let mut unique: Vec<recover::Found> = Vec::with_capacity(found.len());
+        for f in found {
+            if let Some(last) = unique.last_mut().filter(|l| l.key == f.key) {
+                // Same page twice (a crash between writing a page and deleting its old copy,
+                // or dirs reconfigured): keep the newest.
+                let old = std::mem::replace(last, f);
+                let path = layout::page_path(&dirs[old.dir as usize].pages, old.key.file, &old.name);
+                warn!(path = %path.display(), "deleting duplicate page");
+                recover::discard(&path);
+                discarded += 1;
+            } else {
+                unique.push(f);
+            }
+        }
+        unique.sort_by_key(|a| (a.mtime, a.name.gen));
+        let first_gen = unique.iter().map(|f| f.name.gen).max().map_or(0, |g| g.wrapping_add(1));
+        let mut index = Index::new(&config.capacities, first_gen);
+        for f in &unique {
+            index.insert(&f.key, f.name, f.dir, State::Complete);
+        }
+        let recovered_pages = unique.len() as u64;
+        let mut evicted = Vec::new();
+        for d in 0..dirs.len() {
+            index.shrink_to_capacity(d as u8, &mut evicted);
+        }
+        index.evictions = 0;
+
+        let store = PageStore {
+            page_size,
+            dirs,
+            index: Mutex::new(index),
+            put_done: Condvar::new(),
+            counters: Counters::default(),
+            recovered_pages,
+            recovery_discarded: discarded,
+            mmap_threshold: AtomicU64::new(DEFAULT_MMAP_THRESHOLD),
+            _locks: prepared.into_iter().map(|p| p.lock).collect(),
+        };
+        if !evicted.is_empty() {
+            info!(pages = evicted.len(), "evicting recovered pages over capacity");
+        }
+        store.delete_removed(&evicted);
+        let stats = store.stats();
+        info!(
+            pages = stats.pages,
+            used_bytes = stats.used_bytes,
+            capacity_bytes = stats.capacity_bytes,
+            discarded,
+            "page store opened"
+        );
+        Ok(store)
     }
 
     pub fn page_size(&self) -> u64 {
-        todo!()
+        self.page_size
     }
 
     /// The page's bytes, verified against its checksum. A corrupt page is deleted, counted in
-    /// `checksum_failures`, and reported as absent so the caller refetches it.
+    /// `checksum_failures` (wrong length or checksum) or `missing_files` (missing or
+    /// unreadable file), and reported as absent so the caller refetches it.
+    ///
+    /// Marks the page most recently used. Errors only on resource exhaustion (file
+    /// descriptors, memory); every other failure drops the page and returns `None`.
     pub fn get(&self, key: &PageKey) -> Result<Option<Bytes>, PageStoreError> {
-        let _ = key;
-        todo!()
+        self.read(key, 0..u64::MAX)
+    }
+
+    /// Part of a page: the bytes at `range` within the page, with `range.end` clamped to the
+    /// page's length (so fewer bytes, or none, come back if the page is shorter). Verifies
+    /// only the page's chunk table and the 16 KiB chunks the range touches, so a small read
+    /// of a large page costs a small read. Otherwise like `get`.
+    pub fn get_range(&self, key: &PageKey, range: Range<u64>) -> Result<Option<Bytes>, PageStoreError> {
+        self.read(key, range)
+    }
+
+    fn read(&self, key: &PageKey, range: Range<u64>) -> Result<Option<Bytes>, PageStoreError> {
+        let found = {
+            let mut idx = self.index.lock();
+            match idx.lookup(key) {
+                Some(s) if idx.slot(s).state == State::Complete => {
+                    idx.touch(s);
+                    let slot = idx.slot(s);
+                    Some((slot.dir, slot.name()))
+                }
+                _ => None,
+            }
+        };
+        let Some((dir, name)) = found else {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        let path = layout::page_path(&self.dirs[dir as usize].pages, key.file, &name);
+        let len = u64::from(name.len);
+        let end = range.end.min(len);
+        let start = range.start.min(end);
+        let map = len >= self.mmap_threshold.load(Ordering::Relaxed);
+        match page::read(&path, name.len, name.checksum, start as usize..end as usize, map) {
+            Ok(bytes) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(bytes))
+            }
+            Err(ReadFailure::Transient(e)) => Err(io_err(&path, e)),
+            Err(failure) => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.drop_bad_page(key, name.gen, &path, failure);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Pages of at least `bytes` bytes are read through a read-only mapping of the page file
+    /// and returned as that mapping (no copy in user space); shorter pages are read into a
+    /// buffer with `pread`. `u64::MAX` (the default, see docs/pagestore.md for the
+    /// measurements behind it) never maps; `0` always does.
+    pub fn set_mmap_threshold(&self, bytes: u64) {
+        self.mmap_threshold.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Removes a page whose file turned out missing or corrupt, if the index still holds that
+    /// very page (same generation); otherwise it was evicted, deleted or replaced since we
+    /// looked it up, and a missing file is simply that, not a failure.
+    fn drop_bad_page(&self, key: &PageKey, gen: u32, path: &Path, failure: ReadFailure) {
+        let removed = {
+            let mut idx = self.index.lock();
+            match idx.lookup(key) {
+                Some(s) if idx.slot(s).state == State::Complete && idx.slot(s).gen == gen => Some(idx.remove(s)),
+                _ => None,
+            }
+        };
+        match failure {
+            ReadFailure::Missing(e) => {
+                if removed.is_some() {
+                    self.counters.missing_files.fetch_add(1, Ordering::Relaxed);
+                    warn!(path = %path.display(), error = %e, "page file missing or unreadable; dropped");
+                }
+            }
+            ReadFailure::Corrupt(why) => {
+                // The bytes were wrong whoever owns the file now: count it either way.
+                self.counters.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(path = %path.display(), reason = %why, "corrupt page; dropped");
+            }
+            ReadFailure::Transient(_) => unreachable!("transient errors are returned"),
+        }
+        if let Some(r) = removed {
+            self.delete_removed(&[r]);
+        }
     }
 
     /// Stores a complete page, evicting least recently used pages to stay within capacity.
     /// The page becomes visible to `get` only once fully written.
+    ///
+    /// A put of a key that is present or being written by another put is a no-op. The page's
+    /// dir is chosen by weighted rendezvous hashing of the key over the dirs whose capacity
+    /// can hold it. If the rest of that dir is reserved by puts in progress, waits for one of
+    /// them to finish.
     pub fn put(&self, key: &PageKey, data: &[u8]) -> Result<(), PageStoreError> {
-        let _ = (key, data);
-        todo!()
+        if data.len() as u64 > self.page_size {
+            return Err(PageStoreError::PageTooLarge {
+                len: data.len(),
+                page_size: self.page_size,
+            });
+        }
+        let len = data.len() as u32;
+        let dir = self.place(key, len)?;
+        let (checksum, table) = page::chunk_table(data);
+        let mut evicted = Vec::new();
+        let reserved = {
+            let mut idx = self.index.lock();
+            loop {
+                if idx.lookup(key).is_some() {
+                    break None;
+                }
+                if idx.make_room(dir, u64::from(len), &mut evicted) {
+                    let name = PageName {
+                        index: key.index,
+                        len,
+                        checksum,
+                        gen: idx.next_gen(),
+                    };
+                    let slot = idx.insert(key, name, dir, State::Pending);
+                    break Some((slot, name));
+                }
+                // Everything left in the dir is being written: wait for a put to finish.
+                self.put_done.wait(&mut idx);
+            }
+        };
+        // Free the space before using it, so the disk never holds more than the capacity.
+        self.delete_removed(&evicted);
+        let Some((slot, name)) = reserved else {
+            return Ok(());
+        };
+
+        let d = &self.dirs[dir as usize];
+        let written = write_page(d, key, &name, data, &table);
+        let doomed = {
+            let mut idx = self.index.lock();
+            let doomed = match &written {
+                Ok(_) if idx.slot(slot).state == State::Pending => {
+                    idx.complete(slot);
+                    None
+                }
+                Ok(_) => Some(idx.remove(slot)), // delete_file ran meanwhile
+                Err(_) => {
+                    idx.remove(slot);
+                    None
+                }
+            };
+            self.put_done.notify_all();
+            doomed
+        };
+        match (written, doomed) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(r)) => {
+                self.delete_removed(&[r]);
+                Ok(())
+            }
+            (Ok(()), None) => {
+                self.counters.puts.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
     }
 
+    /// The dir for a page: weighted rendezvous (highest random weight) hashing of the key over
+    /// the dirs whose capacity can hold it, weights = capacities. Deterministic, spreads a
+    /// file's pages over all dirs in proportion to their capacities, and moves few pages when
+    /// dirs are added.
+    fn place(&self, key: &PageKey, len: u32) -> Result<u8, PageStoreError> {
+        let len64 = u64::from(len);
+        if self.dirs.len() == 1 && self.dirs[0].capacity >= len64 {
+            return Ok(0);
+        }
+        let mut buf = [0u8; 24];
+        buf[..16].copy_from_slice(&key.file.0.to_le_bytes());
+        buf[16..].copy_from_slice(&key.index.to_le_bytes());
+        let mut best: Option<(f64, u8)> = None;
+        for (i, d) in self.dirs.iter().enumerate() {
+            if d.capacity < len64 {
+                continue;
+            }
+            let h = xxh3_64_with_seed(&buf, i as u64);
+            // Uniform in (0, 1); score = w / -ln(u).
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let score = d.capacity as f64 / -u.ln();
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, i as u8));
+            }
+        }
+        best.map(|(_, i)| i).ok_or(PageStoreError::NoSpace {
+            len: len as usize,
+            capacity: self.dirs.iter().map(|d| d.capacity).max().unwrap_or(0),
+        })
+    }
+
+    /// Whether the page is stored (complete). Does not count as a use for the LRU order.
     pub fn contains(&self, key: &PageKey) -> bool {
-        let _ = key;
-        todo!()
+        let idx = self.index.lock();
+        idx.lookup(key).is_some_and(|s| idx.slot(s).state == State::Complete)
     }
 
     /// Bytes of `file` currently cached.
     pub fn cached_bytes(&self, file: FileId) -> u64 {
-        let _ = file;
-        todo!()
+        self.index.lock().file_bytes(file)
     }
 
-    /// Removes every page of `file`.
+    /// Sorted indexes of the cached pages of `file`.
+    pub fn cached_pages(&self, file: FileId) -> Vec<u64> {
+        self.index.lock().complete_indexes(file)
+    }
+
+    /// Removes every page of `file`; returns the bytes freed. Pages being written when this
+    /// is called are deleted by their writer once written (and not visible meanwhile).
     pub fn delete_file(&self, file: FileId) -> Result<u64, PageStoreError> {
-        let _ = file;
-        todo!()
+        let mut removed = Vec::new();
+        let mut bytes = 0;
+        {
+            let mut idx = self.index.lock();
+            for s in idx.file_slots(file) {
+                match idx.slot(s).state {
+                    State::Complete => {
+                        bytes += u64::from(idx.slot(s).len);
+                        removed.push(idx.remove(s));
+                    }
+                    State::Pending => idx.mark_doomed(s),
+                    State::Doomed | State::Free => {}
+                }
+            }
+        }
+        let mut first_err = None;
+        for r in &removed {
+            let path = layout::page_path(&self.dirs[r.dir as usize].pages, r.file, &r.name);
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound && first_err.is_none() {
+                    first_err = Some(io_err(&path, e));
+                }
+            }
+        }
+        for d in &self.dirs {
+            let _ = fs::remove_dir(layout::file_dir(&d.pages, file));
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(bytes),
+        }
     }
 
     pub fn stats(&self) -> PageStoreStats {
-        todo!()
+        let (dirs, pages, evictions) = {
+            let idx = self.index.lock();
+            (idx.dirs.clone(), idx.pages, idx.evictions)
+        };
+        let c = &self.counters;
+        PageStoreStats {
+            used_bytes: dirs.iter().map(|d| d.used).sum(),
+            capacity_bytes: dirs.iter().map(|d| d.capacity).sum(),
+            pages,
+            evictions,
+            checksum_failures: c.checksum_failures.load(Ordering::Relaxed),
+            missing_files: c.missing_files.load(Ordering::Relaxed),
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            puts: c.puts.load(Ordering::Relaxed),
+            recovered_pages: self.recovered_pages,
+            recovery_discarded: self.recovery_discarded,
+            dirs: dirs
+                .iter()
+                .zip(&self.dirs)
+                .map(|(s, d)| DirStats {
+                    path: d.root.clone(),
+                    used_bytes: s.used,
+                    capacity_bytes: s.capacity,
+                    pages: s.pages,
+                })
+                .collect(),
+        }
+    }
+
+    /// Deletes the files of pages removed from the index (best effort), and the directory of
+    /// a file that has no pages left.
+    fn delete_removed(&self, removed: &[Removed]) {
+        for r in removed {
+            let pages = &self.dirs[r.dir as usize].pages;
+            let path = layout::page_path(pages, r.file, &r.name);
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!(path = %path.display(), error = %e, "could not delete page file");
+                }
+            }
+            if r.file_now_empty {
+                // Fails harmlessly if a new page of the file arrived meanwhile.
+                let _ = fs::remove_dir(layout::file_dir(pages, r.file));
+            }
+        }
+    }
+}
+
+/// Writes the page to a temp file and renames it into place.
+fn write_page(d: &Dir, key: &PageKey, name: &PageName, data: &[u8], table: &[u8]) -> Result<(), PageStoreError> {
+    let tmp = layout::temp_path(&d.tmp, key.file, key.index, name.gen);
+    let result = (|| {
+        page::write(&tmp, data, table).map_err(|e| io_err(&tmp, e))?;
+        let dest = layout::page_path(&d.pages, key.file, name);
+        let mut attempt = 0;
+        loop {
+            match fs::rename(&tmp, &dest) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RENAME_ATTEMPTS => {
+                    // The file's directory does not exist yet (or was just removed by an
+                    // eviction of the file's last page): create it and retry.
+                    attempt += 1;
+                    let dir = layout::file_dir(&d.pages, key.file);
+                    if let Err(e) = fs::create_dir_all(&dir) {
+                        // NotFound / AlreadyExists: racing with the removal of the directory.
+                        if !matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists) {
+                            return Err(io_err(&dir, e));
+                        }
+                    }
+                }
+                Err(e) => return Err(io_err(&dest, e)),
+            }
+        }
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<PageStore>();
+}
+
+/// Internals exposed for the crate's benchmarks; not part of the API.
+#[doc(hidden)]
+pub mod bench_internals {
+    use std::fs::File;
+    use std::io::{self, Read as _};
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use xxhash_rust::xxh3::xxh3_64;
+
+    /// Reads a whole file through a mapping and hashes it.
+    pub fn read_mapped_verified(path: &Path, populate: bool) -> io::Result<Bytes> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(len);
+        if populate {
+            opts.populate();
+        }
+        // SAFETY: benchmark files are not modified while mapped.
+        let map = unsafe { opts.map(&file)? };
+        std::hint::black_box(xxh3_64(&map));
+        Ok(Bytes::from_owner(map))
+    }
+
+    /// Reads a whole file into a buffer and hashes it.
+    pub fn read_copied_verified(path: &Path) -> io::Result<Bytes> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len() as usize;
+        let mut buf = Vec::with_capacity(len);
+        file.read_to_end(&mut buf)?;
+        std::hint::black_box(xxh3_64(&buf));
+        Ok(Bytes::from(buf))
+    }
+
+    pub fn checksum(data: &[u8]) -> u64 {
+        xxh3_64(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_id_is_stable_and_unambiguous() {
+        let a = FileId::new("/a/b", "v1");
+        assert_eq!(a, FileId::new("/a/b", "v1"));
+        assert_ne!(a, FileId::new("/a/b", "v2"));
+        assert_ne!(a, FileId::new("/a/bv", "1"));
+        assert_ne!(FileId::new("ab", ""), FileId::new("a", "b"));
+        assert_ne!(FileId::new("a\0", "b"), FileId::new("a", "\0b"));
+        assert_eq!(a.to_string().len(), 32);
+    }
+
+    #[test]
+    fn file_id_test_vectors() {
+        // Also in docs/pagestore.md: other implementations must agree.
+        for (path, version, hex) in [
+            ("/data/x.parquet", "etag-1", "eca5b5bc2cfe19d81eeaa1d19cc9e094"),
+            ("", "", "e5189a9599e3f86205ea23ef06e28b2d"),
+            ("/a", "b", "eb76bc9e8b318a9e8bde6835bb2938ae"),
+        ] {
+            assert_eq!(FileId::new(path, version).to_string(), hex);
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        let ok = PageStoreConfig {
+            dirs: vec!["/x".into(), "/y".into()],
+            capacities: vec![10, 10],
+            page_size: 10,
+        };
+        assert!(ok.validate().is_ok());
+        let bad = |f: &dyn Fn(&mut PageStoreConfig)| {
+            let mut c = ok.clone();
+            f(&mut c);
+            assert!(matches!(c.validate(), Err(PageStoreError::Config(_))));
+        };
+        bad(&|c| c.dirs.clear());
+        bad(&|c| {
+            c.capacities.pop();
+        });
+        bad(&|c| c.page_size = 0);
+        bad(&|c| c.page_size = MAX_PAGE_SIZE + 1);
+        bad(&|c| c.capacities[1] = 9);
+        bad(&|c| c.dirs[1] = "/x".into());
     }
 }

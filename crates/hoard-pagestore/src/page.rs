@@ -1,0 +1,239 @@
+//! The page file format: writing a page and reading (part of) it back verified.
+//!
+//! A page file is the page's bytes followed by a chunk table: one little-endian xxh3-64 per
+//! 16 KiB chunk of the page (the last chunk may be shorter). The page's checksum, recorded in
+//! the file name and the index, is the xxh3-64 of the chunk table. So the page's bytes sit at
+//! offset 0 of the file, whole and page-aligned, and a read of part of a page verifies the
+//! table and only the chunks it covers.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::ops::Range;
+use std::path::Path;
+
+use bytes::Bytes;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Bytes covered by one entry of the chunk table.
+pub(crate) const CHUNK: usize = 16 * 1024;
+
+/// Chunks in a page of `len` bytes.
+pub(crate) fn chunks(len: u32) -> usize {
+    (len as usize).div_ceil(CHUNK)
+}
+
+/// Length of the file of a page of `len` bytes.
+pub(crate) fn file_len(len: u32) -> u64 {
+    u64::from(len) + 8 * chunks(len) as u64
+}
+
+/// The chunk table of `data` and the page checksum (the table's xxh3-64).
+pub(crate) fn chunk_table(data: &[u8]) -> (u64, Vec<u8>) {
+    let mut table = Vec::with_capacity(8 * data.len().div_ceil(CHUNK));
+    for chunk in data.chunks(CHUNK) {
+        table.extend_from_slice(&xxh3_64(chunk).to_le_bytes());
+    }
+    (xxh3_64(&table), table)
+}
+
+/// Writes a page file at `path` (a new file: fails if it exists).
+pub(crate) fn write(path: &Path, data: &[u8], table: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    f.write_all(data)?;
+    f.write_all(table)
+}
+
+pub(crate) enum ReadFailure {
+    /// Missing or unreadable file: drop the page.
+    Missing(io::Error),
+    /// Wrong length or checksum: drop the page.
+    Corrupt(String),
+    /// Out of file descriptors or memory: not the page's fault, report an error.
+    Transient(io::Error),
+}
+
+impl From<io::Error> for ReadFailure {
+    fn from(e: io::Error) -> ReadFailure {
+        let transient = matches!(
+            e.kind(),
+            io::ErrorKind::OutOfMemory | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+        ) || matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+        );
+        if transient {
+            ReadFailure::Transient(e)
+        } else {
+            ReadFailure::Missing(e)
+        }
+    }
+}
+
+/// Reads `range` (within `0..len`) of the page at `path`, verifying the chunk table against
+/// `checksum` and every chunk the range touches against the table. With `map`, the file is
+/// mapped read-only and the result borrows the mapping; otherwise the bytes are read into a
+/// buffer.
+pub(crate) fn read(path: &Path, len: u32, checksum: u64, range: Range<usize>, map: bool) -> Result<Bytes, ReadFailure> {
+    debug_assert!(range.start <= range.end && range.end <= len as usize);
+    let file = File::open(path)?;
+    let expected = file_len(len);
+    let len = len as usize;
+    let n = chunks(len as u32);
+    let first = range.start / CHUNK;
+    let end_chunk = range.end.div_ceil(CHUNK).max(first);
+    // Bytes of the body to read and verify: whole chunks.
+    let body = first * CHUNK..(end_chunk * CHUNK).min(len);
+    let whole = body.start == 0 && body.end == len;
+
+    if map && expected > 0 {
+        // The length must be checked before mapping: touching a mapping beyond the end of
+        // the file raises SIGBUS. (Without a mapping, a short file shows as a short read.)
+        let actual = file.metadata()?.len();
+        if actual != expected {
+            return Err(ReadFailure::Corrupt(format!(
+                "file length {actual}, expected {expected}"
+            )));
+        }
+        // SAFETY: page files are never modified after they are renamed into place (a new
+        // version of a page is a new file; deletion unlinks, which leaves existing mappings
+        // intact) and the length was checked above, so the mapping stays valid and unchanging.
+        // Someone else truncating the file under us would raise SIGBUS; see docs/pagestore.md.
+        let mapping = unsafe { memmap2::MmapOptions::new().len(expected as usize).map(&file)? };
+        verify(&mapping[len..], checksum, &mapping[body.clone()], first)?;
+        return Ok(Bytes::from_owner(mapping).slice(range));
+    }
+    if whole {
+        // One read for the body and the table.
+        let mut buf = Vec::new();
+        pread_exact(&file, &mut buf, expected as usize, 0)?;
+        verify(&buf[len..], checksum, &buf[..len], 0)?;
+        buf.truncate(len);
+        return Ok(Bytes::from(buf).slice(range));
+    }
+    let mut table = Vec::new();
+    pread_exact(&file, &mut table, 8 * n, len as u64)?;
+    let mut buf = Vec::new();
+    pread_exact(&file, &mut buf, body.len(), body.start as u64)?;
+    verify(&table, checksum, &buf, first)?;
+    Ok(Bytes::from(buf).slice(range.start - body.start..range.end - body.start))
+}
+
+/// Checks `table` against the page checksum and `body` (whole chunks from chunk `first` on)
+/// against the table.
+fn verify(table: &[u8], checksum: u64, body: &[u8], first: usize) -> Result<(), ReadFailure> {
+    let actual = xxh3_64(table);
+    if actual != checksum {
+        return Err(ReadFailure::Corrupt(format!(
+            "chunk table checksum {actual:016x}, expected {checksum:016x}"
+        )));
+    }
+    for (i, chunk) in body.chunks(CHUNK).enumerate() {
+        let at = 8 * (first + i);
+        let expected = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
+        let actual = xxh3_64(chunk);
+        if actual != expected {
+            return Err(ReadFailure::Corrupt(format!(
+                "chunk {} checksum {actual:016x}, expected {expected:016x}",
+                first + i
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `len` bytes at `offset` into `buf` (cleared first), without zeroing it. A
+/// file too short for that is corrupt.
+fn pread_exact(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), ReadFailure> {
+    use std::os::fd::AsRawFd;
+    buf.clear();
+    buf.reserve_exact(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..len - done];
+        // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity, which we
+        // own; the length is only extended by what it reports as written.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            // SAFETY: the first `n` bytes of the spare capacity were written by pread.
+            n if n > 0 => unsafe { buf.set_len(done + n as usize) },
+            0 => {
+                return Err(ReadFailure::Corrupt(format!(
+                    "file shorter than {}",
+                    offset + len as u64
+                )))
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn reads_verify_only_what_they_need_and_catch_corruption() {
+        let tmp = tempfile::tempdir().unwrap();
+        for len in [0, 1, 1000, CHUNK, CHUNK + 1, 3 * CHUNK + 5] {
+            let d = data(len);
+            let (checksum, table) = chunk_table(&d);
+            assert_eq!(table.len(), 8 * chunks(len as u32));
+            let path = tmp.path().join(format!("p{len}"));
+            write(&path, &d, &table).unwrap();
+            assert_eq!(fs::metadata(&path).unwrap().len(), file_len(len as u32));
+            let ranges = [0..len, 0..0, len / 2..len, len / 3..len / 2, len.saturating_sub(1)..len];
+            for map in [false, true] {
+                for r in ranges.clone() {
+                    let got = read(&path, len as u32, checksum, r.clone(), map)
+                        .unwrap_or_else(|_| panic!("read {len} {r:?}"));
+                    assert_eq!(&got[..], &d[r]);
+                }
+                assert!(matches!(
+                    read(&path, len as u32, checksum ^ 1, 0..len, map),
+                    Err(ReadFailure::Corrupt(_))
+                ));
+            }
+            if len > CHUNK {
+                // Corrupt the last chunk: reads of the first chunk still succeed (they never
+                // return the bad bytes), reads touching it fail.
+                let mut bytes = fs::read(&path).unwrap();
+                bytes[len - 1] ^= 1;
+                fs::write(&path, &bytes).unwrap();
+                for map in [false, true] {
+                    let got = read(&path, len as u32, checksum, 0..100, map).ok().unwrap();
+                    assert_eq!(&got[..], &d[..100]);
+                    assert!(matches!(
+                        read(&path, len as u32, checksum, len - 1..len, map),
+                        Err(ReadFailure::Corrupt(_))
+                    ));
+                    assert!(matches!(
+                        read(&path, len as u32, checksum, 0..len, map),
+                        Err(ReadFailure::Corrupt(_))
+                    ));
+                }
+            }
+        }
+        assert!(matches!(
+            read(&tmp.path().join("none"), 1, 0, 0..1, false),
+            Err(ReadFailure::Missing(_))
+        ));
+    }
+}
