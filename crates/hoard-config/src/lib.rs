@@ -158,6 +158,8 @@ pub struct WorkerConfig {
     pub membership_type: MembershipType,
     pub max_request_header_bytes: u64,
     pub ufs_read_timeout: Duration,
+    /// Page files kept mapped for zero-copy reads (0 = always `pread`).
+    pub mapped_pages: u32,
 }
 
 impl WorkerConfig {
@@ -602,6 +604,20 @@ fn parse_virtual_nodes(value: &str) -> Result<u32, String> {
     Ok(count)
 }
 
+/// Most page files a worker may keep mapped (each costs one mapping of a page's address space).
+pub const MAX_MAPPED_PAGES: u32 = 1 << 20;
+
+fn parse_mapped_pages(value: &str) -> Result<u32, String> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a whole number".into());
+    }
+    let count = value
+        .parse::<u32>()
+        .map_err(|_| format!("must be at most {MAX_MAPPED_PAGES}"))?;
+    check_range(u64::from(count), 0, u64::from(MAX_MAPPED_PAGES), |n| n.to_string())?;
+    Ok(count)
+}
+
 /// Splits a comma-separated list; empty entries are an error.
 fn split_list(value: &str) -> Result<Vec<&str>, String> {
     let items: Vec<&str> = value.split(',').map(str::trim).collect();
@@ -669,6 +685,7 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         membership_type: values.parse(keys::WORKER_MEMBERSHIP_TYPE, parse_membership)?,
         max_request_header_bytes: values.size(keys::WORKER_MAX_HEADER_SIZE, MIN_HEADER_SIZE, MAX_HEADER_SIZE)?,
         ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
+        mapped_pages: values.parse(keys::WORKER_MAPPED_PAGES, parse_mapped_pages)?,
     })
 }
 

@@ -19,6 +19,7 @@
 
 mod index;
 mod layout;
+mod mapped;
 mod page;
 mod recover;
 
@@ -48,6 +49,17 @@ pub enum PageStoreError {
     PageTooLarge { len: usize, page_size: u64 },
     #[error("page of {len} bytes does not fit in any directory (largest capacity {capacity})")]
     NoSpace { len: usize, capacity: u64 },
+}
+
+/// What a no-wait read ([`PageStore::get_range_nowait`]) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedRead {
+    /// The bytes, verified.
+    Hit(Bytes),
+    /// No such page (or it was corrupt and has been dropped).
+    Absent,
+    /// The page exists but its bytes are not in the OS page cache: read it where blocking is fine.
+    NotInMemory,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +210,8 @@ pub struct PageStore {
     recovery_discarded: u64,
     /// Pages at least this long are read through a mapping (see `set_mmap_threshold`).
     mmap_threshold: AtomicU64,
+    /// Read-only mappings of hot page files (see `set_mapped_pages`).
+    mapped: mapped::MappedPages,
     /// flock'ed lock files, released on drop.
     _locks: Vec<File>,
 }
@@ -315,6 +329,7 @@ impl PageStore {
             recovered_pages,
             recovery_discarded: discarded,
             mmap_threshold: AtomicU64::new(DEFAULT_MMAP_THRESHOLD),
+            mapped: mapped::MappedPages::new(0),
             _locks: prepared.into_iter().map(|p| p.lock).collect(),
         };
         if !evicted.is_empty() {
@@ -343,7 +358,7 @@ impl PageStore {
     /// Marks the page most recently used. Errors only on resource exhaustion (file
     /// descriptors, memory); every other failure drops the page and returns `None`.
     pub fn get(&self, key: &PageKey) -> Result<Option<Bytes>, PageStoreError> {
-        self.read(key, 0..u64::MAX)
+        self.get_range(key, 0..u64::MAX)
     }
 
     /// Part of a page: the bytes at `range` within the page, with `range.end` clamped to the
@@ -351,10 +366,21 @@ impl PageStore {
     /// only the page's chunk table and the 16 KiB chunks the range touches, so a small read
     /// of a large page costs a small read. Otherwise like `get`.
     pub fn get_range(&self, key: &PageKey, range: Range<u64>) -> Result<Option<Bytes>, PageStoreError> {
-        self.read(key, range)
+        match self.read(key, range, false)? {
+            CachedRead::Hit(bytes) => Ok(Some(bytes)),
+            CachedRead::Absent | CachedRead::NotInMemory => Ok(None),
+        }
     }
 
-    fn read(&self, key: &PageKey, range: Range<u64>) -> Result<Option<Bytes>, PageStoreError> {
+    /// Like `get_range`, but never waits for the disk: when the page's bytes are not in the
+    /// OS page cache the answer is [`CachedRead::NotInMemory`] and the caller retries with
+    /// `get_range` on a thread that may block. Lets an async server answer hot reads inline,
+    /// without a hand-off to a blocking thread, which costs more than the read itself.
+    pub fn get_range_nowait(&self, key: &PageKey, range: Range<u64>) -> Result<CachedRead, PageStoreError> {
+        self.read(key, range, true)
+    }
+
+    fn read(&self, key: &PageKey, range: Range<u64>, nowait: bool) -> Result<CachedRead, PageStoreError> {
         let found = {
             let mut idx = self.index.lock();
             match idx.lookup(key) {
@@ -368,25 +394,105 @@ impl PageStore {
         };
         let Some((dir, name)) = found else {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+            return Ok(CachedRead::Absent);
         };
         let path = layout::page_path(&self.dirs[dir as usize].pages, key.file, &name);
         let len = u64::from(name.len);
         let end = range.end.min(len);
         let start = range.start.min(end);
+        if self.mapped.enabled() {
+            return self.read_through_mapping(key, &name, &path, start as usize..end as usize, nowait);
+        }
         let map = len >= self.mmap_threshold.load(Ordering::Relaxed);
-        match page::read(&path, name.len, name.checksum, start as usize..end as usize, map) {
+        match page::read(
+            &path,
+            name.len,
+            name.checksum,
+            start as usize..end as usize,
+            map,
+            nowait,
+        ) {
             Ok(bytes) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(bytes))
+                Ok(CachedRead::Hit(bytes))
             }
-            Err(ReadFailure::Transient(e)) => Err(io_err(&path, e)),
+            Err(failure) => self.read_failed(key, name.gen, &path, failure),
+        }
+    }
+
+    /// Serves from a cached mapping of the page file, creating it when the caller may block.
+    fn read_through_mapping(
+        &self,
+        key: &PageKey,
+        name: &PageName,
+        path: &Path,
+        range: Range<usize>,
+        nowait: bool,
+    ) -> Result<CachedRead, PageStoreError> {
+        let mapping = match self.mapped.get(key, name.gen) {
+            Some(mapping) => mapping,
+            // Mapping with `populate` may read the disk: leave it to a blocking thread.
+            None if nowait => return Ok(CachedRead::NotInMemory),
+            None => match page::map(path, name.len) {
+                Ok(mapping) => {
+                    self.mapped.insert(*key, name.gen, std::sync::Arc::clone(&mapping));
+                    // Evicted meanwhile: don't keep its deleted file's blocks alive.
+                    if !self.holds(key, name.gen) {
+                        self.mapped.remove(key);
+                    }
+                    mapping
+                }
+                Err(failure) => return self.read_failed(key, name.gen, path, failure),
+            },
+        };
+        match page::read_mapped(&mapping, name.len, name.checksum, range) {
+            Ok(bytes) => {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(CachedRead::Hit(bytes))
+            }
             Err(failure) => {
-                self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                self.drop_bad_page(key, name.gen, &path, failure);
-                Ok(None)
+                self.mapped.remove(key);
+                self.read_failed(key, name.gen, path, failure)
             }
         }
+    }
+
+    /// True when the index holds this very page (same generation), complete.
+    fn holds(&self, key: &PageKey, gen: u32) -> bool {
+        let idx = self.index.lock();
+        idx.lookup(key)
+            .is_some_and(|s| idx.slot(s).state == State::Complete && idx.slot(s).gen == gen)
+    }
+
+    fn read_failed(
+        &self,
+        key: &PageKey,
+        gen: u32,
+        path: &Path,
+        failure: ReadFailure,
+    ) -> Result<CachedRead, PageStoreError> {
+        match failure {
+            ReadFailure::WouldBlock => Ok(CachedRead::NotInMemory),
+            ReadFailure::Transient(e) => Err(io_err(path, e)),
+            failure => {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.drop_bad_page(key, gen, path, failure);
+                Ok(CachedRead::Absent)
+            }
+        }
+    }
+
+    /// Keeps read-only mappings of up to `pages` page files and serves reads from them: no
+    /// copy into a buffer and no map/unmap per read, at the price of address space and of
+    /// SIGBUS if something outside Hoard truncates a mapped page file (see docs/pagestore.md).
+    /// `0` (the default) reads with `pread`. Call before sharing the store.
+    pub fn set_mapped_pages(&mut self, pages: usize) {
+        self.mapped = mapped::MappedPages::new(pages);
+    }
+
+    /// Page files currently mapped.
+    pub fn mapped_pages(&self) -> usize {
+        self.mapped.len()
     }
 
     /// Pages of at least `bytes` bytes are read through a read-only mapping of the page file
@@ -420,7 +526,9 @@ impl PageStore {
                 self.counters.checksum_failures.fetch_add(1, Ordering::Relaxed);
                 warn!(path = %path.display(), reason = %why, "corrupt page; dropped");
             }
-            ReadFailure::Transient(_) => unreachable!("transient errors are returned"),
+            ReadFailure::Transient(_) | ReadFailure::WouldBlock => {
+                debug_assert!(false, "transient failures are returned, not dropped");
+            }
         }
         if let Some(r) = removed {
             self.delete_removed(&[r]);
@@ -620,6 +728,10 @@ impl PageStore {
     /// a file that has no pages left.
     fn delete_removed(&self, removed: &[Removed]) {
         for r in removed {
+            self.mapped.remove(&PageKey {
+                file: r.file,
+                index: r.name.index,
+            });
             let pages = &self.dirs[r.dir as usize].pages;
             let path = layout::page_path(pages, r.file, &r.name);
             if let Err(e) = fs::remove_file(&path) {

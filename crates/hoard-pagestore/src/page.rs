@@ -50,6 +50,8 @@ pub(crate) enum ReadFailure {
     Corrupt(String),
     /// Out of file descriptors or memory: not the page's fault, report an error.
     Transient(io::Error),
+    /// A no-wait read found the bytes not in the OS page cache: retry with a blocking read.
+    WouldBlock,
 }
 
 impl From<io::Error> for ReadFailure {
@@ -73,7 +75,18 @@ impl From<io::Error> for ReadFailure {
 /// `checksum` and every chunk the range touches against the table. With `map`, the file is
 /// mapped read-only and the result borrows the mapping; otherwise the bytes are read into a
 /// buffer.
-pub(crate) fn read(path: &Path, len: u32, checksum: u64, range: Range<usize>, map: bool) -> Result<Bytes, ReadFailure> {
+///
+/// With `nowait`, the reads fail with [`ReadFailure::WouldBlock`] instead of waiting for the
+/// disk when the bytes are not in the OS page cache (`preadv2` with `RWF_NOWAIT`), so an async
+/// caller can serve cached pages inline and hand only real disk reads to a blocking thread.
+pub(crate) fn read(
+    path: &Path,
+    len: u32,
+    checksum: u64,
+    range: Range<usize>,
+    map: bool,
+    nowait: bool,
+) -> Result<Bytes, ReadFailure> {
     debug_assert!(range.start <= range.end && range.end <= len as usize);
     let file = File::open(path)?;
     let expected = file_len(len);
@@ -85,7 +98,7 @@ pub(crate) fn read(path: &Path, len: u32, checksum: u64, range: Range<usize>, ma
     let body = first * CHUNK..(end_chunk * CHUNK).min(len);
     let whole = body.start == 0 && body.end == len;
 
-    if map && expected > 0 {
+    if map && !nowait && expected > 0 {
         // The length must be checked before mapping: touching a mapping beyond the end of
         // the file raises SIGBUS. (Without a mapping, a short file shows as a short read.)
         let actual = file.metadata()?.len();
@@ -105,17 +118,62 @@ pub(crate) fn read(path: &Path, len: u32, checksum: u64, range: Range<usize>, ma
     if whole {
         // One read for the body and the table.
         let mut buf = Vec::new();
-        pread_exact(&file, &mut buf, expected as usize, 0)?;
+        pread_exact(&file, &mut buf, expected as usize, 0, nowait)?;
         verify(&buf[len..], checksum, &buf[..len], 0)?;
         buf.truncate(len);
         return Ok(Bytes::from(buf).slice(range));
     }
     let mut table = Vec::new();
-    pread_exact(&file, &mut table, 8 * n, len as u64)?;
+    pread_exact(&file, &mut table, 8 * n, len as u64, nowait)?;
     let mut buf = Vec::new();
-    pread_exact(&file, &mut buf, body.len(), body.start as u64)?;
+    pread_exact(&file, &mut buf, body.len(), body.start as u64, nowait)?;
     verify(&table, checksum, &buf, first)?;
     Ok(Bytes::from(buf).slice(range.start - body.start..range.end - body.start))
+}
+
+/// Maps the page file read-only, after checking its length (touching a mapping beyond the end
+/// of its file raises SIGBUS). `populate` faults the pages in now, on this (blocking) thread.
+pub(crate) fn map(path: &Path, len: u32) -> Result<std::sync::Arc<memmap2::Mmap>, ReadFailure> {
+    let file = File::open(path)?;
+    let expected = file_len(len);
+    let actual = file.metadata()?.len();
+    if actual != expected {
+        return Err(ReadFailure::Corrupt(format!(
+            "file length {actual}, expected {expected}"
+        )));
+    }
+    // SAFETY: page files are never modified after they are renamed into place (a new version
+    // of a page is a new file; deletion unlinks, which leaves mappings intact) and the length
+    // was checked above. See docs/pagestore.md for what an outside truncation would do.
+    let mapping = unsafe {
+        memmap2::MmapOptions::new()
+            .len(expected as usize)
+            .populate()
+            .map(&file)?
+    };
+    Ok(std::sync::Arc::new(mapping))
+}
+
+/// `range` of a mapped page, verified like [`read`], returned without a copy.
+pub(crate) fn read_mapped(
+    mapping: &std::sync::Arc<memmap2::Mmap>,
+    len: u32,
+    checksum: u64,
+    range: Range<usize>,
+) -> Result<Bytes, ReadFailure> {
+    let len = len as usize;
+    debug_assert!(range.start <= range.end && range.end <= len);
+    if mapping.len() < len {
+        return Err(ReadFailure::Corrupt(format!(
+            "mapping of {} bytes, page of {len}",
+            mapping.len()
+        )));
+    }
+    let first = range.start / CHUNK;
+    let end_chunk = range.end.div_ceil(CHUNK).max(first);
+    let body = first * CHUNK..(end_chunk * CHUNK).min(len);
+    verify(&mapping[len..], checksum, &mapping[body], first)?;
+    Ok(Bytes::from_owner(crate::mapped::SharedMap(std::sync::Arc::clone(mapping))).slice(range))
 }
 
 /// Checks `table` against the page checksum and `body` (whole chunks from chunk `first` on)
@@ -143,7 +201,7 @@ fn verify(table: &[u8], checksum: u64, body: &[u8], first: usize) -> Result<(), 
 
 /// Reads exactly `len` bytes at `offset` into `buf` (cleared first), without zeroing it. A
 /// file too short for that is corrupt.
-fn pread_exact(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), ReadFailure> {
+fn pread_exact(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64, nowait: bool) -> Result<(), ReadFailure> {
     use std::os::fd::AsRawFd;
     buf.clear();
     buf.reserve_exact(len);
@@ -153,12 +211,26 @@ fn pread_exact(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> Resul
         // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity, which we
         // own; the length is only extended by what it reports as written.
         let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                (offset + done as u64) as libc::off_t,
-            )
+            if nowait {
+                let iov = libc::iovec {
+                    iov_base: spare.as_mut_ptr().cast(),
+                    iov_len: spare.len(),
+                };
+                libc::preadv2(
+                    file.as_raw_fd(),
+                    &iov,
+                    1,
+                    (offset + done as u64) as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            } else {
+                libc::pread(
+                    file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    (offset + done as u64) as libc::off_t,
+                )
+            }
         };
         match n {
             // SAFETY: the first `n` bytes of the spare capacity were written by pread.
@@ -171,6 +243,10 @@ fn pread_exact(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64) -> Resul
             }
             _ => {
                 let e = io::Error::last_os_error();
+                // EAGAIN: not cached. EOPNOTSUPP: the file system has no no-wait reads.
+                if nowait && matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EOPNOTSUPP)) {
+                    return Err(ReadFailure::WouldBlock);
+                }
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e.into());
                 }
@@ -202,12 +278,12 @@ mod tests {
             let ranges = [0..len, 0..0, len / 2..len, len / 3..len / 2, len.saturating_sub(1)..len];
             for map in [false, true] {
                 for r in ranges.clone() {
-                    let got = read(&path, len as u32, checksum, r.clone(), map)
+                    let got = read(&path, len as u32, checksum, r.clone(), map, false)
                         .unwrap_or_else(|_| panic!("read {len} {r:?}"));
                     assert_eq!(&got[..], &d[r]);
                 }
                 assert!(matches!(
-                    read(&path, len as u32, checksum ^ 1, 0..len, map),
+                    read(&path, len as u32, checksum ^ 1, 0..len, map, false),
                     Err(ReadFailure::Corrupt(_))
                 ));
             }
@@ -218,21 +294,21 @@ mod tests {
                 bytes[len - 1] ^= 1;
                 fs::write(&path, &bytes).unwrap();
                 for map in [false, true] {
-                    let got = read(&path, len as u32, checksum, 0..100, map).ok().unwrap();
+                    let got = read(&path, len as u32, checksum, 0..100, map, false).ok().unwrap();
                     assert_eq!(&got[..], &d[..100]);
                     assert!(matches!(
-                        read(&path, len as u32, checksum, len - 1..len, map),
+                        read(&path, len as u32, checksum, len - 1..len, map, false),
                         Err(ReadFailure::Corrupt(_))
                     ));
                     assert!(matches!(
-                        read(&path, len as u32, checksum, 0..len, map),
+                        read(&path, len as u32, checksum, 0..len, map, false),
                         Err(ReadFailure::Corrupt(_))
                     ));
                 }
             }
         }
         assert!(matches!(
-            read(&tmp.path().join("none"), 1, 0, 0..1, false),
+            read(&tmp.path().join("none"), 1, 0, 0..1, false, false),
             Err(ReadFailure::Missing(_))
         ));
     }

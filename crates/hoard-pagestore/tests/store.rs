@@ -599,3 +599,87 @@ fn mapped_reads_behave_like_copied_reads() {
     let s = store.stats();
     assert_eq!(s.missing_files, 0);
 }
+
+#[test]
+fn nowait_reads_serve_cached_pages_and_defer_the_rest() {
+    use hoard_pagestore::CachedRead;
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open1(tmp.path(), 100 * PS, PS);
+    let k = key(fid(7), 0);
+    let data = page_data(&k, PS as usize);
+    assert_eq!(store.get_range_nowait(&k, 0..10).unwrap(), CachedRead::Absent);
+    store.put(&k, &data).unwrap();
+    // Just written, so in the OS page cache: served without waiting.
+    assert_eq!(
+        store.get_range_nowait(&k, 100..200).unwrap(),
+        CachedRead::Hit(bytes::Bytes::copy_from_slice(&data[100..200]))
+    );
+    // Evict the page file from the OS page cache: a no-wait read must not block on the disk.
+    let files = page_files(tmp.path());
+    assert_eq!(files.len(), 1);
+    let file = fs::File::open(&files[0]).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: posix_fadvise only advises the kernel about this open descriptor's pages.
+    let advised = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(advised, 0);
+    match store.get_range_nowait(&k, 100..200).unwrap() {
+        // Some file systems cannot drop the pages or have no no-wait reads; both answers
+        // are fine as long as the bytes, when given, are right.
+        CachedRead::NotInMemory => {}
+        CachedRead::Hit(bytes) => assert_eq!(&bytes[..], &data[100..200]),
+        CachedRead::Absent => panic!("a cached page was reported absent"),
+    }
+    // The blocking read always answers, with the right bytes.
+    assert_eq!(&store.get_range(&k, 100..200).unwrap().unwrap()[..], &data[100..200]);
+    assert_eq!(store.stats().checksum_failures, 0);
+}
+
+#[test]
+fn mapped_pages_serve_verified_bytes_and_follow_eviction() {
+    use hoard_pagestore::CachedRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open1(tmp.path(), 4 * PS, PS);
+    store.set_mapped_pages(2);
+    let keys: Vec<_> = (0..4).map(|i| key(fid(9), i)).collect();
+    for k in &keys {
+        store.put(k, &page_data(k, PS as usize)).unwrap();
+    }
+    // Not mapped yet: a no-wait read defers; the blocking read maps it.
+    assert_eq!(
+        store.get_range_nowait(&keys[0], 0..10).unwrap(),
+        CachedRead::NotInMemory
+    );
+    for k in &keys {
+        assert_eq!(
+            &store.get_range(k, 10..4000).unwrap().unwrap()[..],
+            &page_data(k, PS as usize)[10..4000]
+        );
+    }
+    assert_eq!(store.mapped_pages(), 2, "bounded by the configured count");
+    let last = &keys[3];
+    assert_eq!(
+        store.get_range_nowait(last, 5..50).unwrap(),
+        CachedRead::Hit(bytes::Bytes::copy_from_slice(&page_data(last, PS as usize)[5..50]))
+    );
+
+    // A page corrupted on disk is caught through its mapping, dropped, and never served.
+    let path = find_page_file(tmp.path(), PS, last).unwrap();
+    let mut raw = fs::read(&path).unwrap();
+    raw[100] ^= 0xff;
+    fs::write(&path, raw).unwrap();
+    assert_eq!(store.get_range_nowait(last, 0..200).unwrap(), CachedRead::Absent);
+    assert_eq!(store.stats().checksum_failures, 1);
+    assert!(!store.contains(last));
+    assert_eq!(store.mapped_pages(), 1);
+
+    // Evicting a page drops its mapping too.
+    let mapped = keys[2];
+    for i in 10..14 {
+        let k = key(fid(10), i);
+        store.put(&k, &page_data(&k, PS as usize)).unwrap();
+    }
+    assert!(!store.contains(&mapped));
+    assert_eq!(store.mapped_pages(), 0);
+    assert!(store.stats().used_bytes <= 4 * PS);
+}

@@ -35,11 +35,12 @@ pub enum WorkerError {
 /// `address` is what the worker advertises (`host:port`, the port it actually bound).
 pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<Arc<WorkerState>, WorkerError> {
     let worker_id = identity::load_or_create(&config.worker.identity_file)?;
-    let store = hoard_pagestore::PageStore::open(hoard_pagestore::PageStoreConfig {
+    let mut store = hoard_pagestore::PageStore::open(hoard_pagestore::PageStoreConfig {
         dirs: config.worker.page_store_dirs.clone(),
         capacities: config.worker.page_store_sizes.clone(),
         page_size: config.worker.page_size,
     })?;
+    store.set_mapped_pages(config.worker.mapped_pages as usize);
     let mounts = hoard_ufs::MountTable::from_config_with_options(
         &config.ufs,
         &hoard_ufs::UfsOptions::with_timeout(config.worker.ufs_read_timeout),

@@ -267,13 +267,12 @@ async fn file_body(state: SharedState, file: OpenFile, range: std::ops::Range<u6
     let page_size = state.page_size();
     let first_page = range.start / page_size;
     let last_page = (range.end - 1) / page_size;
-    let slice_of = move |index: u64, page: Bytes| -> Bytes {
+    // The part of page `index` that lies inside the requested range, as offsets in the page.
+    let within = move |index: u64| -> std::ops::Range<u64> {
         let page_start = index * page_size;
-        let from = range.start.saturating_sub(page_start).min(page.len() as u64) as usize;
-        let to = (range.end - page_start).min(page.len() as u64) as usize;
-        page.slice(from..to)
+        range.start.saturating_sub(page_start)..(range.end - page_start).min(page_size)
     };
-    let first = slice_of(first_page, state.page(&file, first_page).await?);
+    let first = state.page_slice(&file, first_page, within(first_page)).await?;
     state.metrics.bytes_served.inc_by(first.len() as u64);
     let file = Arc::new(file);
     let rest = futures::stream::iter(first_page + 1..=last_page)
@@ -281,10 +280,9 @@ async fn file_body(state: SharedState, file: OpenFile, range: std::ops::Range<u6
             let state = Arc::clone(&state);
             let file = Arc::clone(&file);
             async move {
-                let page = state.page(&file, index).await.inspect_err(|err| {
+                let slice = state.page_slice(&file, index, within(index)).await.inspect_err(|err| {
                     tracing::warn!(error = %err, path = %file.status.path, page = index, "read failed mid-response");
                 })?;
-                let slice = slice_of(index, page);
                 state.metrics.bytes_served.inc_by(slice.len() as u64);
                 Ok::<Bytes, ReadError>(slice)
             }
