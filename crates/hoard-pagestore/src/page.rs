@@ -12,7 +12,12 @@ use std::ops::Range;
 use std::path::Path;
 
 use bytes::Bytes;
-use xxhash_rust::xxh3::xxh3_64;
+
+/// XXH3-64 (seed 0). twox-hash picks AVX2 at run time when the CPU has it: hashing is most of
+/// the cost of a verified read, and the binary must still run on CPUs without it.
+fn xxh3_64(data: &[u8]) -> u64 {
+    twox_hash::XxHash3_64::oneshot(data)
+}
 
 /// Bytes covered by one entry of the chunk table.
 pub(crate) const CHUNK: usize = 16 * 1024;
@@ -259,6 +264,15 @@ fn pread_exact(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64, nowait: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksum_is_standard_xxh3() {
+        // Pages written by any build (and by other XXH3 implementations) must verify.
+        for len in [0usize, 1, 17, 240, 241, 1024, 16 * 1024, 1 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            assert_eq!(xxh3_64(&data), xxhash_rust::xxh3::xxh3_64(&data), "len {len}");
+        }
+    }
     use std::fs;
 
     fn data(len: usize) -> Vec<u8> {

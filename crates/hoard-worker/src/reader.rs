@@ -15,6 +15,9 @@ use tokio::sync::OnceCell;
 
 use crate::metrics::WorkerMetrics;
 
+/// Page writes that may run behind the reads before fills wait for them.
+const PENDING_PUTS: usize = 16;
+
 /// Most UFS statuses remembered; past it the oldest are dropped.
 const METADATA_CACHE_ENTRIES: usize = 100_000;
 
@@ -46,7 +49,11 @@ pub struct WorkerState {
     page_size: u64,
     metadata_max_age: Duration,
     metadata: Mutex<HashMap<HoardPath, (UfsStatus, Instant)>>,
-    inflight: Mutex<HashMap<PageKey, Arc<OnceCell<Bytes>>>>,
+    /// Pages being filled, and filled pages still being written to the store: a reader that
+    /// comes while either happens gets the bytes from here instead of reading the UFS again.
+    inflight: Arc<Mutex<HashMap<PageKey, Arc<OnceCell<Bytes>>>>>,
+    /// Bounds the page writes running behind the reads (and the memory their bytes hold).
+    pending_puts: Arc<tokio::sync::Semaphore>,
     pub metrics: WorkerMetrics,
 }
 
@@ -67,7 +74,8 @@ impl WorkerState {
             page_size,
             metadata_max_age,
             metadata: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            pending_puts: Arc::new(tokio::sync::Semaphore::new(PENDING_PUTS)),
             metrics: WorkerMetrics::default(),
         }
     }
@@ -169,20 +177,49 @@ impl WorkerState {
                 // A fill may have finished between our miss and taking the cell.
                 if let Some(bytes) = self.stored_page(key).await {
                     self.metrics.page_hits.inc();
+                    self.forget_inflight(key, &cell);
                     return Ok(bytes);
                 }
                 self.metrics.page_misses.inc();
-                self.fill(file, key).await
+                let bytes = self.fill(file, key).await?;
+                self.store_behind(key, bytes.clone(), Arc::clone(&cell)).await;
+                Ok(bytes)
             })
             .await
             .cloned();
-        {
-            let mut inflight = self.inflight.lock();
+        if result.is_err() {
+            // Let the next reader try the UFS again.
+            self.forget_inflight(key, &cell);
+        }
+        result
+    }
+
+    fn forget_inflight(&self, key: PageKey, cell: &Arc<OnceCell<Bytes>>) {
+        let mut inflight = self.inflight.lock();
+        if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, cell)) {
+            inflight.remove(&key);
+        }
+    }
+
+    /// Writes a filled page to the store without making the reader wait for it; the in-flight
+    /// entry (which answers other readers meanwhile) is dropped once the page is stored.
+    async fn store_behind(&self, key: PageKey, bytes: Bytes, cell: Arc<OnceCell<Bytes>>) {
+        let permit = match Arc::clone(&self.pending_puts).acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return, // the semaphore is never closed
+        };
+        let store = Arc::clone(&self.store);
+        let inflight = Arc::clone(&self.inflight);
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = store.put(&key, &bytes) {
+                tracing::warn!(error = %err, page = key.index, "cannot cache page; it was served uncached");
+            }
+            let mut inflight = inflight.lock();
             if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
                 inflight.remove(&key);
             }
-        }
-        result
+            drop(permit);
+        });
     }
 
     async fn stored_page(&self, key: PageKey) -> Option<Bytes> {
@@ -236,15 +273,6 @@ impl WorkerState {
         if bytes.len() as u64 != expected_len {
             self.forget(path);
             return Err(ReadError::FileChanged(path.clone()));
-        }
-        let store = Arc::clone(&self.store);
-        let to_store = bytes.clone();
-        match tokio::task::spawn_blocking(move || store.put(&key, &to_store)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, path = %path, page = key.index, "cannot cache page; serving it uncached")
-            }
-            Err(err) => tracing::warn!(error = %err, "page store task failed"),
         }
         Ok(bytes)
     }

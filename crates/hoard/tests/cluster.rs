@@ -63,6 +63,7 @@ fn cli_reads_the_ufs_through_workers() {
         describe(&cat_empty)
     );
 
+    cluster.wait_cached("/a/b.bin", big.len() as u64);
     let stat = cluster.hoard(&["fs", "stat", "/a/b.bin", "--format", "json"]);
     assert!(stat.status.success(), "{}", describe(&stat));
     let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).expect("stat json");
@@ -213,6 +214,7 @@ fn corrupt_page_is_detected_and_refetched() {
     let cluster = Cluster::start(1, ufs.path(), &[]);
     let worker = cluster.processes()[0].clone();
     assert!(cluster.hoard(&["fs", "cat", "/f.bin"]).stdout == data);
+    cluster.wait_cached("/f.bin", data.len() as u64);
 
     // Flip one byte in every cached page file on disk.
     let store = worker.conf_dir.parent().expect("work dir").join("page_store");
@@ -236,6 +238,7 @@ fn corrupt_page_is_detected_and_refetched() {
     );
     assert_eq!(metric(&worker.address, "hoard_worker_checksum_failures_total"), 3.0);
     // Refetched and cached again: the next read is all hits with the right bytes.
+    cluster.wait_cached("/f.bin", data.len() as u64);
     let misses = metric(&worker.address, "hoard_worker_page_misses_total");
     assert!(cluster.hoard(&["fs", "cat", "/f.bin"]).stdout == data);
     assert_eq!(metric(&worker.address, "hoard_worker_page_misses_total"), misses);
@@ -316,6 +319,7 @@ fn restarted_worker_serves_its_cache_without_the_ufs() {
     let ufs = ufs_with(&[("/k.bin", data.clone())]);
     let cluster = Cluster::start(2, ufs.path(), &[]);
     assert!(cluster.hoard(&["fs", "cat", "/k.bin"]).stdout == data);
+    cluster.wait_cached("/k.bin", data.len() as u64);
     let owner = cluster.primary_of("/k.bin");
     kill9(owner.pid);
     wait_until("worker is gone", Duration::from_secs(10), || {

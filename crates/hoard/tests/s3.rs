@@ -44,6 +44,7 @@ async fn workers_cache_s3_objects() {
         let cat = cluster.hoard(&["fs", "cat", "/train/shard-0.bin"]);
         assert!(cat.status.success(), "{}", describe(&cat));
         assert!(cat.stdout == object, "bytes through hoard differ from the object");
+        cluster.wait_cached("/train/shard-0.bin", object.len() as u64);
     }
     let owner = cluster.primary_of("/train/shard-0.bin");
     assert_eq!(

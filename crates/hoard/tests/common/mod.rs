@@ -291,3 +291,15 @@ pub fn metric(address: &str, name: &str) -> f64 {
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
         .sum()
 }
+
+impl Cluster {
+    /// Waits until the owning worker has every byte of `path` in its page store (pages are
+    /// written behind the read that fetched them).
+    pub fn wait_cached(&self, path: &str, length: u64) {
+        wait_until(&format!("{path} fully cached"), Duration::from_secs(30), || {
+            let stat = self.hoard(&["fs", "stat", path, "--format", "json"]);
+            serde_json::from_slice::<serde_json::Value>(&stat.stdout)
+                .is_ok_and(|json| json["cachedBytes"].as_u64() == Some(length))
+        });
+    }
+}
