@@ -116,7 +116,9 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let worker_rss = worker.peak_rss_kib()?;
+    let worker_peak = worker.memory_kib("VmHWM")?;
+    let worker_anon = worker.memory_kib("RssAnon")?;
+    let worker_file = worker.memory_kib("RssFile")?;
     let worker_pages = worker.cached_pages().await?;
     drop(worker);
 
@@ -193,8 +195,12 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "Worker peak RSS while serving (VmHWM): {:.1} MiB with {worker_pages} pages cached.",
-        worker_rss as f64 / 1024.0
+        "Worker memory after serving, {worker_pages} pages cached: peak RSS (VmHWM) {:.1} MiB, of which \
+         the worker's own (RssAnon) {:.1} MiB; the rest (RssFile {:.1} MiB) is page-cache memory of \
+         mapped page files, shared with the OS cache, not allocated by the worker.",
+        worker_peak as f64 / 1024.0,
+        worker_anon as f64 / 1024.0,
+        worker_file as f64 / 1024.0
     );
     Ok(())
 }

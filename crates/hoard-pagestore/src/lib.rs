@@ -6,7 +6,7 @@
 //!
 //! Design (details in docs/pagestore.md):
 //! - every page is one file, `<dir>/pages-<page_size>/<ff>/<file id>/<index>_<len>_<checksum>_<gen>`:
-//!   the page's bytes at offset 0, then a table of one xxh3-64 per 16 KiB chunk; the checksum
+//!   the page's bytes at offset 0, then a table of one xxh3-64 per 4 KiB chunk; the checksum
 //!   in the name (and in the index) is the xxh3-64 of that table;
 //! - pages are written to `<dir>/tmp/` and renamed into place, so a page is visible only once
 //!   complete; `open` rebuilds the index by scanning the dirs (no separate database);
@@ -363,7 +363,7 @@ impl PageStore {
 
     /// Part of a page: the bytes at `range` within the page, with `range.end` clamped to the
     /// page's length (so fewer bytes, or none, come back if the page is shorter). Verifies
-    /// only the page's chunk table and the 16 KiB chunks the range touches, so a small read
+    /// only the page's chunk table and the 4 KiB chunks the range touches, so a small read
     /// of a large page costs a small read. Otherwise like `get`.
     pub fn get_range(&self, key: &PageKey, range: Range<u64>) -> Result<Option<Bytes>, PageStoreError> {
         match self.read(key, range, false)? {

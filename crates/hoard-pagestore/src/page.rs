@@ -1,7 +1,7 @@
 //! The page file format: writing a page and reading (part of) it back verified.
 //!
 //! A page file is the page's bytes followed by a chunk table: one little-endian xxh3-64 per
-//! 16 KiB chunk of the page (the last chunk may be shorter). The page's checksum, recorded in
+//! 4 KiB chunk of the page (the last chunk may be shorter). The page's checksum, recorded in
 //! the file name and the index, is the xxh3-64 of the chunk table. So the page's bytes sit at
 //! offset 0 of the file, whole and page-aligned, and a read of part of a page verifies the
 //! table and only the chunks it covers.
@@ -20,7 +20,7 @@ fn xxh3_64(data: &[u8]) -> u64 {
 }
 
 /// Bytes covered by one entry of the chunk table.
-pub(crate) const CHUNK: usize = 16 * 1024;
+pub(crate) const CHUNK: usize = 4 * 1024;
 
 /// Chunks in a page of `len` bytes.
 pub(crate) fn chunks(len: u32) -> usize {

@@ -48,7 +48,7 @@ pub struct WorkerState {
     store: Arc<PageStore>,
     page_size: u64,
     metadata_max_age: Duration,
-    metadata: Mutex<HashMap<HoardPath, (UfsStatus, Instant)>>,
+    metadata: Mutex<HashMap<HoardPath, (Arc<OpenFile>, Instant)>>,
     /// Pages being filled, and filled pages still being written to the store: a reader that
     /// comes while either happens gets the bytes from here instead of reading the UFS again.
     inflight: Arc<Mutex<HashMap<PageKey, Arc<OnceCell<Bytes>>>>>,
@@ -92,21 +92,25 @@ impl WorkerState {
         &self.store
     }
 
-    /// The UFS status of `path`, from the cache when younger than the metadata max age.
-    pub async fn status(&self, path: &HoardPath) -> Result<UfsStatus, ReadError> {
-        if let Some((status, fetched)) = self.metadata.lock().get(path) {
+    /// The UFS status of `path` (with its version and page-key file id), from the cache when
+    /// younger than the metadata max age.
+    pub async fn status(&self, path: &HoardPath) -> Result<Arc<OpenFile>, ReadError> {
+        if let Some((file, fetched)) = self.metadata.lock().get(path) {
             if fetched.elapsed() < self.metadata_max_age {
                 self.metrics.metadata_hits.inc();
-                return Ok(status.clone());
+                return Ok(Arc::clone(file));
             }
         }
         self.metrics.metadata_misses.inc();
         let status = self.mounts.status(path).await?;
-        self.remember(status.clone());
-        Ok(status)
+        let version = status.version();
+        let id = FileId::new(path.as_str(), &version);
+        let file = Arc::new(OpenFile { status, version, id });
+        self.remember(path, Arc::clone(&file));
+        Ok(file)
     }
 
-    fn remember(&self, status: UfsStatus) {
+    fn remember(&self, path: &HoardPath, file: Arc<OpenFile>) {
         if self.metadata_max_age.is_zero() {
             return;
         }
@@ -118,21 +122,20 @@ impl WorkerState {
                 metadata.clear();
             }
         }
-        metadata.insert(status.path.clone(), (status, Instant::now()));
+        metadata.insert(path.clone(), (file, Instant::now()));
     }
 
     fn forget(&self, path: &HoardPath) {
         self.metadata.lock().remove(path);
     }
 
-    pub async fn open(&self, path: &HoardPath) -> Result<OpenFile, ReadError> {
-        let status = self.status(path).await?;
-        if status.is_dir {
+    /// A file (not a directory) to read.
+    pub async fn open(&self, path: &HoardPath) -> Result<Arc<OpenFile>, ReadError> {
+        let file = self.status(path).await?;
+        if file.status.is_dir {
             return Err(ReadError::Ufs(UfsError::IsDirectory(path.to_string())));
         }
-        let version = status.version();
-        let id = FileId::new(path.as_str(), &version);
-        Ok(OpenFile { status, version, id })
+        Ok(file)
     }
 
     /// Bytes of `file` this worker has cached.

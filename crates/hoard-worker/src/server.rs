@@ -260,7 +260,7 @@ async fn serve_file(
 /// The response body for `range` of `file`: the first page is fetched before answering, so a
 /// missing or changed file is an error status rather than a cut-off body; the rest stream with
 /// a few pages fetched ahead.
-async fn file_body(state: SharedState, file: OpenFile, range: std::ops::Range<u64>) -> Result<Body, ApiError> {
+async fn file_body(state: SharedState, file: Arc<OpenFile>, range: std::ops::Range<u64>) -> Result<Body, ApiError> {
     if range.is_empty() {
         return Ok(Body::empty());
     }
@@ -274,7 +274,10 @@ async fn file_body(state: SharedState, file: OpenFile, range: std::ops::Range<u6
     };
     let first = state.page_slice(&file, first_page, within(first_page)).await?;
     state.metrics.bytes_served.inc_by(first.len() as u64);
-    let file = Arc::new(file);
+    if first_page == last_page {
+        // A whole body: hyper sends it with the headers in one write.
+        return Ok(Body::from(first));
+    }
     let rest = futures::stream::iter(first_page + 1..=last_page)
         .map(move |index| {
             let state = Arc::clone(&state);
@@ -314,14 +317,13 @@ async fn stat(
 ) -> Result<axum::Json<FileStat>, ApiError> {
     state.metrics.requests.inc();
     let path = query_path(&query)?;
-    let status = state.status(&path).await?;
-    let version = status.version();
+    let file = state.status(&path).await?;
+    let status = &file.status;
+    let version = file.version.clone();
     let cached_bytes = if status.is_dir {
         0
     } else {
-        state
-            .cached_bytes(hoard_pagestore::FileId::new(path.as_str(), &version))
-            .await
+        state.cached_bytes(file.id).await
     };
     Ok(axum::Json(FileStat {
         path: path.to_string(),
