@@ -176,20 +176,21 @@ impl Worker {
         Ok(Worker { address, child })
     }
 
-    /// VmHWM of the worker process, in KiB.
-    pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+    /// A `/proc/<pid>/status` field of the worker (VmHWM, RssAnon, RssFile...), in KiB.
+    pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
             .lines()
             .find_map(|line| {
-                line.strip_prefix("VmHWM:")?
+                line.strip_prefix(field)?
+                    .strip_prefix(':')?
                     .trim()
                     .strip_suffix("kB")?
                     .trim()
                     .parse()
                     .ok()
             })
-            .context("no VmHWM in /proc status")
+            .with_context(|| format!("no {field} in /proc status"))
     }
 
     pub async fn cached_pages(&self) -> anyhow::Result<u64> {
