@@ -128,6 +128,7 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let mut cold_ufs = Vec::new();
     let mut cold_direct = Vec::new();
     for run in 0..args.runs {
+        peers::settle_disk();
         let started = Instant::now();
         peers::read_file_directly(&data_file, chunk)?;
         cold_direct.push(size as f64 / 1e6 / started.elapsed().as_secs_f64());

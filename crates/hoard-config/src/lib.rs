@@ -594,27 +594,23 @@ fn parse_hash_provider(value: &str) -> Result<HashProvider, String> {
 }
 
 fn parse_virtual_nodes(value: &str) -> Result<u32, String> {
-    if !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("expected a whole number".into());
-    }
-    let count = value
-        .parse::<u32>()
-        .map_err(|_| format!("must be at most {MAX_VIRTUAL_NODES}"))?;
-    check_range(u64::from(count), 1, u64::from(MAX_VIRTUAL_NODES), |n| n.to_string())?;
-    Ok(count)
+    parse_count(value, 1, MAX_VIRTUAL_NODES)
 }
 
 /// Most page files a worker may keep mapped (each costs one mapping of a page's address space).
 pub const MAX_MAPPED_PAGES: u32 = 1 << 20;
 
 fn parse_mapped_pages(value: &str) -> Result<u32, String> {
+    parse_count(value, 0, MAX_MAPPED_PAGES)
+}
+
+/// A whole number in `min..=max`.
+fn parse_count(value: &str, min: u32, max: u32) -> Result<u32, String> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err("expected a whole number".into());
     }
-    let count = value
-        .parse::<u32>()
-        .map_err(|_| format!("must be at most {MAX_MAPPED_PAGES}"))?;
-    check_range(u64::from(count), 0, u64::from(MAX_MAPPED_PAGES), |n| n.to_string())?;
+    let count = value.parse::<u32>().map_err(|_| format!("must be at most {max}"))?;
+    check_range(u64::from(count), u64::from(min), u64::from(max), |n| n.to_string())?;
     Ok(count)
 }
 

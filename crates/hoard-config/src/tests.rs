@@ -66,6 +66,7 @@ fn defaults() {
     assert_eq!(worker.membership_type, MembershipType::Static);
     assert_eq!(worker.max_request_header_bytes, 16 << 10);
     assert_eq!(worker.ufs_read_timeout, Duration::from_secs(30));
+    assert_eq!(worker.mapped_pages, 4096);
     assert_eq!(
         worker.address(),
         WorkerAddress {
@@ -227,6 +228,12 @@ fn bad_values_name_key_value_and_reason() {
         ("hoard.worker.http.max.header.size", "1KiB", "between 8KiB and 1MiB"),
         ("hoard.worker.http.max.header.size", "2MiB", "between 8KiB and 1MiB"),
         ("hoard.worker.ufs.read.timeout", "0s", "more than 0"),
+        ("hoard.worker.page.store.mapped.pages", "many", "whole number"),
+        (
+            "hoard.worker.page.store.mapped.pages",
+            "2000000",
+            "between 0 and 1048576",
+        ),
         ("hoard.worker.ufs.read.timeout", "30 parsecs", "unknown duration unit"),
         ("hoard.user.file.metadata.max.age", "-1", "negative"),
         (

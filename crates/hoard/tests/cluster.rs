@@ -342,3 +342,88 @@ fn restarted_worker_serves_its_cache_without_the_ufs() {
     );
     assert_eq!(metric(&owner.address, "hoard_worker_page_hits_total"), 5.0);
 }
+
+#[test]
+fn concurrent_misses_read_each_page_once_and_only_the_pages_needed() {
+    let data = content(8, 5 * MIB);
+    let ufs = ufs_with(&[("/s.bin", data.clone())]);
+    let cluster = Cluster::start(1, ufs.path(), &[]);
+    let worker = cluster.processes()[0].clone();
+
+    // A 100-byte range of a cold 5MiB file reads one page from the UFS, not the file.
+    let (status, _, body) = http_request(
+        &worker.address,
+        "GET /files/s.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\nConnection: close\r\n\r\n",
+    )
+    .expect("range read");
+    assert_eq!(status, 206);
+    assert_eq!(body, data[..100]);
+    assert_eq!(metric(&worker.address, "hoard_worker_ufs_bytes_read_total"), MIB as f64);
+
+    // Sixteen readers of the same cold page at once: one UFS read between them.
+    let start = 3 * MIB + 17;
+    let request = format!(
+        "GET /files/s.bin HTTP/1.1\r\nHost: x\r\nRange: bytes={start}-{}\r\nConnection: close\r\n\r\n",
+        start + 999
+    );
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            let address = worker.address.clone();
+            let request = request.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                http_request(&address, &request).expect("concurrent read")
+            })
+        })
+        .collect();
+    for reader in readers {
+        let (status, _, body) = reader.join().expect("reader thread");
+        assert_eq!(status, 206);
+        assert!(body == data[start..start + 1000], "a concurrent reader got wrong bytes");
+    }
+    assert_eq!(
+        metric(&worker.address, "hoard_worker_ufs_reads_total"),
+        2.0,
+        "one UFS read per page"
+    );
+    assert_eq!(metric(&worker.address, "hoard_worker_page_misses_total"), 2.0);
+}
+
+#[test]
+fn bad_configuration_is_an_error_naming_key_and_value() {
+    let conf = tempfile::tempdir().expect("conf dir");
+    std::fs::write(
+        conf.path().join("hoard-site.properties"),
+        "hoard.worker.page.store.page.size=lots\nhoard.wroker.rpc.port=1\n",
+    )
+    .expect("write conf");
+    let output = std::process::Command::new(HOARD)
+        .arg("--conf")
+        .arg(conf.path())
+        .args(["info", "nodes"])
+        .output()
+        .expect("run hoard");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("hoard.worker.page.store.page.size") && stderr.contains("lots"),
+        "{stderr}"
+    );
+
+    // An unknown key alone is a warning that names it; the command still runs.
+    std::fs::write(conf.path().join("hoard-site.properties"), "hoard.wroker.rpc.port=1\n").expect("write conf");
+    let output = std::process::Command::new(HOARD)
+        .arg("--conf")
+        .arg(conf.path())
+        .args(["info", "nodes", "--format", "json"])
+        .output()
+        .expect("run hoard");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("hoard.wroker.rpc.port"),
+        "{}",
+        describe(&output)
+    );
+}
