@@ -24,10 +24,6 @@ pub enum WorkerError {
     PageStore(#[from] hoard_pagestore::PageStoreError),
     #[error(transparent)]
     Ufs(#[from] hoard_ufs::UfsError),
-    #[error("cannot bind {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
-    #[error("worker server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Opens everything a worker needs (identity, page store with recovery, mount table).

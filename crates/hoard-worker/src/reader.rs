@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hoard_common::HoardPath;
-use hoard_pagestore::{CachedRead, FileId, PageKey, PageStore, PageStoreError};
+use hoard_pagestore::{CachedRead, FileId, PageKey, PageStore};
 use hoard_ufs::{MountTable, UfsError, UfsStatus};
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
@@ -27,10 +27,6 @@ pub enum ReadError {
     Ufs(#[from] UfsError),
     #[error("file changed in the ufs while it was being read: {0}")]
     FileChanged(HoardPath),
-    #[error(transparent)]
-    Store(#[from] PageStoreError),
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// One version of one file, as the read path needs it.

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::range::{self, RangeError};
 use crate::reader::{OpenFile, ReadError};
-use crate::{WorkerError, WorkerState};
+use crate::WorkerState;
 
 /// Pages of one response fetched ahead of the one being sent.
 const PAGES_IN_FLIGHT: usize = 4;
@@ -41,9 +41,11 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-/// Serves the router on `listener` until the task is dropped. Each connection is HTTP/1.1 with
-/// a bounded header buffer, so an oversized request head is refused before it is buffered.
-pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize) -> Result<(), WorkerError> {
+/// Serves the router on `listener` until the task is dropped (it never returns on its own:
+/// accept errors such as running out of descriptors are logged and retried). Each connection
+/// is HTTP/1.1 with a bounded header buffer, so an oversized request head is refused before it
+/// is buffered.
+pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize) {
     let app = router(state);
     // hyper refuses buffer limits below 8KiB.
     let max_buf = max_header_bytes.max(8192);
@@ -117,9 +119,6 @@ impl From<ReadError> for ApiError {
             ReadError::Ufs(ufs) => ufs_error(ufs),
             ReadError::FileChanged(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FILE_CHANGED", err.to_string())
-            }
-            ReadError::Store(_) | ReadError::Internal(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string())
             }
         }
     }

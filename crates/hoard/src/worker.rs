@@ -47,7 +47,7 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     tokio::select! {
-        result = hoard_worker::serve(listener, state, max_header) => result.context("worker server failed"),
+        () = hoard_worker::serve(listener, state, max_header) => Ok(()),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted, stopping");
             Ok(())
