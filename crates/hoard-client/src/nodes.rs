@@ -142,3 +142,74 @@ pub fn describe_reqwest(err: &reqwest::Error) -> String {
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(address: &str, online: bool) -> NodeStatus {
+        NodeStatus {
+            ring_identity: address.to_string(),
+            worker_id: None,
+            address: address.to_string(),
+            online,
+            capacity_bytes: Some(1 << 30),
+            used_bytes: None,
+            error: (!online).then(|| "cannot connect".to_string()),
+        }
+    }
+
+    fn user(dynamic_ring: bool) -> UserConfig {
+        let mut user = hoard_config::SiteConfig::defaults(std::path::Path::new("/conf")).user;
+        user.dynamic_ring = dynamic_ring;
+        user.virtual_nodes_per_worker = 200;
+        user
+    }
+
+    #[test]
+    fn dynamic_ring_holds_online_workers_static_ring_all() {
+        let nodes = vec![node("h1:1", true), node("h2:1", false), node("h3:1", true)];
+        let dynamic = ClusterView::new(nodes.clone(), &user(true));
+        assert_eq!(dynamic.ring_size(), 2);
+        let fixed = ClusterView::new(nodes, &user(false));
+        assert_eq!(fixed.ring_size(), 3);
+        let mut offline_first = 0;
+        for i in 0..200 {
+            let path = HoardPath::parse(&format!("/data/{i}")).unwrap();
+            let order = dynamic.failover_order(&path);
+            assert_eq!(order.len(), 2);
+            assert!(
+                order.iter().all(|n| n.online),
+                "a dynamic ring never offers an offline worker"
+            );
+            // A static ring keeps the offline worker's place: its paths still list it first,
+            // and failover then goes on to the others.
+            let all = fixed.failover_order(&path);
+            assert_eq!(all.len(), 3);
+            if all[0].address == "h2:1" {
+                offline_first += 1;
+                assert!(all[1].online && all[2].online);
+            }
+        }
+        assert!(offline_first > 0, "the offline worker keeps its share of a static ring");
+    }
+
+    #[test]
+    fn placement_depends_on_identity_not_list_order() {
+        let forward = ClusterView::new(
+            vec![node("a:1", true), node("b:1", true), node("c:1", true)],
+            &user(true),
+        );
+        let backward = ClusterView::new(
+            vec![node("c:1", true), node("b:1", true), node("a:1", true)],
+            &user(true),
+        );
+        for i in 0..500 {
+            let path = HoardPath::parse(&format!("/f/{i}.bin")).unwrap();
+            assert_eq!(
+                forward.candidates(&path, 1)[0].address,
+                backward.candidates(&path, 1)[0].address
+            );
+        }
+    }
+}
