@@ -42,15 +42,30 @@ pub fn router(state: SharedState) -> Router {
 }
 
 /// Serves the router on `listener` until the task is dropped (it never returns on its own:
-/// accept errors such as running out of descriptors are logged and retried). Each connection
-/// is HTTP/1.1 with a bounded header buffer, so an oversized request head is refused before it
-/// is buffered.
-pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize) {
+/// accept errors such as running out of descriptors are logged and retried).
+///
+/// Connections are dealt round-robin to `event_loops` single-threaded event loops, each on its
+/// own thread, like nginx's worker processes: a connection stays on one thread, so a request
+/// costs no work-stealing hand-off or cross-thread wake-up, and connections spread evenly
+/// (sharing the listening socket between loops lets the kernel pile them onto one). Blocking
+/// work still goes to each loop's blocking pool. `0` serves on the caller's runtime instead.
+///
+/// Each connection is HTTP/1.1 with a bounded header buffer, so an oversized request head is
+/// refused before it is buffered.
+pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize, event_loops: usize) {
     let app = router(state);
     // hyper refuses buffer limits below 8KiB.
     let max_buf = max_header_bytes.max(8192);
+    let loops = match start_event_loops(event_loops, &app, max_buf) {
+        Ok(loops) => loops,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start event loop threads; serving on the main runtime");
+            Vec::new()
+        }
+    };
+    let mut next = 0usize;
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors and similar: log, back off briefly, keep serving.
@@ -59,18 +74,64 @@ pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: 
                 continue;
             }
         };
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        if loops.is_empty() {
+            tokio::spawn(serve_connection(stream, app.clone(), max_buf));
+            continue;
         }
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(max_buf)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, peer = %peer, "connection ended with an error");
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot hand a connection to an event loop");
+                continue;
             }
-        });
+        };
+        next = (next + 1) % loops.len();
+        if loops[next].send(stream).is_err() {
+            tracing::error!(event_loop = next, "an event loop has stopped");
+        }
+    }
+}
+
+/// Starts `count` event-loop threads; each serves the connections sent to its channel.
+fn start_event_loops(
+    count: usize,
+    app: &Router,
+    max_buf: usize,
+) -> std::io::Result<Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>> {
+    let mut senders = Vec::with_capacity(count);
+    for index in 0..count {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let app = app.clone();
+        std::thread::Builder::new()
+            .name(format!("hoard-io-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    while let Some(stream) = receiver.recv().await {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => {
+                                tokio::spawn(serve_connection(stream, app.clone(), max_buf));
+                            }
+                            Err(err) => tracing::warn!(error = %err, "cannot register a connection"),
+                        }
+                    }
+                });
+            })?;
+        senders.push(sender);
+    }
+    Ok(senders)
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, app: Router, max_buf: usize) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+    }
+    let service = TowerToHyperService::new(app);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(max_buf)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = connection.await {
+        tracing::debug!(error = %err, "connection ended with an error");
     }
 }
 

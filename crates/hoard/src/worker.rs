@@ -44,10 +44,11 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
         "worker ready"
     );
     let max_header = usize::try_from(config.worker.max_request_header_bytes).unwrap_or(usize::MAX);
+    let event_loops = std::thread::available_parallelism().map_or(1, usize::from);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     tokio::select! {
-        () = hoard_worker::serve(listener, state, max_header) => Ok(()),
+        () = hoard_worker::serve(listener, state, max_header, event_loops) => Ok(()),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted, stopping");
             Ok(())
