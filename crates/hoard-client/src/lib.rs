@@ -7,7 +7,7 @@ mod nodes;
 mod read;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hoard_common::HoardPath;
 use hoard_config::{SiteConfig, UserConfig};
@@ -112,14 +112,6 @@ impl HoardClient {
     pub async fn locate(&self, path: &HoardPath, count: usize) -> Result<Vec<NodeStatus>, ClientError> {
         let view = self.view(false).await?;
         Ok(view.candidates(path, count))
-    }
-
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    pub fn read_timeout(&self) -> Duration {
-        self.user.read_timeout
     }
 }
 

@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use hoard_common::api::{self, codes, encode_path_for_url, encode_query_value, ErrorBody, FileStat, ListEntry};
+use hoard_common::api::{self, codes, encode_path_for_url, ErrorBody, FileStat, ListEntry};
 use hoard_common::HoardPath;
 use reqwest::header::{ETAG, IF_MATCH, RANGE};
 use reqwest::StatusCode;
@@ -97,7 +97,7 @@ impl HoardClient {
     pub async fn stat(&self, path: &HoardPath) -> Result<StatResult, ClientError> {
         let view = self.view(false).await?;
         let owners = view.candidates(path, 1);
-        let url_path = encode_query_value(path.as_str());
+        let url_path = encode_path_for_url(path.as_str());
         self.with_failover(path, async |node: NodeStatus| {
             let url = format!("http://{}{}?path={url_path}", node.address, api::STAT_ROUTE);
             {
@@ -132,7 +132,7 @@ impl HoardClient {
                     "http://{}{}?path={}",
                     node.address,
                     api::LIST_ROUTE,
-                    encode_query_value(path.as_str())
+                    encode_path_for_url(path.as_str())
                 );
                 {
                     match self.http.get(&url).send().await {

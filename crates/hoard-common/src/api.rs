@@ -76,25 +76,14 @@ pub mod codes {
     pub const INTERNAL: &str = "INTERNAL";
 }
 
-/// Percent-encodes a Hoard path for use after [`FILES_PREFIX`] in a URL, keeping `/`.
+/// Percent-encodes a Hoard path for a URL: after [`FILES_PREFIX`], or as the `path` query
+/// value of [`STAT_ROUTE`] and [`LIST_ROUTE`]. Only unreserved characters and `/` are kept, which
+/// is safe in both places.
 pub fn encode_path_for_url(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for byte in path.bytes() {
         let keep = byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~');
         if keep {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// Encodes a value for a URL query string (everything but unreserved characters escaped).
-pub fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'/') {
             out.push(byte as char);
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -110,7 +99,7 @@ mod tests {
     #[test]
     fn encodes_paths() {
         assert_eq!(encode_path_for_url("/a b/c%d.bin"), "/a%20b/c%25d.bin");
-        assert_eq!(encode_query_value("/a&b=c"), "/a%26b%3Dc");
+        assert_eq!(encode_path_for_url("/a&b=c"), "/a%26b%3Dc");
     }
 
     #[test]

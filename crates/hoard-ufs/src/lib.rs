@@ -106,13 +106,24 @@ pub trait Ufs: Send + Sync + std::fmt::Debug {
     /// [`UfsError::Changed`]. Caches use it so a rewrite never mixes old and new bytes. The
     /// default reads and then checks the status; backends override it to check atomically.
     async fn read_version(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
-        let bytes = self.read(relative, range).await?;
-        let current = self.status(relative).await?;
-        if !current.same_version(expected) {
-            return Err(UfsError::Changed(relative.to_string()));
-        }
-        Ok(bytes)
+        read_then_check_version(self, relative, range, expected).await
     }
+}
+
+/// [`Ufs::read_version`] for backends that cannot check atomically: read, then compare the
+/// status afterwards (a change between the two is caught; one that is undone is not).
+pub(crate) async fn read_then_check_version<U: Ufs + ?Sized>(
+    ufs: &U,
+    relative: &str,
+    range: Range<u64>,
+    expected: &RawStatus,
+) -> Result<Bytes, UfsError> {
+    let bytes = ufs.read(relative, range).await?;
+    let current = ufs.status(relative).await?;
+    if !current.same_version(expected) {
+        return Err(UfsError::Changed(relative.to_string()));
+    }
+    Ok(bytes)
 }
 
 /// A backend's status of one path (relative to the backend root).

@@ -321,11 +321,7 @@ impl Ufs for S3Ufs {
     async fn read_version(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
         convert::check_relative(relative)?;
         let Some(etag) = expected.etag.as_deref() else {
-            let bytes = self.read(relative, range).await?;
-            if !self.status(relative).await?.same_version(expected) {
-                return Err(UfsError::Changed(relative.to_string()));
-            }
-            return Ok(bytes);
+            return crate::read_then_check_version(self, relative, range, expected).await;
         };
         let end = range.end.min(expected.length);
         if range.start >= end {

@@ -34,6 +34,8 @@ pub enum ReadError {
 pub struct OpenFile {
     pub status: UfsStatus,
     pub version: String,
+    /// `version` quoted, as the HTTP `ETag` (made once per status, not per request).
+    pub etag: String,
     pub id: FileId,
 }
 
@@ -101,7 +103,13 @@ impl WorkerState {
         let status = self.mounts.status(path).await?;
         let version = status.version();
         let id = FileId::new(path.as_str(), &version);
-        let file = Arc::new(OpenFile { status, version, id });
+        let etag = format!("\"{version}\"");
+        let file = Arc::new(OpenFile {
+            status,
+            version,
+            etag,
+            id,
+        });
         self.remember(path, Arc::clone(&file));
         Ok(file)
     }
@@ -194,10 +202,7 @@ impl WorkerState {
     }
 
     fn forget_inflight(&self, key: PageKey, cell: &Arc<OnceCell<Bytes>>) {
-        let mut inflight = self.inflight.lock();
-        if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, cell)) {
-            inflight.remove(&key);
-        }
+        remove_inflight(&self.inflight, key, cell);
     }
 
     /// Writes a filled page to the store without making the reader wait for it; the in-flight
@@ -213,10 +218,7 @@ impl WorkerState {
             if let Err(err) = store.put(&key, &bytes) {
                 tracing::warn!(error = %err, page = key.index, "cannot cache page; it was served uncached");
             }
-            let mut inflight = inflight.lock();
-            if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, &cell)) {
-                inflight.remove(&key);
-            }
+            remove_inflight(&inflight, key, &cell);
             drop(permit);
         });
     }
@@ -274,5 +276,17 @@ impl WorkerState {
             return Err(ReadError::FileChanged(path.clone()));
         }
         Ok(bytes)
+    }
+}
+
+/// Drops `key`'s in-flight entry if it is still `cell` (a later fill may have replaced it).
+fn remove_inflight(
+    inflight: &Mutex<HashMap<PageKey, Arc<OnceCell<Bytes>>>>,
+    key: PageKey,
+    cell: &Arc<OnceCell<Bytes>>,
+) {
+    let mut inflight = inflight.lock();
+    if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, cell)) {
+        inflight.remove(&key);
     }
 }

@@ -244,10 +244,6 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&s
     }
 }
 
-fn quoted_version(version: &str) -> String {
-    format!("\"{version}\"")
-}
-
 async fn serve_file(
     state: &SharedState,
     method: Method,
@@ -256,7 +252,7 @@ async fn serve_file(
 ) -> Result<Response, ApiError> {
     let path = parse_path(raw_path)?;
     let file = state.open(&path).await?;
-    let etag = quoted_version(&file.version);
+    let etag = file.etag.as_str();
     // A client resuming a read elsewhere pins the version it started with: never mix versions.
     if let Some(expected) = header_str(headers, header::IF_MATCH)? {
         let matches = expected.split(',').any(|tag| {
@@ -294,7 +290,7 @@ async fn serve_file(
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, &etag)
+        .header(header::ETAG, etag)
         .header(header::CONTENT_LENGTH, byte_range.end - byte_range.start)
         .header(api::WORKER_ID_HEADER, &state.worker_id)
         .header(api::VERSION_HEADER, &file.version);

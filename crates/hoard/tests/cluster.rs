@@ -30,16 +30,7 @@ fn cli_reads_the_ufs_through_workers() {
     ]);
     let cluster = Cluster::start(3, ufs.path(), &[]);
 
-    let ls = cluster.hoard(&["fs", "ls", "/", "--format", "json"]);
-    assert!(ls.status.success(), "{}", describe(&ls));
-    let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls json");
-    let mut names: Vec<&str> = entries
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|e| e["name"].as_str().expect("name"))
-        .collect();
-    names.sort();
+    let names = cluster.ls_names("/");
     assert_eq!(names, ["a", "c.txt"]);
     let text_ls = cluster.hoard(&["fs", "ls", "/a"]);
     assert!(
@@ -399,12 +390,7 @@ fn bad_configuration_is_an_error_naming_key_and_value() {
         "hoard.worker.page.store.page.size=lots\nhoard.wroker.rpc.port=1\n",
     )
     .expect("write conf");
-    let output = std::process::Command::new(HOARD)
-        .arg("--conf")
-        .arg(conf.path())
-        .args(["info", "nodes"])
-        .output()
-        .expect("run hoard");
+    let output = hoard_with_conf(conf.path(), &["info", "nodes"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -414,12 +400,7 @@ fn bad_configuration_is_an_error_naming_key_and_value() {
 
     // An unknown key alone is a warning that names it; the command still runs.
     std::fs::write(conf.path().join("hoard-site.properties"), "hoard.wroker.rpc.port=1\n").expect("write conf");
-    let output = std::process::Command::new(HOARD)
-        .arg("--conf")
-        .arg(conf.path())
-        .args(["info", "nodes", "--format", "json"])
-        .output()
-        .expect("run hoard");
+    let output = hoard_with_conf(conf.path(), &["info", "nodes", "--format", "json"]);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("hoard.wroker.rpc.port"),

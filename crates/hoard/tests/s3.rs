@@ -28,16 +28,7 @@ async fn workers_cache_s3_objects() {
     .await
     .expect("start cluster");
 
-    let ls = cluster.hoard(&["fs", "ls", "/train", "--format", "json"]);
-    assert!(ls.status.success(), "{}", describe(&ls));
-    let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls json");
-    let mut names: Vec<&str> = entries
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
-    names.sort();
+    let names = cluster.ls_names("/train");
     assert_eq!(names, ["shard-0.bin", "shard-1.bin"]);
 
     for _ in 0..2 {

@@ -150,6 +150,16 @@ impl Cluster {
     }
 }
 
+/// Runs `hoard --conf <conf> args...`.
+pub fn hoard_with_conf(conf: &Path, args: &[&str]) -> Output {
+    Command::new(HOARD)
+        .arg("--conf")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("run hoard")
+}
+
 pub fn kill9(pid: u32) {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
@@ -293,6 +303,21 @@ pub fn metric(address: &str, name: &str) -> f64 {
 }
 
 impl Cluster {
+    /// `hoard fs ls PATH --format json`: the entry names, sorted.
+    pub fn ls_names(&self, path: &str) -> Vec<String> {
+        let ls = self.hoard(&["fs", "ls", path, "--format", "json"]);
+        assert!(ls.status.success(), "{}", describe(&ls));
+        let entries: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls json");
+        let mut names: Vec<String> = entries
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|entry| entry["name"].as_str().expect("name").to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Waits until the owning worker has every byte of `path` in its page store (pages are
     /// written behind the read that fetched them).
     pub fn wait_cached(&self, path: &str, length: u64) {
