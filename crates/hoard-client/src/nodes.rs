@@ -6,11 +6,11 @@ use futures::future::join_all;
 use hoard_common::api::{WorkerHealth, HEALTH_ROUTE};
 use hoard_common::HoardPath;
 use hoard_config::UserConfig;
-use hoard_meta::{Liveness, Membership};
+use hoard_meta::{Liveness, MemberRecord};
 use hoard_ring::Ring;
 use serde::Serialize;
 
-use crate::{build_ring, ClientError};
+use crate::build_ring;
 
 /// One registered worker and whether it answers now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,17 +70,32 @@ impl ClusterView {
     }
 }
 
-/// Asks every registered worker for its health, in parallel, each bounded by the connect and
-/// read timeouts.
-pub async fn probe(
+/// Turns member records into node statuses. Members whose liveness the backend does not know
+/// (STATIC) are asked for their health, in parallel, each bounded by the connect and read
+/// timeouts; with `probe_known` every member not known to be OFFLINE is asked too (for its
+/// usage, in `info nodes`), but the backend's word on liveness stands.
+pub async fn probe_members(
     http: &reqwest::Client,
-    membership: &dyn Membership,
+    members: Vec<MemberRecord>,
     user: &UserConfig,
-) -> Result<ClusterView, ClientError> {
-    let members = membership.members().await?;
+    probe_known: bool,
+) -> Vec<NodeStatus> {
     let deadline = user.connect_timeout + user.read_timeout.min(Duration::from_secs(5));
     let probes = members.into_iter().map(|member| async move {
         let address = member.address.to_string();
+        let must_probe = member.liveness == Liveness::Unknown;
+        if !must_probe && !(probe_known && member.liveness == Liveness::Online) {
+            let online = member.liveness == Liveness::Online;
+            return NodeStatus {
+                ring_identity: member.ring_identity,
+                worker_id: member.worker_id,
+                address,
+                online,
+                capacity_bytes: member.capacity_bytes,
+                used_bytes: member.used_bytes,
+                error: (!online).then(|| "no heartbeat within the failure detection timeout".to_string()),
+            };
+        }
         let url = format!("http://{address}{HEALTH_ROUTE}");
         let answer = tokio::time::timeout(deadline, async {
             let response = http.get(&url).send().await.map_err(|err| describe_reqwest(&err))?;
@@ -94,30 +109,29 @@ pub async fn probe(
         })
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")));
-        let known_offline = member.liveness == Liveness::Offline;
         match answer {
             Ok(health) => NodeStatus {
                 ring_identity: member.ring_identity,
                 worker_id: member.worker_id.or(Some(health.id)),
                 address,
-                online: !known_offline,
+                online: true,
                 capacity_bytes: member.capacity_bytes.or(Some(health.capacity_bytes)),
                 used_bytes: Some(health.used_bytes),
                 error: None,
             },
+            // The backend says ONLINE: a failed probe is worth showing but does not overrule it.
             Err(reason) => NodeStatus {
                 ring_identity: member.ring_identity,
                 worker_id: member.worker_id,
                 address,
-                online: false,
+                online: !must_probe,
                 capacity_bytes: member.capacity_bytes,
-                used_bytes: None,
+                used_bytes: member.used_bytes,
                 error: Some(reason),
             },
         }
     });
-    let nodes = join_all(probes).await;
-    Ok(ClusterView::new(nodes, user))
+    join_all(probes).await
 }
 
 /// A short reason for a failed request, including its cause chain (reqwest hides the useful

@@ -101,7 +101,7 @@ impl HoardClient {
         self.with_failover(path, async |node: NodeStatus| {
             let url = format!("http://{}{}?path={url_path}", node.address, api::STAT_ROUTE);
             {
-                let response = match self.http.get(&url).send().await {
+                let response = match self.http().get(&url).send().await {
                     Ok(response) => response,
                     Err(err) => return Outcome::TryNext(describe_reqwest(&err)),
                 };
@@ -135,7 +135,7 @@ impl HoardClient {
                     encode_path_for_url(path.as_str())
                 );
                 {
-                    match self.http.get(&url).send().await {
+                    match self.http().get(&url).send().await {
                         Ok(response) if response.status().is_success() => Outcome::Done(Ok((node.address, response))),
                         Ok(response) => classify_error(path, response).await,
                         Err(err) => Outcome::TryNext(describe_reqwest(&err)),
@@ -202,7 +202,7 @@ impl HoardClient {
             api::FILES_PREFIX,
             encode_path_for_url(path.as_str())
         );
-        let mut request = self.http.get(&url);
+        let mut request = self.http().get(&url);
         let resuming = progress.version.is_some();
         if progress.offset > 0 || progress.end.is_some() {
             let last = progress.end.map(|end| (end - 1).to_string()).unwrap_or_default();

@@ -74,6 +74,96 @@ pub mod codes {
     pub const NOT_A_DIRECTORY: &str = "NOT_A_DIRECTORY";
     pub const UFS_ERROR: &str = "UFS_ERROR";
     pub const INTERNAL: &str = "INTERNAL";
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    pub const UNKNOWN_WORKER: &str = "UNKNOWN_WORKER";
+    pub const WORKER_ID_IN_USE: &str = "WORKER_ID_IN_USE";
+    pub const WORKER_ONLINE: &str = "WORKER_ONLINE";
+    pub const METASTORE_UNAVAILABLE: &str = "METASTORE_UNAVAILABLE";
+    pub const WRONG_MEMBERSHIP: &str = "WRONG_MEMBERSHIP";
+}
+
+/// The coordinator's REST API (docs/coordinator-api.md; OpenAPI at [`coordinator::OPENAPI_ROUTE`]).
+pub mod coordinator {
+    use serde::{Deserialize, Serialize};
+
+    pub const HEALTH_ROUTE: &str = "/health";
+    pub const METRICS_ROUTE: &str = "/metrics";
+    pub const OPENAPI_ROUTE: &str = "/api/v1/openapi.json";
+    /// `GET`: every worker and coordinator ([`NodesResponse`]).
+    pub const NODES_ROUTE: &str = "/api/v1/nodes";
+    /// `POST` a worker registration; `GET` the workers.
+    pub const WORKERS_ROUTE: &str = "/api/v1/workers";
+
+    /// `PUT` a [`Heartbeat`] for one worker.
+    pub fn heartbeat_route(worker_id: &str) -> String {
+        format!("{WORKERS_ROUTE}/{}/heartbeat", super::encode_path_for_url(worker_id))
+    }
+
+    /// `DELETE` (with `?force=true` to remove an ONLINE worker).
+    pub fn worker_route(worker_id: &str) -> String {
+        format!("{WORKERS_ROUTE}/{}", super::encode_path_for_url(worker_id))
+    }
+
+    /// What a worker sends every heartbeat interval (COORDINATOR membership).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Heartbeat {
+        /// The process instance that registered; another one is refused.
+        pub instance: String,
+        pub used_bytes: u64,
+        pub capacity_bytes: u64,
+    }
+
+    /// One registered worker as the coordinator reports it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WorkerInfo {
+        pub worker_id: String,
+        /// `host:port` of its HTTP server.
+        pub address: String,
+        pub host: String,
+        pub rpc_port: u16,
+        /// `ONLINE` or `OFFLINE`.
+        pub state: String,
+        pub capacity_bytes: u64,
+        /// From its last heartbeat (COORDINATOR membership); absent when not known.
+        pub used_bytes: Option<u64>,
+        pub version: String,
+        pub start_time_ms: u64,
+        /// Milliseconds since its last heartbeat, when one was received by this coordinator.
+        pub last_heartbeat_age_ms: Option<u64>,
+    }
+
+    /// A live coordinator.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CoordinatorInfo {
+        pub coordinator_id: String,
+        pub address: String,
+        pub version: String,
+        pub start_time_ms: u64,
+    }
+
+    /// `GET /api/v1/nodes`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct NodesResponse {
+        /// `COORDINATOR` or `ETCD`.
+        pub membership: String,
+        pub workers: Vec<WorkerInfo>,
+        pub coordinators: Vec<CoordinatorInfo>,
+    }
+
+    /// `GET /health`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CoordinatorHealth {
+        pub status: String,
+        pub coordinator_id: String,
+        pub membership: String,
+        pub metastore: String,
+        pub version: String,
+    }
 }
 
 /// Percent-encodes a Hoard path for a URL: after [`FILES_PREFIX`], or as the `path` query

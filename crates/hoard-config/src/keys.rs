@@ -21,6 +21,17 @@ pub const WORKER_MEMBERSHIP_TYPE: &str = "hoard.worker.membership.manager.type";
 pub const WORKER_MAX_HEADER_SIZE: &str = "hoard.worker.http.max.header.size";
 pub const WORKER_UFS_READ_TIMEOUT: &str = "hoard.worker.ufs.read.timeout";
 pub const WORKER_MAPPED_PAGES: &str = "hoard.worker.page.store.mapped.pages";
+pub const WORKER_FAILURE_DETECTION_TIMEOUT: &str = "hoard.worker.failure.detection.timeout";
+pub const COORDINATOR_HOSTNAME: &str = "hoard.coordinator.hostname";
+pub const COORDINATOR_BIND_HOST: &str = "hoard.coordinator.bind.host";
+pub const COORDINATOR_WEB_PORT: &str = "hoard.coordinator.web.port";
+pub const COORDINATOR_METASTORE_DIR: &str = "hoard.coordinator.metastore.dir";
+pub const ETCD_ENDPOINTS: &str = "hoard.etcd.endpoints";
+pub const ETCD_ROOT: &str = "hoard.etcd.root";
+pub const ETCD_READ_TIMEOUT: &str = "hoard.coordinator.scheduler.etcd.read.timeout";
+pub const ETCD_WRITE_TIMEOUT: &str = "hoard.coordinator.scheduler.etcd.write.timeout";
+pub const ETCD_MAX_RETRIES: &str = "hoard.coordinator.scheduler.etcd.max.retries";
+pub const SECURITY_ADMIN_TOKEN: &str = "hoard.security.admin.token";
 pub const USER_METADATA_MAX_AGE: &str = "hoard.user.file.metadata.max.age";
 pub const USER_VIRTUAL_NODES: &str = "hoard.user.worker.selection.policy.consistent.hash.virtual.node.count.per.worker";
 pub const USER_HASH_PROVIDER: &str = "hoard.user.worker.selection.policy.consistent.hash.provider.impl";
@@ -117,7 +128,62 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     key(
         WORKER_MEMBERSHIP_TYPE,
         "STATIC",
-        "How workers find each other; only STATIC (the conf/workers list) in this version.",
+        "How workers find each other: STATIC (the conf/workers list), COORDINATOR (workers register and heartbeat to the coordinator) or ETCD (registrations and leases in etcd).",
+    ),
+    key(
+        WORKER_FAILURE_DETECTION_TIMEOUT,
+        "2min",
+        "A worker that has not renewed its registration for this long is OFFLINE (COORDINATOR and ETCD membership); at least 1s.",
+    ),
+    key(
+        COORDINATOR_HOSTNAME,
+        "localhost",
+        "Host name or address workers, clients and the CLI use to reach the coordinator.",
+    ),
+    key(
+        COORDINATOR_BIND_HOST,
+        "0.0.0.0",
+        "Address the coordinator's REST server listens on.",
+    ),
+    key(
+        COORDINATOR_WEB_PORT,
+        "19999",
+        "Port of the coordinator's REST API (JSON, OpenAPI at /api/v1/openapi.json), health and metrics.",
+    ),
+    key(
+        COORDINATOR_METASTORE_DIR,
+        "${hoard.work.dir}/coordinator",
+        "Directory of the coordinator's embedded metastore (one redb file, meta.redb).",
+    ),
+    key(
+        ETCD_ENDPOINTS,
+        "",
+        "Comma-separated etcd endpoints (host:port or http://host:port); required for ETCD membership.",
+    ),
+    key(
+        ETCD_ROOT,
+        "/hoard/${hoard.cluster.name}/",
+        "Prefix of every key Hoard writes in etcd (docs/etcd.md); starts and ends with '/'.",
+    ),
+    key(
+        ETCD_READ_TIMEOUT,
+        "5s",
+        "How long one etcd read may take before it is retried.",
+    ),
+    key(
+        ETCD_WRITE_TIMEOUT,
+        "5s",
+        "How long one etcd write or transaction may take before it is retried.",
+    ),
+    key(
+        ETCD_MAX_RETRIES,
+        "3",
+        "How often an etcd operation that failed or timed out is retried (with backoff) before the error is returned; 0 to 100.",
+    ),
+    key(
+        SECURITY_ADMIN_TOKEN,
+        "",
+        "When set, every request that changes state (worker registration, remove-worker, jobs) must carry 'Authorization: Bearer <token>'.",
     ),
     key(
         WORKER_MAX_HEADER_SIZE,

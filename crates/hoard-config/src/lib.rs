@@ -18,6 +18,7 @@ mod props;
 mod subst;
 mod units;
 mod workers;
+pub use workers::parse_host;
 
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
@@ -63,7 +64,23 @@ pub enum HashProvider {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipType {
+    /// The workers listed in `conf/workers`; liveness by probing.
     Static,
+    /// Workers register and heartbeat to the coordinator, which keeps the records in its
+    /// embedded metastore.
+    Coordinator,
+    /// Registrations and leased liveness keys in etcd.
+    Etcd,
+}
+
+impl MembershipType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipType::Static => "STATIC",
+            MembershipType::Coordinator => "COORDINATOR",
+            MembershipType::Etcd => "ETCD",
+        }
+    }
 }
 
 /// A worker's `host:port` as listed in `conf/workers`.
@@ -160,6 +177,8 @@ pub struct WorkerConfig {
     pub ufs_read_timeout: Duration,
     /// Page files kept mapped for zero-copy reads (0 = always `pread`).
     pub mapped_pages: u32,
+    /// `hoard.worker.failure.detection.timeout`.
+    pub failure_detection_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -180,11 +199,77 @@ impl WorkerConfig {
         .to_string()
     }
 
+    /// How often a worker renews its registration: a quarter of the failure timeout, between
+    /// 100ms and 10s, so several renewals can be lost before it is declared OFFLINE.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.failure_detection_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+    }
+
     /// Sum of all page store capacities.
     pub fn capacity_bytes(&self) -> u64 {
         self.page_store_sizes
             .iter()
             .fold(0u64, |sum, size| sum.saturating_add(*size))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoordinatorConfig {
+    /// How others reach the coordinator; IPv6 addresses in brackets.
+    pub hostname: String,
+    /// What the REST server binds; IPv6 addresses without brackets.
+    pub bind_host: String,
+    pub web_port: u16,
+    /// Holds the embedded metastore file.
+    pub metastore_dir: PathBuf,
+}
+
+impl CoordinatorConfig {
+    /// `hostname:web_port`: where clients and workers send REST requests.
+    pub fn address(&self) -> WorkerAddress {
+        WorkerAddress {
+            host: self.hostname.clone(),
+            port: self.web_port,
+        }
+    }
+
+    /// `bind_host:web_port`, ready for `TcpListener::bind`.
+    pub fn bind_address(&self) -> String {
+        WorkerAddress {
+            host: self.bind_host.clone(),
+            port: self.web_port,
+        }
+        .to_string()
+    }
+
+    /// The embedded metastore's file.
+    pub fn metastore_file(&self) -> PathBuf {
+        self.metastore_dir.join("meta.redb")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdConfig {
+    /// `http://host:port` each (a bare `host:port` gets `http://`); empty when unset.
+    pub endpoints: Vec<String>,
+    /// Starts and ends with `/`.
+    pub root: String,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_retries: u32,
+}
+
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecurityConfig {
+    pub admin_token: Option<String>,
+}
+
+/// Redacts the token so configs can be logged with `{:?}`.
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -207,6 +292,9 @@ pub struct SiteConfig {
     pub work_dir: PathBuf,
     pub ufs: UfsConfig,
     pub worker: WorkerConfig,
+    pub coordinator: CoordinatorConfig,
+    pub etcd: EtcdConfig,
+    pub security: SecurityConfig,
     pub user: UserConfig,
     /// From `conf/workers` (empty when the file is absent).
     pub workers: Vec<WorkerAddress>,
@@ -322,6 +410,25 @@ impl SiteConfig {
             },
         };
         let worker = parse_worker_config(&mut values)?;
+        let coordinator = CoordinatorConfig {
+            hostname: values.parse(keys::COORDINATOR_HOSTNAME, workers::parse_host)?,
+            bind_host: values.parse(keys::COORDINATOR_BIND_HOST, |value| {
+                workers::parse_host(value).map(|host| workers::unbracket(&host).to_string())
+            })?,
+            web_port: values.parse(keys::COORDINATOR_WEB_PORT, workers::parse_port)?,
+            metastore_dir: values.path(keys::COORDINATOR_METASTORE_DIR)?,
+        };
+        let etcd = parse_etcd_config(&mut values)?;
+        if worker.membership_type == MembershipType::Etcd && etcd.endpoints.is_empty() {
+            return Err(values.invalid(
+                keys::ETCD_ENDPOINTS,
+                "",
+                format!("must be set when {}=ETCD", keys::WORKER_MEMBERSHIP_TYPE),
+            ));
+        }
+        let security = SecurityConfig {
+            admin_token: values.optional(keys::SECURITY_ADMIN_TOKEN)?,
+        };
         let user = parse_user_config(&mut values)?;
         let workers = match workers_file {
             Some(text) => workers::parse_workers_file(&conf_dir.join(WORKERS_FILE_NAME), text, worker.rpc_port)?,
@@ -333,6 +440,9 @@ impl SiteConfig {
             work_dir,
             ufs,
             worker,
+            coordinator,
+            etcd,
+            security,
             user,
             workers,
         };
@@ -407,7 +517,7 @@ impl Values<'_> {
                 reason = format!("{reason} (after substituting {:?})", raw.trim());
             }
         }
-        if key == keys::S3_SECRET_ACCESS_KEY {
+        if key == keys::S3_SECRET_ACCESS_KEY || key == keys::SECURITY_ADMIN_TOKEN {
             value = "<redacted>".into();
             reason = "the value is malformed".into();
         }
@@ -423,7 +533,7 @@ impl Values<'_> {
         match self.resolver.get(key) {
             Ok(value) => Ok(value.map(|v| v.trim().to_string())),
             Err(error) => {
-                let value = if error.key == keys::S3_SECRET_ACCESS_KEY {
+                let value = if error.key == keys::S3_SECRET_ACCESS_KEY || error.key == keys::SECURITY_ADMIN_TOKEN {
                     "<redacted>".into()
                 } else {
                     error.raw
@@ -578,10 +688,9 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 fn parse_membership(value: &str) -> Result<MembershipType, String> {
     match value.to_ascii_uppercase().as_str() {
         "STATIC" => Ok(MembershipType::Static),
-        "ETCD" | "MASTER" | "NOOP" => Err(format!(
-            "{value} is not supported yet; only STATIC is available in this version"
-        )),
-        _ => Err("unknown membership manager type (expected STATIC)".into()),
+        "COORDINATOR" => Ok(MembershipType::Coordinator),
+        "ETCD" => Ok(MembershipType::Etcd),
+        _ => Err("unknown membership manager type (expected STATIC, COORDINATOR or ETCD)".into()),
     }
 }
 
@@ -682,7 +791,65 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         max_request_header_bytes: values.size(keys::WORKER_MAX_HEADER_SIZE, MIN_HEADER_SIZE, MAX_HEADER_SIZE)?,
         ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
         mapped_pages: values.parse(keys::WORKER_MAPPED_PAGES, parse_mapped_pages)?,
+        failure_detection_timeout: values.parse(keys::WORKER_FAILURE_DETECTION_TIMEOUT, |value| {
+            let timeout = parse_duration(value)?;
+            if timeout < Duration::from_secs(1) {
+                return Err("must be at least 1s".into());
+            }
+            Ok(timeout)
+        })?,
     })
+}
+
+/// Most etcd retries: bounded so a dead etcd fails an operation in reasonable time.
+pub const MAX_ETCD_RETRIES: u32 = 100;
+
+fn parse_etcd_config(values: &mut Values<'_>) -> Result<EtcdConfig, ConfigError> {
+    let endpoints = match values.optional(keys::ETCD_ENDPOINTS)? {
+        None => Vec::new(),
+        Some(raw) => {
+            let items = split_list(&raw).map_err(|reason| values.invalid(keys::ETCD_ENDPOINTS, &raw, reason))?;
+            let mut endpoints = Vec::new();
+            for item in items {
+                let endpoint = parse_etcd_endpoint(item)
+                    .map_err(|reason| values.invalid(keys::ETCD_ENDPOINTS, &raw, format!("{item:?}: {reason}")))?;
+                endpoints.push(endpoint);
+            }
+            endpoints
+        }
+    };
+    let root = values.parse(keys::ETCD_ROOT, |value| {
+        if !value.starts_with('/') || !value.ends_with('/') {
+            return Err("must start and end with '/'".into());
+        }
+        if value.contains("//") || value.chars().any(char::is_control) {
+            return Err("must not contain '//' or control characters".into());
+        }
+        Ok(value.to_string())
+    })?;
+    Ok(EtcdConfig {
+        endpoints,
+        root,
+        read_timeout: values.duration(keys::ETCD_READ_TIMEOUT, false)?,
+        write_timeout: values.duration(keys::ETCD_WRITE_TIMEOUT, false)?,
+        max_retries: values.parse(keys::ETCD_MAX_RETRIES, |value| parse_count(value, 0, MAX_ETCD_RETRIES))?,
+    })
+}
+
+/// `host:port`, `http://host:port` or `https://host:port` -> the URL etcd clients take.
+fn parse_etcd_endpoint(value: &str) -> Result<String, String> {
+    let (scheme, rest) = match value.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+            (scheme.to_ascii_lowercase(), rest)
+        }
+        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?} (expected http or https)")),
+        None => ("http".to_string(), value),
+    };
+    let address = workers::parse_worker(rest.trim_end_matches('/'), 0)?;
+    if address.port == 0 {
+        return Err("needs a port (host:port)".into());
+    }
+    Ok(format!("{scheme}://{address}"))
 }
 
 fn parse_user_config(values: &mut Values<'_>) -> Result<UserConfig, ConfigError> {

@@ -223,8 +223,18 @@ fn bad_values_name_key_value_and_reason() {
         ),
         ("hoard.worker.page.store.sizes", "512KiB", "smaller than one page"),
         ("hoard.worker.identity.uuid.file.path", "~/id", "not expanded"),
-        ("hoard.worker.membership.manager.type", "ETCD", "not supported yet"),
-        ("hoard.worker.membership.manager.type", "zookeeper", "expected STATIC"),
+        ("hoard.worker.membership.manager.type", "zookeeper", "expected STATIC, COORDINATOR or ETCD"),
+        ("hoard.worker.failure.detection.timeout", "500ms", "at least 1s"),
+        ("hoard.coordinator.web.port", "0", "not in 1..=65535"),
+        ("hoard.coordinator.hostname", "", "must not be empty"),
+        ("hoard.etcd.endpoints", "127.0.0.1:2379,,x:1", "entry 2"),
+        ("hoard.etcd.endpoints", "127.0.0.1", "needs a port"),
+        ("hoard.etcd.endpoints", "grpc://127.0.0.1:2379", "unsupported scheme"),
+        ("hoard.etcd.root", "hoard/", "start and end with '/'"),
+        ("hoard.etcd.root", "/hoard", "start and end with '/'"),
+        ("hoard.etcd.root", "/a//b/", "'//'"),
+        ("hoard.coordinator.scheduler.etcd.read.timeout", "0s", "more than 0"),
+        ("hoard.coordinator.scheduler.etcd.max.retries", "101", "between 0 and 100"),
         ("hoard.worker.http.max.header.size", "1KiB", "between 8KiB and 1MiB"),
         ("hoard.worker.http.max.header.size", "2MiB", "between 8KiB and 1MiB"),
         ("hoard.worker.ufs.read.timeout", "0s", "more than 0"),
@@ -277,6 +287,41 @@ fn bad_values_name_key_value_and_reason() {
     for (key, value, reason) in cases {
         assert_invalid(&[(key, value)], key, value, reason);
     }
+}
+
+#[test]
+fn membership_and_etcd() {
+    let defaults = config(&[]);
+    assert_eq!(defaults.worker.membership_type, MembershipType::Static);
+    assert_eq!(defaults.worker.failure_detection_timeout, Duration::from_secs(120));
+    assert_eq!(defaults.worker.heartbeat_interval(), Duration::from_secs(10));
+    assert_eq!(defaults.etcd.root, "/hoard/default/");
+    assert!(defaults.etcd.endpoints.is_empty());
+    assert_eq!(defaults.coordinator.web_port, 19999);
+    assert_eq!(defaults.coordinator.address().to_string(), "localhost:19999");
+    assert!(defaults.coordinator.metastore_file().ends_with("coordinator/meta.redb"));
+    assert_eq!(defaults.security.admin_token, None);
+
+    let etcd = config(&[
+        ("hoard.cluster.name", "prod"),
+        ("hoard.worker.membership.manager.type", "etcd"),
+        ("hoard.etcd.endpoints", "127.0.0.1:2379, https://[::1]:2380/"),
+        ("hoard.worker.failure.detection.timeout", "3s"),
+        ("hoard.security.admin.token", "s3cret"),
+    ]);
+    assert_eq!(etcd.worker.membership_type, MembershipType::Etcd);
+    assert_eq!(etcd.etcd.endpoints, vec!["http://127.0.0.1:2379", "https://[::1]:2380"]);
+    assert_eq!(etcd.etcd.root, "/hoard/prod/");
+    assert_eq!(etcd.worker.heartbeat_interval(), Duration::from_millis(750));
+    assert_eq!(etcd.security.admin_token.as_deref(), Some("s3cret"));
+    assert!(!format!("{etcd:?}").contains("s3cret"), "the token is never logged");
+
+    assert_invalid(
+        &[("hoard.worker.membership.manager.type", "ETCD")],
+        "hoard.etcd.endpoints",
+        "",
+        "must be set when hoard.worker.membership.manager.type=ETCD",
+    );
 }
 
 #[test]

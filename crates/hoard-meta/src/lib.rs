@@ -1,16 +1,93 @@
-//! Cluster metadata. For now: membership, i.e. which workers belong to the cluster.
+//! Cluster metadata: the metastore (one trait, an embedded and an etcd backend), the records
+//! kept in it (worker registrations, coordinators), and membership as clients see it.
 //!
-//! The [`Membership`] trait is what clients and the coordinator build rings from. Backends differ
-//! in where the list lives and who knows liveness: `STATIC` reads `conf/workers` and knows
-//! nothing about liveness (the client probes); the coordinator-hosted and etcd backends (next
-//! issue) keep registrations with heartbeats and report liveness themselves.
+//! Key layout (relative to the store's root; docs/etcd.md):
+//!
+//! | key | value | lifetime |
+//! | --- | --- | --- |
+//! | `workers/<worker-id>` | [`WorkerRegistration`] JSON | permanent, until `remove-worker` |
+//! | `live/workers/<worker-id>` | [`LiveWorker`] JSON | on the worker's lease (etcd) |
+//! | `live/coordinators/<coordinator-id>` | [`CoordinatorRecord`] JSON | on the coordinator's lease (etcd) |
+
+pub mod embedded;
+pub mod etcd;
+mod records;
+
+use std::time::Duration;
 
 use hoard_config::WorkerAddress;
 
+pub use records::{keys, now_millis, CoordinatorRecord, LiveWorker, WorkerRegistration};
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("membership store unavailable: {0}")]
+    /// The store cannot be reached now; the operation may succeed if retried.
+    #[error("metastore unavailable: {0}")]
     Unavailable(String),
+    /// The store did not answer in time; the operation may succeed if retried.
+    #[error("metastore {operation} timed out after {timeout:?}")]
+    Timeout { operation: &'static str, timeout: Duration },
+    /// A record that does not parse: never silently replaced.
+    #[error("metastore record {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The embedded store's file cannot be opened or written.
+    #[error("embedded metastore {path}: {reason}")]
+    Embedded { path: String, reason: String },
+    /// Another live process holds this worker id.
+    #[error("worker id {worker_id} is already in use by a live worker at {address}; stop that worker, or give this one its own identity file")]
+    IdInUse { worker_id: String, address: String },
+    #[error("no worker with id {0} is registered")]
+    UnknownWorker(String),
+    #[error("worker {worker_id} is ONLINE at {address}: stop it first (or pass --force)")]
+    WorkerOnline { worker_id: String, address: String },
+    #[error("invalid metastore configuration: {0}")]
+    Config(String),
+}
+
+impl MetaError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, MetaError::Unavailable(_) | MetaError::Timeout { .. })
+    }
+}
+
+/// One key with its value and version. The version changes on every write of the key (etcd's
+/// `mod_revision`; the embedded store's commit counter), so it serves compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// A condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's version is this (`None`: the key does not exist).
+    Version { key: String, version: Option<u64> },
+}
+
+/// A write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// The durable store behind the coordinator (jobs, membership in COORDINATOR mode) and, on
+/// etcd, behind workers' registrations. Keys are relative to the store's root.
+#[async_trait::async_trait]
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, MetaError>;
+    /// Every key starting with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError>;
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), MetaError>;
+    /// Whether the key existed.
+    async fn delete(&self, key: &str) -> Result<bool, MetaError>;
+    /// Applies every op, atomically, only if every compare holds; returns whether it did.
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool, MetaError>;
+    /// `EMBEDDED` or `ETCD`.
+    fn kind(&self) -> &'static str;
 }
 
 /// Whether a registered worker is alive, as far as the membership backend knows.
@@ -25,21 +102,38 @@ pub enum Liveness {
 /// One registered worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRecord {
-    /// The identity hashed onto the ring. For STATIC membership it is `host:port` as listed in
-    /// `conf/workers`, so every client derives the same ring without asking anyone.
+    /// The identity hashed onto the ring: the worker id for COORDINATOR and ETCD membership
+    /// (so a worker keeps its ring positions across restarts and address changes), `host:port`
+    /// as listed in `conf/workers` for STATIC (every client derives the same ring without
+    /// asking anyone).
     pub ring_identity: String,
     /// The worker's own persistent id (its UUID) when the backend knows it.
     pub worker_id: Option<String>,
     pub address: WorkerAddress,
     pub liveness: Liveness,
     pub capacity_bytes: Option<u64>,
+    /// Page store bytes in use, when the backend hears it (COORDINATOR heartbeats).
+    pub used_bytes: Option<u64>,
 }
+
+/// A change notification stream: each item says "the member list may have changed, list
+/// again"; an error or the end of the stream means the watch broke and must be re-created.
+pub type ChangeStream = futures::stream::BoxStream<'static, Result<(), MetaError>>;
 
 #[async_trait::async_trait]
 pub trait Membership: Send + Sync + std::fmt::Debug {
     /// Every registered worker, in a stable order.
     async fn members(&self) -> Result<Vec<MemberRecord>, MetaError>;
-    /// `STATIC`, `EMBEDDED`, `ETCD`: for `info nodes` and logs.
+    /// Every live coordinator (empty when the backend has none).
+    async fn coordinators(&self) -> Result<Vec<CoordinatorRecord>, MetaError> {
+        Ok(Vec::new())
+    }
+    /// Changes pushed by the backend, when it can push them (etcd's watch); `None` when the
+    /// caller must poll.
+    async fn watch(&self) -> Result<Option<ChangeStream>, MetaError> {
+        Ok(None)
+    }
+    /// `STATIC`, `COORDINATOR`, `ETCD`: for `info nodes` and logs.
     fn kind(&self) -> &'static str;
 }
 
@@ -67,6 +161,7 @@ impl Membership for StaticMembership {
                 address: address.clone(),
                 liveness: Liveness::Unknown,
                 capacity_bytes: None,
+                used_bytes: None,
             })
             .collect())
     }
@@ -74,6 +169,31 @@ impl Membership for StaticMembership {
     fn kind(&self) -> &'static str {
         "STATIC"
     }
+}
+
+/// The member list from registrations plus the ids known to be live right now.
+pub fn members_from_records(
+    registrations: Vec<WorkerRegistration>,
+    is_live: impl Fn(&str) -> bool,
+) -> Vec<MemberRecord> {
+    registrations
+        .into_iter()
+        .map(|registration| {
+            let liveness = if is_live(&registration.worker_id) {
+                Liveness::Online
+            } else {
+                Liveness::Offline
+            };
+            MemberRecord {
+                ring_identity: registration.worker_id.clone(),
+                address: registration.address(),
+                worker_id: Some(registration.worker_id),
+                liveness,
+                capacity_bytes: Some(registration.capacity_bytes),
+                used_bytes: None,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 //! server from PyPI, installed by scripts/setup-test-deps.sh) as a child process on a free
 //! loopback port, killed on drop.
 
+mod etcd;
+
+pub use etcd::{etcd_binary, Etcd};
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod metrics;
 pub mod range;
 mod reader;
+pub mod registration;
 mod server;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub enum WorkerError {
     PageStore(#[from] hoard_pagestore::PageStoreError),
     #[error(transparent)]
     Ufs(#[from] hoard_ufs::UfsError),
+    #[error("registration: {0}")]
+    Registration(String),
 }
 
 /// Opens everything a worker needs (identity, page store with recovery, mount table).

@@ -9,7 +9,8 @@ use crate::Format;
 
 #[derive(Debug, Subcommand)]
 pub enum InfoCommand {
-    /// The workers, their addresses, and whether they answer now.
+    /// Every registered worker (id, address, ONLINE/OFFLINE, capacity, used) and every live
+    /// coordinator.
     Nodes {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -23,40 +24,49 @@ pub async fn run(command: InfoCommand, config: &SiteConfig) -> anyhow::Result<()
 }
 
 async fn nodes(config: &SiteConfig, format: Format) -> anyhow::Result<()> {
-    let client = HoardClient::new(config)?;
-    let view = client.view(true).await?;
+    let client = HoardClient::connect(config).await?;
+    let report = client.nodes_report().await?;
     if format == Format::Json {
-        let body = serde_json::json!({
-            "membership": client.membership_kind(),
-            "dynamicRing": config.user.dynamic_ring,
-            "workers": view.nodes,
-        });
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
         "membership: {} ({} ring)",
-        client.membership_kind(),
-        if config.user.dynamic_ring { "dynamic" } else { "static" }
+        report.membership,
+        if report.dynamic_ring { "dynamic" } else { "static" }
     );
-    let rows: Vec<Vec<String>> = view
-        .nodes
+    let rows: Vec<Vec<String>> = report
+        .workers
         .iter()
         .map(|node| {
             vec![
                 node.worker_id.clone().unwrap_or_else(|| "-".to_string()),
                 node.address.clone(),
-                if node.online {
-                    "ONLINE".to_string()
-                } else {
-                    "OFFLINE".to_string()
-                },
+                if node.online { "ONLINE" } else { "OFFLINE" }.to_string(),
                 node.capacity_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
                 node.used_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
                 node.error.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    print_table(&["WORKER ID", "ADDRESS", "STATE", "CAPACITY", "USED", "ERROR"], &rows);
+    println!("workers:");
+    print_table(&["WORKER ID", "ADDRESS", "STATE", "CAPACITY", "USED", "NOTE"], &rows);
+    if report.coordinators.is_empty() {
+        println!("coordinators: none");
+        return Ok(());
+    }
+    println!("coordinators:");
+    let rows: Vec<Vec<String>> = report
+        .coordinators
+        .iter()
+        .map(|coordinator| {
+            vec![
+                coordinator.coordinator_id.clone(),
+                coordinator.address.clone(),
+                coordinator.version.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["COORDINATOR ID", "ADDRESS", "VERSION"], &rows);
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! `hoard`: the command line. Argument parsing and printing only; the work is in the library
 //! crates (client, worker) and in `local` (processes of a one-machine cluster).
 
+mod coordinator;
 mod fs;
 mod info;
 mod local;
 mod output;
+mod process;
 mod worker;
 
 use std::path::PathBuf;
@@ -45,8 +47,13 @@ enum Command {
     /// Cluster information.
     #[command(subcommand)]
     Info(info::InfoCommand),
+    /// Manage cluster processes: remove-worker.
+    #[command(subcommand)]
+    Process(process::ProcessCommand),
     /// Run a worker in the foreground.
     Worker(worker::WorkerArgs),
+    /// Run the coordinator in the foreground.
+    Coordinator(coordinator::CoordinatorArgs),
     /// Run a whole cluster on this machine as background processes.
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -54,7 +61,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let is_daemon = matches!(cli.command, Command::Worker(_));
+    let is_daemon = matches!(cli.command, Command::Worker(_) | Command::Coordinator(_));
     init_tracing(is_daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -93,7 +100,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Fs(command) => fs::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Info(command) => info::run(command, &load_config(cli.conf.as_deref())?).await,
+        Command::Process(command) => process::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Worker(args) => worker::run(args, load_config(cli.conf.as_deref())?).await,
+        Command::Coordinator(args) => coordinator::run(args, load_config(cli.conf.as_deref())?).await,
         Command::Local(command) => local::run(command).await,
     }
 }

@@ -1,5 +1,7 @@
 //! `hoard worker`: the worker daemon in the foreground.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::Args;
 use hoard_config::SiteConfig;
@@ -43,12 +45,30 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
         capacity_bytes = stats.capacity_bytes,
         "worker ready"
     );
+    let registration = hoard_worker::registration::register(&config, Arc::clone(&state), port)
+        .await
+        .with_context(|| {
+            format!(
+                "worker {} cannot join the cluster ({} membership)",
+                state.worker_id,
+                config.worker.membership_type.as_str()
+            )
+        })?;
     let max_header = usize::try_from(config.worker.max_request_header_bytes).unwrap_or(usize::MAX);
     let event_loops = std::thread::available_parallelism().map_or(1, usize::from);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
-    tokio::select! {
+    let worker_id = state.worker_id.clone();
+    let mut registration = registration;
+    let lost = async {
+        match registration.as_mut() {
+            Some(registration) => registration.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
         () = hoard_worker::serve(listener, state, max_header, event_loops) => Ok(()),
+        reason = lost => Err(anyhow::anyhow!("worker {worker_id} stops: {reason}")),
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted, stopping");
             Ok(())
@@ -57,10 +77,14 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
             tracing::info!("terminated, stopping");
             Ok(())
         }
+    };
+    if let Some(registration) = registration {
+        registration.close().await;
     }
+    outcome
 }
 
-fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
     use std::os::fd::FromRawFd;
     // SAFETY: fstat only reads the descriptor's metadata into `stat`.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };

@@ -1,0 +1,124 @@
+//! The records kept in the metastore, stored as JSON with camelCase fields (docs/etcd.md).
+
+use hoard_config::WorkerAddress;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::{Entry, MetaError};
+
+/// Key names, relative to the store's root.
+pub mod keys {
+    pub const WORKERS: &str = "workers/";
+    pub const LIVE_WORKERS: &str = "live/workers/";
+    pub const LIVE_COORDINATORS: &str = "live/coordinators/";
+
+    pub fn worker(worker_id: &str) -> String {
+        format!("{WORKERS}{worker_id}")
+    }
+
+    pub fn live_worker(worker_id: &str) -> String {
+        format!("{LIVE_WORKERS}{worker_id}")
+    }
+
+    pub fn live_coordinator(coordinator_id: &str) -> String {
+        format!("{LIVE_COORDINATORS}{coordinator_id}")
+    }
+}
+
+/// A worker's permanent registration: written when it starts, kept while it is down, deleted
+/// only by `remove-worker`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerRegistration {
+    pub worker_id: String,
+    /// How clients reach it (`hoard.worker.hostname`).
+    pub host: String,
+    /// The port of its HTTP server (reads, stat, health, metrics).
+    pub rpc_port: u16,
+    pub capacity_bytes: u64,
+    /// The Hoard version it runs.
+    pub version: String,
+    /// When this process started, in milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+    /// Random per process: tells a restart of the same worker from a second process that
+    /// claims the same id.
+    pub instance: String,
+}
+
+impl WorkerRegistration {
+    pub fn address(&self) -> WorkerAddress {
+        WorkerAddress {
+            host: self.host.clone(),
+            port: self.rpc_port,
+        }
+    }
+}
+
+/// What a worker's liveness key holds (on its lease, etcd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveWorker {
+    pub worker_id: String,
+    pub address: String,
+    pub instance: String,
+    pub start_time_ms: u64,
+}
+
+/// A live coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinatorRecord {
+    pub coordinator_id: String,
+    /// `host:port` of its REST API.
+    pub address: String,
+    pub version: String,
+    pub start_time_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(entry: &Entry) -> Result<T, MetaError> {
+    serde_json::from_slice(&entry.value).map_err(|err| MetaError::Corrupt {
+        key: entry.key.clone(),
+        reason: err.to_string(),
+    })
+}
+
+impl WorkerRegistration {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(entry: &Entry) -> Result<WorkerRegistration, MetaError> {
+        decode(entry)
+    }
+}
+
+impl LiveWorker {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(entry: &Entry) -> Result<LiveWorker, MetaError> {
+        decode(entry)
+    }
+}
+
+impl CoordinatorRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(entry: &Entry) -> Result<CoordinatorRecord, MetaError> {
+        decode(entry)
+    }
+}
