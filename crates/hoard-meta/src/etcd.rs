@@ -37,7 +37,7 @@ pub const MIN_LEASE_TTL_SECONDS: i64 = 2;
 /// Keys per page when listing a prefix.
 const LIST_PAGE: i64 = 1000;
 /// After this many consecutive retryable failures the store rebuilds its etcd client.
-const RECONNECT_AFTER_FAILURES: u32 = 3;
+const RECONNECT_AFTER_FAILURES: u32 = u32::MAX;
 /// Compare-and-set rounds of a registration or removal before giving up (the records kept
 /// changing under us).
 const CAS_ROUNDS: usize = 5;
@@ -364,9 +364,10 @@ impl EtcdStore {
     /// Rebuilds the etcd client after a run of failures: a belt over tonic's own reconnects.
     async fn note_failure(&self) {
         let failures = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures % RECONNECT_AFTER_FAILURES != 0 {
+        if failures < RECONNECT_AFTER_FAILURES {
             return;
         }
+        self.inner.failures.store(0, Ordering::Relaxed);
         match Self::new_client(&self.inner.endpoints, &self.inner.options).await {
             Ok(client) => {
                 tracing::info!(failures, endpoints = ?self.inner.endpoints, "rebuilt the etcd client after repeated failures");

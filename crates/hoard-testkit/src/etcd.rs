@@ -191,7 +191,7 @@ impl Etcd {
     async fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_DEADLINE;
         let url = format!("{}/health", self.endpoint());
-        let mut last_answer = String::from("no answer");
+        let mut last_answer;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {

@@ -1,8 +1,9 @@
 //! `hoard local start|stop|status|demo`: a whole cluster on this machine, as background
 //! processes with their config and logs under `--home`.
 //!
-//! Layout under HOME: `conf/` (the client conf to pass as `--conf`), `worker-N/conf/` and
-//! `worker-N/` (each worker's conf, page store and identity), `logs/worker-N.log`,
+//! Layout under HOME: `conf/` (the client conf to pass as `--conf`), `coordinator/conf/` and
+//! `coordinator/` (the coordinator's conf and embedded metastore), `worker-N/conf/` and
+//! `worker-N/` (each worker's conf, page store and identity), `logs/<name>.log`,
 //! `sample-ufs/` (the sample dataset when no `--ufs` is given) and `local.json` (the processes).
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ const SAMPLE_DIR: &str = "sample-ufs";
 
 #[derive(Debug, Subcommand)]
 pub enum LocalCommand {
-    /// Start workers in the background; returns once every one answers.
+    /// Start the coordinator and workers in the background; returns once every one answers.
     Start(StartArgs),
     /// Stop the processes started by `start` (by their recorded pids).
     Stop {
@@ -67,6 +68,32 @@ pub struct StartArgs {
     /// How long to wait for every process to answer.
     #[arg(long, default_value = "60")]
     pub timeout_secs: u64,
+    /// Run membership on this etcd (comma-separated endpoints) instead of the coordinator's
+    /// embedded store: sets `hoard.worker.membership.manager.type=ETCD`.
+    #[arg(long, value_name = "ENDPOINTS")]
+    pub etcd: Option<String>,
+    /// Membership type; defaults to COORDINATOR, or ETCD with --etcd. STATIC writes every
+    /// worker into conf/workers (the coordinator still starts).
+    #[arg(long, value_enum)]
+    pub membership: Option<LocalMembership>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum LocalMembership {
+    Static,
+    Coordinator,
+    Etcd,
+}
+
+impl LocalMembership {
+    fn property(self) -> &'static str {
+        match self {
+            LocalMembership::Static => "STATIC",
+            LocalMembership::Coordinator => "COORDINATOR",
+            LocalMembership::Etcd => "ETCD",
+        }
+    }
 }
 
 /// `local.json`: what `start` launched, so `stop` and `status` (and operators) can find it.
@@ -208,33 +235,55 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs)?;
 
-    // Ports: reuse the previous run's when free, so a restarted cluster keeps the same ring
-    // (static membership hashes host:port) and finds its cached pages where they were.
-    let previous_ports: Vec<Option<u16>> = (0..args.workers)
-        .map(|index| {
-            previous
-                .as_ref()
-                .and_then(|state| state.processes.iter().find(|p| p.name == format!("worker-{index}")))
-                .and_then(|process| process.address.rsplit(':').next()?.parse().ok())
-        })
-        .collect();
-    let mut listeners = Vec::with_capacity(args.workers);
-    for port in previous_ports {
-        let listener = port
+    let membership = match (args.membership, &args.etcd) {
+        (Some(LocalMembership::Etcd) | None, Some(_)) => LocalMembership::Etcd,
+        (Some(LocalMembership::Etcd), None) => bail!("--membership ETCD needs --etcd ENDPOINTS"),
+        (Some(other), Some(_)) => bail!("--etcd needs ETCD membership, not {}", other.property()),
+        (Some(other), None) => other,
+        (None, None) => LocalMembership::Coordinator,
+    };
+
+    // Ports: reuse the previous run's when free, so a restarted cluster keeps the same
+    // addresses (and, with static membership, the same ring: it hashes host:port).
+    let previous_port = |name: &str| -> Option<u16> {
+        previous
+            .as_ref()
+            .and_then(|state| state.processes.iter().find(|p| p.name == name))
+            .and_then(|process| process.address.rsplit(':').next()?.parse().ok())
+    };
+    let bind = |name: &str| -> anyhow::Result<std::net::TcpListener> {
+        previous_port(name)
             .and_then(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
             .map_or_else(|| std::net::TcpListener::bind(("127.0.0.1", 0)), Ok)
-            .context("cannot bind a loopback port for a worker")?;
-        listeners.push(listener);
+            .with_context(|| format!("cannot bind a loopback port for {name}"))
+    };
+    let coordinator_listener = bind(COORDINATOR_NAME)?;
+    let coordinator_port = coordinator_listener.local_addr()?.port();
+    let mut listeners = Vec::with_capacity(args.workers);
+    for index in 0..args.workers {
+        listeners.push(bind(&format!("worker-{index}"))?);
     }
     let mut addresses = Vec::with_capacity(listeners.len());
     for listener in &listeners {
         addresses.push(format!("127.0.0.1:{}", listener.local_addr()?.port()));
     }
-    let workers_file = format!("# written by `hoard local start`\n{}\n", addresses.join("\n"));
+    let workers_file = if membership == LocalMembership::Static {
+        format!("# written by `hoard local start`\n{}\n", addresses.join("\n"))
+    } else {
+        "# written by `hoard local start`: workers register themselves (dynamic membership)\n".to_string()
+    };
 
     let mut shared = BTreeMap::new();
     shared.insert("hoard.underfs.root".to_string(), ufs.clone());
-    shared.insert("hoard.worker.membership.manager.type".to_string(), "STATIC".to_string());
+    shared.insert(
+        "hoard.worker.membership.manager.type".to_string(),
+        membership.property().to_string(),
+    );
+    shared.insert("hoard.coordinator.hostname".to_string(), "127.0.0.1".to_string());
+    shared.insert("hoard.coordinator.web.port".to_string(), coordinator_port.to_string());
+    if let Some(endpoints) = &args.etcd {
+        shared.insert("hoard.etcd.endpoints".to_string(), endpoints.clone());
+    }
     let client_conf = home.join("conf");
     let mut client_properties = shared.clone();
     client_properties.insert("hoard.work.dir".to_string(), home.display().to_string());
@@ -243,6 +292,42 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
 
     let mut processes = Vec::new();
     let mut children = Vec::new();
+    {
+        let work_dir = home.join(COORDINATOR_NAME);
+        let conf_dir = work_dir.join("conf");
+        let mut properties = shared.clone();
+        properties.insert("hoard.work.dir".to_string(), work_dir.display().to_string());
+        properties.insert("hoard.coordinator.bind.host".to_string(), "127.0.0.1".to_string());
+        properties.extend(user_properties.clone());
+        write_conf(&conf_dir, &properties, &workers_file)?;
+        let log_file = logs.join(format!("{COORDINATOR_NAME}.log"));
+        let child = spawn_daemon("coordinator", &conf_dir, &log_file, &coordinator_listener)?;
+        processes.push(LocalProcess {
+            role: "coordinator".to_string(),
+            name: COORDINATOR_NAME.to_string(),
+            id: None,
+            pid: child.id(),
+            address: format!("127.0.0.1:{coordinator_port}"),
+            conf_dir,
+            log_file,
+        });
+        children.push(child);
+    }
+    drop(coordinator_listener);
+    // Workers register with the coordinator as they start: it must answer first.
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()?;
+    match wait_healthy(&http, &processes[0], &mut children[0], deadline).await {
+        Ok(id) => processes[0].id = Some(id),
+        Err(err) => {
+            kill_all(&mut children);
+            return Err(err);
+        }
+    }
+
     for (index, listener) in listeners.iter().enumerate() {
         let name = format!("worker-{index}");
         let work_dir = home.join(&name);
@@ -258,7 +343,13 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
         properties.extend(user_properties.clone());
         write_conf(&conf_dir, &properties, &workers_file)?;
         let log_file = logs.join(format!("{name}.log"));
-        let child = spawn_worker(&conf_dir, &log_file, listener)?;
+        let child = match spawn_daemon("worker", &conf_dir, &log_file, listener) {
+            Ok(child) => child,
+            Err(err) => {
+                kill_all(&mut children);
+                return Err(err);
+            }
+        };
         processes.push(LocalProcess {
             role: "worker".to_string(),
             name,
@@ -279,25 +370,26 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     };
     write_state(&state)?;
 
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()?;
-    for (process, child) in state.processes.iter_mut().zip(children.iter_mut()) {
+    for (process, child) in state.processes.iter_mut().zip(children.iter_mut()).skip(1) {
         match wait_healthy(&http, process, child, deadline).await {
             Ok(id) => process.id = Some(id),
             Err(err) => {
-                for other in &mut children {
-                    let _ = other.kill();
-                    let _ = other.wait();
-                }
+                kill_all(&mut children);
                 return Err(err);
             }
         }
     }
     write_state(&state)?;
     Ok(state)
+}
+
+const COORDINATOR_NAME: &str = "coordinator";
+
+fn kill_all(children: &mut [std::process::Child]) {
+    for child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 fn write_conf(conf_dir: &Path, properties: &BTreeMap<String, String>, workers_file: &str) -> anyhow::Result<()> {
@@ -313,7 +405,9 @@ fn write_conf(conf_dir: &Path, properties: &BTreeMap<String, String>, workers_fi
     Ok(())
 }
 
-fn spawn_worker(
+/// Starts `hoard <role>` in the background on an inherited, already-bound listener.
+fn spawn_daemon(
+    role: &str,
     conf_dir: &Path,
     log_file: &Path,
     listener: &std::net::TcpListener,
@@ -333,7 +427,7 @@ fn spawn_worker(
     command
         .arg("--conf")
         .arg(conf_dir)
-        .arg("worker")
+        .arg(role)
         .arg("--listen-fd")
         .arg(CHILD_FD.to_string())
         .stdin(std::process::Stdio::null())
@@ -354,7 +448,9 @@ fn spawn_worker(
             Ok(())
         });
     }
-    command.spawn().context("cannot start a worker process")
+    command
+        .spawn()
+        .with_context(|| format!("cannot start a {role} process"))
 }
 
 async fn wait_healthy(
@@ -374,8 +470,12 @@ async fn wait_healthy(
             );
         }
         if let Ok(response) = http.get(&url).send().await {
-            if let Ok(health) = response.json::<hoard_common::api::WorkerHealth>().await {
-                return Ok(health.id);
+            // A worker says `id`, a coordinator `coordinatorId`.
+            if let Ok(health) = response.json::<serde_json::Value>().await {
+                let id = health.get("id").or_else(|| health.get("coordinatorId"));
+                if let Some(id) = id.and_then(|id| id.as_str()) {
+                    return Ok(id.to_string());
+                }
             }
         }
         if Instant::now() > deadline {
@@ -421,7 +521,8 @@ pub async fn stop(home: &Path) -> anyhow::Result<()> {
         );
     };
     let mut stopped = 0;
-    for process in &state.processes {
+    // Workers first (they deregister), the coordinator last.
+    for process in state.processes.iter().rev() {
         if !is_running(process.pid) {
             continue;
         }
@@ -579,7 +680,7 @@ impl tokio::io::AsyncWrite for HashingSink {
 /// Sums a counter over every worker's `/metrics`.
 async fn sum_counter(http: &reqwest::Client, state: &LocalState, name: &str) -> anyhow::Result<f64> {
     let mut total = 0.0;
-    for process in &state.processes {
+    for process in state.processes.iter().filter(|process| process.role == "worker") {
         let url = format!("http://{}{}", process.address, hoard_common::api::METRICS_ROUTE);
         let text = http.get(&url).send().await?.text().await?;
         for line in text.lines() {
@@ -611,6 +712,8 @@ async fn demo(home: &Path, workers: usize, keep: bool) -> anyhow::Result<()> {
         home: home.to_path_buf(),
         properties: Vec::new(),
         timeout_secs: 60,
+        etcd: None,
+        membership: None,
     };
     let state = start(&args).await?;
     print_started(&state);

@@ -52,7 +52,7 @@ async fn sigkill_mid_read_finishes_from_next_candidate() {
     let config = hoard_config::SiteConfig::load(&cluster.conf)
         .expect("client conf")
         .config;
-    let client = HoardClient::new(&config).expect("client");
+    let client = HoardClient::connect(&config).await.expect("client");
     let mut sink = KillingSink {
         received: Vec::new(),
         kill_after: 4 << 20,

@@ -16,6 +16,7 @@ pub struct Cluster {
 
 #[derive(Debug, Clone)]
 pub struct Process {
+    pub role: String,
     pub name: String,
     pub id: String,
     pub pid: u32,
@@ -32,6 +33,11 @@ impl Cluster {
 
     /// Starts workers over any UFS root (`s3://bucket/prefix` too).
     pub fn start_on(workers: usize, ufs: &str, properties: &[&str]) -> Cluster {
+        Cluster::start_with(workers, ufs, properties, &[])
+    }
+
+    /// Starts a cluster with extra `hoard local start` arguments (`--etcd`, `--membership`).
+    pub fn start_with(workers: usize, ufs: &str, properties: &[&str], extra: &[&str]) -> Cluster {
         let home = tempfile::Builder::new()
             .prefix("hoard-test")
             .tempdir()
@@ -42,7 +48,8 @@ impl Cluster {
             .arg(home.path())
             .arg("--ufs")
             .arg(ufs)
-            .args(["--timeout-secs", "60"]);
+            .args(["--timeout-secs", "60"])
+            .args(extra);
         for property in properties {
             command.args(["--property", property]);
         }
@@ -82,7 +89,16 @@ impl Cluster {
         child.wait_with_output().expect("wait hoard")
     }
 
+    /// The worker processes (what most tests look at).
     pub fn processes(&self) -> Vec<Process> {
+        self.all_processes()
+            .into_iter()
+            .filter(|process| process.role == "worker")
+            .collect()
+    }
+
+    /// Every process, the coordinator first.
+    pub fn all_processes(&self) -> Vec<Process> {
         let output = Command::new(HOARD)
             .args(["local", "status", "--format", "json", "--home"])
             .arg(self.home.path())
@@ -95,6 +111,7 @@ impl Cluster {
             .expect("processes")
             .iter()
             .map(|p| Process {
+                role: p["role"].as_str().unwrap_or_default().to_string(),
                 name: p["name"].as_str().unwrap_or_default().to_string(),
                 id: p["id"].as_str().unwrap_or_default().to_string(),
                 pid: p["pid"].as_u64().unwrap_or_default() as u32,
@@ -103,6 +120,39 @@ impl Cluster {
                 log_file: PathBuf::from(p["logFile"].as_str().unwrap_or_default()),
             })
             .collect()
+    }
+
+    pub fn process_named(&self, name: &str) -> Process {
+        self.all_processes()
+            .into_iter()
+            .find(|p| p.name == name)
+            .expect("process with that name")
+    }
+
+    /// `hoard info nodes --format json`.
+    pub fn nodes(&self) -> serde_json::Value {
+        let output = self.hoard(&["info", "nodes", "--format", "json"]);
+        assert!(output.status.success(), "info nodes failed: {}", describe(&output));
+        serde_json::from_slice(&output.stdout).expect("nodes json")
+    }
+
+    /// `(worker id, address, online)` of every registered worker, sorted by id.
+    pub fn worker_states(&self) -> Vec<(String, String, bool)> {
+        let nodes = self.nodes();
+        let mut workers: Vec<(String, String, bool)> = nodes["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| {
+                (
+                    w["workerId"].as_str().unwrap_or_default().to_string(),
+                    w["address"].as_str().unwrap_or_default().to_string(),
+                    w["online"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect();
+        workers.sort();
+        workers
     }
 
     pub fn worker_by_address(&self, address: &str) -> Process {
@@ -161,10 +211,14 @@ pub fn hoard_with_conf(conf: &Path, args: &[&str]) -> Output {
 }
 
 pub fn kill9(pid: u32) {
-    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
-/// Starts a worker again by hand, as an operator would: `hoard --conf <its conf dir> worker`.
+/// Starts a worker (or the coordinator) again by hand, as an operator would:
+/// `hoard --conf <its conf dir> worker|coordinator`.
 pub fn restart_worker(process: &Process) -> ChildGuard {
     let log = std::fs::OpenOptions::new()
         .append(true)
@@ -174,12 +228,12 @@ pub fn restart_worker(process: &Process) -> ChildGuard {
     let child = Command::new(HOARD)
         .arg("--conf")
         .arg(&process.conf_dir)
-        .arg("worker")
+        .arg(&process.role)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("restart worker");
-    wait_until("worker answers after restart", Duration::from_secs(30), || {
+    wait_until("process answers after restart", Duration::from_secs(30), || {
         http_get(&process.address, "/health").is_ok_and(|(status, _, _)| status == 200)
     });
     ChildGuard(child)
