@@ -4,8 +4,9 @@
 #
 #   * <repo>/.venv: a Python virtualenv with `moto[server]` (a local S3 the hoard-ufs S3 tests
 #     start as `<repo>/.venv/bin/moto_server`) and boto3.
-#   * etcd (etcd-server), protoc (protobuf-compiler), nginx (nginx-light), wrk: for the etcd
-#     metastore tests and the benchmarks. Installed with apt-get only when a command is missing.
+#   * what the build needs (scripts/setup-build-deps.sh: protoc and its well-known protos);
+#   * etcd (etcd-server) and etcdctl (etcd-client), nginx (nginx-light), wrk: for the etcd
+#     tests and the benchmarks. Installed with apt-get only when a command is missing.
 #
 # Environment:
 #   PYTHON       the interpreter that creates the venv (default: python3)
@@ -18,41 +19,21 @@ python="${PYTHON:-python3}"
 
 log() { printf '[setup-test-deps] %s\n' "$*"; }
 
-apt_updated=0
-apt_install() {
-    if [[ "${SKIP_APT:-0}" == "1" ]]; then
-        log "SKIP_APT=1: not installing $*; install them yourself"
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        log "apt-get not found: install $* with your package manager"
-        return 1
-    fi
-    local sudo=""
-    if [[ "$(id -u)" != "0" ]]; then
-        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-            log "not root and no sudo: cannot install $*"
-            return 1
-        fi
-    fi
-    if [[ "$apt_updated" == "0" ]]; then
-        $sudo apt-get update
-        apt_updated=1
-    fi
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "$@"
-}
+# shellcheck source=scripts/apt.sh
+source "$repo/scripts/apt.sh"
+"$repo/scripts/setup-build-deps.sh"
 
 # --- system packages (other crates' tests and the benchmarks) ---------------------------------
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     apt_install "${missing[@]}"
 else
-    log "etcd, protoc, nginx and wrk already present"
+    log "etcd, etcdctl, nginx and wrk already present"
 fi
 
 # --- Python venv with moto ---------------------------------------------------------------------

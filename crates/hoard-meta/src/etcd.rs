@@ -9,13 +9,13 @@
 //! when the failure is retryable (connection refused or broken, `Unavailable`, deadline
 //! exceeded, leader changed, our own timeout). Other failures (permission denied, request too
 //! large, ...) are returned at once as [`MetaError::Config`]. The gRPC channel reconnects by
-//! itself when etcd comes back; the store also rebuilds its client after a run of failures, so
+//! itself when etcd comes back (tests/etcd.rs kills and restarts etcd under a live store), so
 //! an `EtcdStore` outlives an etcd restart without being recreated.
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -36,8 +36,6 @@ use crate::{
 pub const MIN_LEASE_TTL_SECONDS: i64 = 2;
 /// Keys per page when listing a prefix.
 const LIST_PAGE: i64 = 1000;
-/// After this many consecutive retryable failures the store rebuilds its etcd client.
-const RECONNECT_AFTER_FAILURES: u32 = u32::MAX;
 /// Compare-and-set rounds of a registration or removal before giving up (the records kept
 /// changing under us).
 const CAS_ROUNDS: usize = 5;
@@ -66,11 +64,12 @@ pub fn lease_ttl_seconds(ttl: Duration) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX).max(MIN_LEASE_TTL_SECONDS)
 }
 
-/// How often a session renews a lease of `ttl_seconds`: a third of the TTL (so two keep-alives
-/// may be lost before the lease expires), never more often than every 500ms.
+/// How often a session renews a lease of `ttl_seconds`: a third of the TTL (so two renewals
+/// may be lost before the lease expires), at most once a second (so the shortest leases, 2s,
+/// renew every second).
 pub fn keep_alive_interval(ttl_seconds: i64) -> Duration {
-    let millis = u64::try_from(ttl_seconds.max(1)).unwrap_or(1) * 1000 / 3;
-    Duration::from_millis(millis.max(500))
+    let millis = u64::try_from(ttl_seconds.max(1)).unwrap_or(1).saturating_mul(1000) / 3;
+    Duration::from_millis(millis.max(1000))
 }
 
 /// The end of the key range holding every key that starts with `prefix` (etcd's rule).
@@ -223,7 +222,7 @@ fn is_lease_not_found(err: &etcd_client::Error) -> bool {
     }
 }
 
-fn lease_id_u64(id: i64) -> String {
+fn lease_hex(id: i64) -> String {
     format!("{id:x}")
 }
 
@@ -242,10 +241,8 @@ struct Inner {
     read_timeout: Duration,
     write_timeout: Duration,
     max_retries: u32,
-    options: ConnectOptions,
-    client: RwLock<Client>,
-    /// Consecutive retryable failures, across operations; reset by any success.
-    failures: AtomicU32,
+    /// tonic's channel under it reconnects by itself after etcd restarts or a connection breaks.
+    client: Client,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -287,7 +284,16 @@ impl EtcdStore {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
-        let client = Self::new_client(&config.endpoints, &options).await?;
+        let endpoints = config.endpoints.join(",");
+        let client = Client::connect(&config.endpoints, Some(options))
+            .await
+            .map_err(|err| match classify(&err) {
+                Failure::Retryable { reason, .. } => {
+                    MetaError::Unavailable(format!("cannot connect to etcd at {endpoints}: {reason}"))
+                }
+                Failure::Fatal(reason) => MetaError::Config(format!("etcd endpoints {endpoints}: {reason}")),
+                Failure::TimedOut => MetaError::Unavailable(format!("cannot connect to etcd at {endpoints}")),
+            })?;
         let store = EtcdStore {
             inner: Arc::new(Inner {
                 endpoints: config.endpoints.clone(),
@@ -295,9 +301,7 @@ impl EtcdStore {
                 read_timeout: config.read_timeout,
                 write_timeout: config.write_timeout,
                 max_retries: config.max_retries,
-                options,
-                client: RwLock::new(client),
-                failures: AtomicU32::new(0),
+                client,
             }),
         };
         // The client connects lazily: make sure etcd is there.
@@ -316,22 +320,6 @@ impl EtcdStore {
         Ok(store)
     }
 
-    async fn new_client(endpoints: &[String], options: &ConnectOptions) -> Result<Client, MetaError> {
-        Client::connect(endpoints, Some(options.clone()))
-            .await
-            .map_err(|err| match classify(&err) {
-                Failure::Retryable { reason, .. } => {
-                    MetaError::Unavailable(format!("cannot connect to etcd at {}: {reason}", endpoints.join(",")))
-                }
-                Failure::Fatal(reason) => {
-                    MetaError::Config(format!("etcd endpoints {}: {reason}", endpoints.join(",")))
-                }
-                Failure::TimedOut => {
-                    MetaError::Unavailable(format!("cannot connect to etcd at {}", endpoints.join(",")))
-                }
-            })
-    }
-
     /// The root every key is under (`hoard.etcd.root`).
     pub fn root(&self) -> &str {
         &self.inner.root
@@ -342,10 +330,7 @@ impl EtcdStore {
     }
 
     fn client(&self) -> Client {
-        match self.inner.client.read() {
-            Ok(client) => client.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.inner.client.clone()
     }
 
     fn full(&self, key: &str) -> String {
@@ -359,29 +344,6 @@ impl EtcdStore {
             value: kv.value().to_vec(),
             version: u64::try_from(kv.mod_revision()).unwrap_or(0),
         }
-    }
-
-    /// Rebuilds the etcd client after a run of failures: a belt over tonic's own reconnects.
-    async fn note_failure(&self) {
-        let failures = self.inner.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures < RECONNECT_AFTER_FAILURES {
-            return;
-        }
-        self.inner.failures.store(0, Ordering::Relaxed);
-        match Self::new_client(&self.inner.endpoints, &self.inner.options).await {
-            Ok(client) => {
-                tracing::info!(failures, endpoints = ?self.inner.endpoints, "rebuilt the etcd client after repeated failures");
-                match self.inner.client.write() {
-                    Ok(mut slot) => *slot = client,
-                    Err(poisoned) => *poisoned.into_inner() = client,
-                }
-            }
-            Err(err) => tracing::warn!(error = %err, "cannot rebuild the etcd client"),
-        }
-    }
-
-    fn note_success(&self) {
-        self.inner.failures.store(0, Ordering::Relaxed);
     }
 
     /// Runs `request` up to `1 + max_retries` times, each bounded by `timeout`.
@@ -419,7 +381,6 @@ impl EtcdStore {
         for attempt in 0..attempts {
             let failure = match tokio::time::timeout(timeout, request(self.client())).await {
                 Ok(Ok(value)) => {
-                    self.note_success();
                     return Ok(value);
                 }
                 Ok(Err(err)) => classify(&err),
@@ -445,7 +406,6 @@ impl EtcdStore {
                     last = MetaError::Timeout { operation, timeout };
                 }
             }
-            self.note_failure().await;
             if attempt + 1 < attempts {
                 tracing::debug!(operation, key, attempt = attempt + 1, error = %last, "etcd request failed, retrying");
                 tokio::time::sleep(retry_delay(attempt)).await;
@@ -570,7 +530,7 @@ impl EtcdStore {
 
     async fn revoke_quietly(&self, lease_id: i64, key: &str) {
         if let Err(err) = self.revoke(lease_id, key).await {
-            tracing::warn!(lease = %lease_id_u64(lease_id), key, error = %err, "cannot revoke an unused etcd lease; it expires by itself");
+            tracing::warn!(lease = %lease_hex(lease_id), key, error = %err, "cannot revoke an unused etcd lease; it expires by itself");
         }
     }
 
@@ -691,7 +651,7 @@ impl EtcdStore {
         tracing::info!(
             worker_id = %registration.worker_id,
             address = %registration.address(),
-            lease = %lease_id_u64(lease_id),
+            lease = %lease_hex(lease_id),
             ttl_seconds,
             "registered worker in etcd"
         );
@@ -715,7 +675,7 @@ impl EtcdStore {
         tracing::info!(
             coordinator_id = %record.coordinator_id,
             address = %record.address,
-            lease = %lease_id_u64(lease_id),
+            lease = %lease_hex(lease_id),
             ttl_seconds,
             "registered coordinator in etcd"
         );
@@ -848,8 +808,8 @@ impl Holder {
 /// A lease kept alive by a background tokio task, with the keys put on it (a worker's or
 /// coordinator's liveness key).
 ///
-/// The task renews the lease every third of its TTL (at least every 500ms apart: at rest one
-/// etcd request per interval). When a renewal fails it reports [`SessionState::Reconnecting`]
+/// The task renews the lease every third of its TTL, at most once a second (at rest: one etcd
+/// request per interval, on one long-lived keep-alive stream). When a renewal fails it reports [`SessionState::Reconnecting`]
 /// and retries with backoff (200ms doubling to 2s) forever; when etcd answers that the lease
 /// expired it grants a new lease and puts its keys again (a worker first checks that no other
 /// instance took its id meanwhile, else [`SessionState::Lost`]).
@@ -936,10 +896,10 @@ impl LeaseSession {
         self.stop_task().await;
         let lease_id = self.lease_id();
         match self.store.revoke(lease_id, &self.key).await {
-            Ok(()) => tracing::info!(key = %self.key, lease = %lease_id_u64(lease_id), "revoked etcd lease"),
+            Ok(()) => tracing::info!(key = %self.key, lease = %lease_hex(lease_id), "revoked etcd lease"),
             Err(err) => tracing::warn!(
                 key = %self.key,
-                lease = %lease_id_u64(lease_id),
+                lease = %lease_hex(lease_id),
                 error = %err,
                 "cannot revoke etcd lease; the key expires with its ttl"
             ),
@@ -953,7 +913,7 @@ impl LeaseSession {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        tracing::info!(key = %self.key, lease = %lease_id_u64(self.lease_id()), "abandoned etcd lease");
+        tracing::info!(key = %self.key, lease = %lease_hex(self.lease_id()), "abandoned etcd lease");
         self.state_tx.send_replace(SessionState::Closed);
     }
 }
@@ -1025,8 +985,8 @@ impl KeepAliveTask {
                     }
                     Ok(false) => {
                         keeper = None;
-                        tracing::warn!(key = %self.key, lease = %lease_id_u64(lease_id), "etcd lease expired, registering again");
-                        self.set_reconnecting(format!("lease {} expired", lease_id_u64(lease_id)));
+                        tracing::warn!(key = %self.key, lease = %lease_hex(lease_id), "etcd lease expired, registering again");
+                        self.set_reconnecting(format!("lease {} expired", lease_hex(lease_id)));
                         phase = Phase::Register;
                     }
                     Err(reason) => {
@@ -1037,7 +997,7 @@ impl KeepAliveTask {
                 },
                 Phase::Register => match self.register_again().await {
                     Ok(lease_id) => {
-                        tracing::info!(key = %self.key, lease = %lease_id_u64(lease_id), "registered again in etcd on a new lease");
+                        tracing::info!(key = %self.key, lease = %lease_hex(lease_id), "registered again in etcd on a new lease");
                         backoff.reset();
                         phase = Phase::Alive(lease_id);
                         self.set_registered(lease_id);
@@ -1060,7 +1020,7 @@ impl KeepAliveTask {
     fn set_registered(&self, lease_id: i64) {
         let was_registered = self.state.borrow().is_registered();
         if !was_registered {
-            tracing::info!(key = %self.key, lease = %lease_id_u64(lease_id), "etcd session registered again");
+            tracing::info!(key = %self.key, lease = %lease_hex(lease_id), "etcd session registered again");
         }
         self.state.send_if_modified(|state| match state {
             SessionState::Registered { lease_id: current } if *current == lease_id => false,
@@ -1088,7 +1048,8 @@ impl KeepAliveTask {
         keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
         lease_id: i64,
     ) -> Result<bool, String> {
-        let timeout = self.store.inner.write_timeout;
+        // A renewal must not hang past the lease: at most one interval.
+        let timeout = self.store.inner.write_timeout.min(keep_alive_interval(self.ttl_seconds));
         let client = self.store.client();
         let renew = async {
             match keeper {
@@ -1114,16 +1075,10 @@ impl KeepAliveTask {
                 }
             }
         };
-        let result = match tokio::time::timeout(timeout, renew).await {
+        match tokio::time::timeout(timeout, renew).await {
             Ok(result) => result,
             Err(_) => Err(format!("keep-alive timed out after {timeout:?}")),
-        };
-        match &result {
-            Ok(true) => self.store.note_success(),
-            Ok(false) => {}
-            Err(_) => self.store.note_failure().await,
         }
-        result
     }
 
     async fn register_again(&self) -> Result<i64, MetaError> {
@@ -1405,8 +1360,9 @@ mod tests {
     fn keep_alive_interval_is_a_third_of_the_ttl() {
         assert_eq!(keep_alive_interval(30), Duration::from_secs(10));
         assert_eq!(keep_alive_interval(3), Duration::from_secs(1));
-        assert_eq!(keep_alive_interval(2), Duration::from_millis(666));
-        assert_eq!(keep_alive_interval(1), Duration::from_millis(500));
+        assert_eq!(keep_alive_interval(4), Duration::from_millis(1333));
+        assert_eq!(keep_alive_interval(2), Duration::from_secs(1));
+        assert_eq!(keep_alive_interval(i64::MAX), Duration::from_millis(u64::MAX / 3));
     }
 
     #[test]
