@@ -4,6 +4,7 @@
 //! Needs `target/release/hoard` (build it with `cargo build --release` first), `wrk` and
 //! `nginx` (scripts/setup-test-deps.sh installs both).
 
+mod membership_bench;
 mod peers;
 mod ring_bench;
 mod wrk;
@@ -42,6 +43,9 @@ enum Scenario {
     /// Warm sequential 4MiB reads and warm random 64KiB reads: a worker vs nginx; cold read
     /// through a worker vs the UFS directory; worker RSS.
     Read(DataArgs),
+    /// Membership on a real etcd: SIGKILL -> out of a client's ring and restart -> back, with
+    /// the watch and with the refresh interval alone; etcd's request rate at rest.
+    Membership(membership_bench::MembershipArgs),
     /// Ring lookup, build time, memory, balance and movement at 10/100/1000 workers.
     Ring {
         /// Paths used for balance and movement figures.
@@ -57,6 +61,10 @@ fn main() -> anyhow::Result<()> {
             let rows = ring_bench::run(paths);
             println!("{}", ring_bench::to_markdown(&rows));
             Ok(())
+        }
+        Scenario::Membership(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(membership_bench::run(args))
         }
         Scenario::Read(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -306,8 +306,9 @@ impl EtcdStore {
         };
         // The client connects lazily: make sure etcd is there.
         let root = store.inner.root.clone();
+        let target = format!("to {endpoints}");
         store
-            .call("connect", "", store.inner.read_timeout, move |mut client| {
+            .call("connect", &target, store.inner.read_timeout, move |mut client| {
                 let root = root.clone();
                 async move {
                     client
@@ -1049,7 +1050,11 @@ impl KeepAliveTask {
         lease_id: i64,
     ) -> Result<bool, String> {
         // A renewal must not hang past the lease: at most one interval.
-        let timeout = self.store.inner.write_timeout.min(keep_alive_interval(self.ttl_seconds));
+        let timeout = self
+            .store
+            .inner
+            .write_timeout
+            .min(keep_alive_interval(self.ttl_seconds));
         let client = self.store.client();
         let renew = async {
             match keeper {
