@@ -158,7 +158,11 @@ async fn kill_restart_cycles(
     let failure = hoard_config::parse_duration(&args.failure_timeout).map_err(|err| anyhow::anyhow!(err))?;
     // With the watch the refresh never fires during the benchmark; without it, it is as long
     // as the failure timeout (the seed's defaults: both 2min).
-    let refresh = if watch { "1h".to_string() } else { args.failure_timeout.clone() };
+    let refresh = if watch {
+        "1h".to_string()
+    } else {
+        args.failure_timeout.clone()
+    };
     let properties = vec![
         format!("hoard.worker.failure.detection.timeout={}", args.failure_timeout),
         format!("hoard.user.worker.list.refresh.interval={refresh}"),
@@ -196,7 +200,12 @@ async fn kill_restart_cycles(
 
 /// Sum of `grpc_server_msg_received_total` on etcd: every request message, streams included.
 async fn etcd_messages(http: &reqwest::Client, etcd: &Etcd) -> anyhow::Result<f64> {
-    let text = http.get(format!("{}/metrics", etcd.endpoint())).send().await?.text().await?;
+    let text = http
+        .get(format!("{}/metrics", etcd.endpoint()))
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .filter(|line| line.starts_with("grpc_server_msg_received_total"))
@@ -246,7 +255,10 @@ pub async fn run(args: MembershipArgs) -> anyhow::Result<()> {
         let (rejoined, rejoined_max) = stats(&cycles.iter().map(|c| c.rejoined).collect::<Vec<_>>());
         println!("| {name} | {excluded:.2}s ({excluded_max:.2}s) | {rejoined:.2}s ({rejoined_max:.2}s) |");
     }
-    println!("\netcd requests at rest (3 workers + 1 coordinator, {}s window):\n", args.idle_seconds);
+    println!(
+        "\netcd requests at rest (3 workers + 1 coordinator, {}s window):\n",
+        args.idle_seconds
+    );
     println!("| failure timeout | etcd messages/s | per worker (coordinator's share included) |");
     println!("| --- | --- | --- |");
     for (timeout, rate) in [("2min", default_rate), (args.failure_timeout.as_str(), short_rate)] {

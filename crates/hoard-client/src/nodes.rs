@@ -84,7 +84,8 @@ pub async fn probe_members(
     let probes = members.into_iter().map(|member| async move {
         let address = member.address.to_string();
         let must_probe = member.liveness == Liveness::Unknown;
-        if !must_probe && !(probe_known && member.liveness == Liveness::Online) {
+        let wants_usage = probe_known && member.liveness == Liveness::Online;
+        if !must_probe && !wants_usage {
             let online = member.liveness == Liveness::Online;
             return NodeStatus {
                 ring_identity: member.ring_identity,

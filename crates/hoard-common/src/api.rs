@@ -64,6 +64,54 @@ pub struct ErrorBody {
     pub code: String,
 }
 
+/// An error answered as `{"error": ..., "code": ...}` with a 4xx/5xx status.
+#[cfg(feature = "server")]
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: axum::http::StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[cfg(feature = "server")]
+impl ApiError {
+    pub fn new(status: axum::http::StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(feature = "server")]
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_string(),
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, json).into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(feature = "server")]
+impl From<crate::PathError> for ApiError {
+    fn from(err: crate::PathError) -> ApiError {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            codes::INVALID_PATH,
+            err.to_string(),
+        )
+    }
+}
+
 /// Stable, machine-readable error codes.
 pub mod codes {
     pub const NOT_FOUND: &str = "NOT_FOUND";

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use hoard_common::api::coordinator::{self as routes, CoordinatorHealth, Heartbeat};
-use hoard_common::api::{codes, ErrorBody};
+use hoard_common::api::{codes, ApiError};
 use hoard_meta::{MetaError, WorkerRegistration};
 use serde::Deserialize;
 
@@ -38,57 +38,28 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
+fn meta_error(err: MetaError) -> ApiError {
+    let (status, code) = match &err {
+        MetaError::UnknownWorker(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_WORKER),
+        MetaError::WorkerOnline { .. } => (StatusCode::CONFLICT, codes::WORKER_ONLINE),
+        MetaError::IdInUse { .. } => (StatusCode::CONFLICT, codes::WORKER_ID_IN_USE),
+        MetaError::Unavailable(_) | MetaError::Timeout { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, codes::METASTORE_UNAVAILABLE)
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.message,
-            code: self.code.to_string(),
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<MetaError> for ApiError {
-    fn from(err: MetaError) -> ApiError {
-        let (status, code) = match &err {
-            MetaError::UnknownWorker(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_WORKER),
-            MetaError::WorkerOnline { .. } => (StatusCode::CONFLICT, codes::WORKER_ONLINE),
-            MetaError::IdInUse { .. } => (StatusCode::CONFLICT, codes::WORKER_ID_IN_USE),
-            MetaError::Unavailable(_) | MetaError::Timeout { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, codes::METASTORE_UNAVAILABLE)
-            }
-            MetaError::Corrupt { .. } | MetaError::Embedded { .. } | MetaError::Config(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
-            }
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %err, "metastore request failed");
+        MetaError::Corrupt { .. } | MetaError::Embedded { .. } | MetaError::Config(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
         }
-        ApiError::new(status, code, err.to_string())
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %err, "metastore request failed");
     }
+    ApiError::new(status, code, err.to_string())
 }
 
 impl From<ApiFailure> for ApiError {
     fn from(failure: ApiFailure) -> ApiError {
         match failure {
-            ApiFailure::Meta(err) => err.into(),
+            ApiFailure::Meta(err) => meta_error(err),
             ApiFailure::WrongMembership(_) => {
                 ApiError::new(StatusCode::CONFLICT, codes::WRONG_MEMBERSHIP, failure.to_string())
             }
@@ -96,15 +67,13 @@ impl From<ApiFailure> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> ApiError {
-        let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        ApiError::new(status, codes::BAD_REQUEST, rejection.body_text())
-    }
+fn bad_body(rejection: JsonRejection) -> ApiError {
+    let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    ApiError::new(status, codes::BAD_REQUEST, rejection.body_text())
 }
 
 /// Rejects state-changing requests without the configured admin token.
@@ -168,11 +137,11 @@ async fn openapi() -> Response {
 }
 
 async fn nodes(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    Ok(Json(state.nodes().await?).into_response())
+    Ok(Json(state.nodes().await.map_err(meta_error)?).into_response())
 }
 
 async fn workers(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let nodes = state.nodes().await?;
+    let nodes = state.nodes().await.map_err(meta_error)?;
     Ok(Json(serde_json::json!({ "workers": nodes.workers })).into_response())
 }
 
@@ -197,7 +166,7 @@ async fn register(
     State(state): State<SharedState>,
     body: Result<Json<WorkerRegistration>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(registration) = body?;
+    let Json(registration) = body.map_err(bad_body)?;
     check_registration(&registration)?;
     let worker_id = registration.worker_id.clone();
     state.register_worker(registration).await?;
@@ -209,7 +178,7 @@ async fn heartbeat(
     Path(worker_id): Path<String>,
     body: Result<Json<Heartbeat>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(beat) = body?;
+    let Json(beat) = body.map_err(bad_body)?;
     state.heartbeat(&worker_id, &beat).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -15,7 +15,8 @@ pub struct CoordinatorMetrics {
 
 impl CoordinatorMetrics {
     pub fn set_workers(&self, registered: usize, online: usize) {
-        self.workers_registered.set(i64::try_from(registered).unwrap_or(i64::MAX));
+        self.workers_registered
+            .set(i64::try_from(registered).unwrap_or(i64::MAX));
         self.workers_online.set(i64::try_from(online).unwrap_or(i64::MAX));
     }
 
@@ -26,14 +27,26 @@ impl CoordinatorMetrics {
             "Worker registrations accepted",
             self.registrations.clone(),
         );
-        registry.register("worker_heartbeats", "Worker heartbeats received", self.heartbeats.clone());
-        registry.register("worker_removals", "Workers removed by remove-worker", self.removals.clone());
+        registry.register(
+            "worker_heartbeats",
+            "Worker heartbeats received",
+            self.heartbeats.clone(),
+        );
+        registry.register(
+            "worker_removals",
+            "Workers removed by remove-worker",
+            self.removals.clone(),
+        );
         registry.register(
             "workers_registered",
             "Registered workers, ONLINE or not",
             self.workers_registered.clone(),
         );
-        registry.register("workers_online", "Registered workers that are ONLINE", self.workers_online.clone());
+        registry.register(
+            "workers_online",
+            "Registered workers that are ONLINE",
+            self.workers_online.clone(),
+        );
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
             return String::new();

@@ -16,6 +16,18 @@ struct Beat {
     capacity_bytes: u64,
 }
 
+impl Beat {
+    /// A registration counts as a heartbeat (usage unknown until the first real one).
+    fn registered(registration: &WorkerRegistration, at: Instant) -> Beat {
+        Beat {
+            instance: registration.instance.clone(),
+            at,
+            used_bytes: None,
+            capacity_bytes: registration.capacity_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeartbeatError {
     /// No registration under this id (removed, or a new store): register again.
@@ -42,18 +54,7 @@ impl Registry {
             beats: HashMap::new(),
         };
         for registration in known {
-            registry.beats.insert(
-                registration.worker_id.clone(),
-                Beat {
-                    instance: registration.instance.clone(),
-                    at: now,
-                    used_bytes: None,
-                    capacity_bytes: registration.capacity_bytes,
-                },
-            );
-            registry
-                .registrations
-                .insert(registration.worker_id.clone(), registration);
+            registry.insert(registration, now);
         }
         registry
     }
@@ -88,17 +89,13 @@ impl Registry {
     /// Records a registration already persisted; it counts as a heartbeat.
     pub fn register(&mut self, registration: WorkerRegistration, now: Instant) {
         debug_assert!(self.check_register(&registration, now).is_ok());
-        self.beats.insert(
-            registration.worker_id.clone(),
-            Beat {
-                instance: registration.instance.clone(),
-                at: now,
-                used_bytes: None,
-                capacity_bytes: registration.capacity_bytes,
-            },
-        );
-        self.registrations
-            .insert(registration.worker_id.clone(), registration);
+        self.insert(registration, now);
+    }
+
+    fn insert(&mut self, registration: WorkerRegistration, now: Instant) {
+        self.beats
+            .insert(registration.worker_id.clone(), Beat::registered(&registration, now));
+        self.registrations.insert(registration.worker_id.clone(), registration);
     }
 
     pub fn heartbeat(
@@ -174,10 +171,7 @@ impl Registry {
     }
 
     pub fn online_count(&self, now: Instant) -> usize {
-        self.registrations
-            .keys()
-            .filter(|id| self.is_online(id, now))
-            .count()
+        self.registrations.keys().filter(|id| self.is_online(id, now)).count()
     }
 
     pub fn len(&self) -> usize {
@@ -236,7 +230,9 @@ mod tests {
         // The same address is a restart of the same worker.
         registry.check_register(&registration("w1", 1, "i3"), now).unwrap();
         // Once the holder is OFFLINE the id is free to move.
-        registry.check_register(&registration("w1", 2, "i2"), now + TIMEOUT).unwrap();
+        registry
+            .check_register(&registration("w1", 2, "i2"), now + TIMEOUT)
+            .unwrap();
         // The old instance's heartbeats are refused after a takeover.
         registry.register(registration("w1", 2, "i2"), now + TIMEOUT);
         assert_eq!(

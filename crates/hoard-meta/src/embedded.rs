@@ -140,7 +140,8 @@ impl EmbeddedStore {
                         let mut stored = Vec::with_capacity(VERSION_BYTES + value.len());
                         stored.extend_from_slice(&revision.to_le_bytes());
                         stored.extend_from_slice(value);
-                        kv.insert(key.as_str(), stored.as_slice()).map_err(|err| self.error(err))?;
+                        kv.insert(key.as_str(), stored.as_slice())
+                            .map_err(|err| self.error(err))?;
                     }
                     Op::Delete { key } => {
                         kv.remove(key.as_str()).map_err(|err| self.error(err))?;
@@ -248,7 +249,10 @@ mod tests {
             version: None,
         };
         assert!(store
-            .txn(vec![absent.clone()], vec![put("jobs/1", "waiting"), put("index/1", "x")])
+            .txn(
+                vec![absent.clone()],
+                vec![put("jobs/1", "waiting"), put("index/1", "x")]
+            )
             .await
             .unwrap());
         // The same create again fails and changes nothing.

@@ -11,8 +11,8 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures::StreamExt;
-use hoard_common::api::{self, codes, ErrorBody, FileStat, ListEntry, WorkerHealth};
-use hoard_common::{HoardPath, PathError};
+use hoard_common::api::{self, codes, ApiError, FileStat, ListEntry, WorkerHealth};
+use hoard_common::HoardPath;
 use hoard_ufs::UfsError;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -132,45 +132,6 @@ async fn serve_connection(stream: tokio::net::TcpStream, app: Router, max_buf: u
         .serve_connection(TokioIo::new(stream), service);
     if let Err(err) = connection.await {
         tracing::debug!(error = %err, "connection ended with an error");
-    }
-}
-
-/// An error answered as `{"error": ..., "code": ...}` with a 4xx/5xx status.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: self.message,
-            code: self.code.to_string(),
-        };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response = (self.status, json).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response
-    }
-}
-
-impl From<PathError> for ApiError {
-    fn from(err: PathError) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PATH, err.to_string())
     }
 }
 

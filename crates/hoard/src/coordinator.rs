@@ -14,15 +14,7 @@ pub struct CoordinatorArgs {
 }
 
 pub async fn run(args: CoordinatorArgs, config: SiteConfig) -> anyhow::Result<()> {
-    let listener = match args.listen_fd {
-        Some(fd) => crate::worker::inherited_listener(fd)?,
-        None => {
-            let address = config.coordinator.bind_address();
-            tokio::net::TcpListener::bind(&address)
-                .await
-                .with_context(|| format!("cannot bind coordinator port {address}"))?
-        }
-    };
+    let listener = crate::worker::listener(args.listen_fd, &config.coordinator.bind_address(), "coordinator").await?;
     let port = listener.local_addr().context("cannot read the bound address")?.port();
     let advertised = hoard_config::WorkerAddress {
         host: config.coordinator.hostname.clone(),

@@ -16,15 +16,7 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
-    let listener = match args.listen_fd {
-        Some(fd) => inherited_listener(fd)?,
-        None => {
-            let address = config.worker.bind_address();
-            tokio::net::TcpListener::bind(&address)
-                .await
-                .with_context(|| format!("cannot bind worker port {address}"))?
-        }
-    };
+    let listener = listener(args.listen_fd, &config.worker.bind_address(), "worker").await?;
     let port = listener.local_addr().context("cannot read the bound address")?.port();
     let advertised = hoard_config::WorkerAddress {
         host: config.worker.hostname.clone(),
@@ -84,7 +76,22 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     outcome
 }
 
-pub(crate) fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
+/// The socket a daemon serves on: inherited on `listen_fd` (from `hoard local`, tests), or
+/// bound to `bind_address`.
+pub(crate) async fn listener(
+    listen_fd: Option<i32>,
+    bind_address: &str,
+    role: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    match listen_fd {
+        Some(fd) => inherited_listener(fd),
+        None => tokio::net::TcpListener::bind(bind_address)
+            .await
+            .with_context(|| format!("cannot bind {role} port {bind_address}")),
+    }
+}
+
+fn inherited_listener(fd: i32) -> anyhow::Result<tokio::net::TcpListener> {
     use std::os::fd::FromRawFd;
     // SAFETY: fstat only reads the descriptor's metadata into `stat`.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };

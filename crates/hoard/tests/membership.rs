@@ -180,7 +180,9 @@ async fn etcd_second_process_with_the_same_id_refuses_to_start() {
 }
 
 fn remove_worker_refuses_unknown_and_online_then_forgets_a_stopped_one(etcd: Option<&Etcd>) {
-    let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("/r/{i}.bin"), content(50 + i, MIB / 2 + i as usize))).collect();
+    let files: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("/r/{i}.bin"), content(50 + i, MIB / 2 + i as usize)))
+        .collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
     let ufs = ufs_with(&refs);
     let cluster = start_cluster(3, ufs.path(), etcd, &[]);
@@ -197,7 +199,10 @@ fn remove_worker_refuses_unknown_and_online_then_forgets_a_stopped_one(etcd: Opt
     let online = cluster.hoard(&["process", "remove-worker", "-n", &victim.id]);
     assert_eq!(online.status.code(), Some(1), "{}", describe(&online));
     let message = String::from_utf8_lossy(&online.stderr);
-    assert!(message.contains("is ONLINE") && message.contains("stop it first"), "{message}");
+    assert!(
+        message.contains("is ONLINE") && message.contains("stop it first"),
+        "{message}"
+    );
     assert_eq!(cluster.worker_states().len(), 3, "a refused removal deletes nothing");
 
     kill9(victim.pid);
@@ -252,7 +257,11 @@ fn restarted_coordinator_keeps_the_membership_it_knew() {
         http_get(&coordinator.address, "/health").is_err()
     });
     let _restarted = restart_worker(&coordinator);
-    assert_eq!(cluster.worker_states(), before, "registrations survive in the embedded store");
+    assert_eq!(
+        cluster.worker_states(),
+        before,
+        "registrations survive in the embedded store"
+    );
     // The workers keep heartbeating to the new process: still ONLINE well past the timeout.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(cluster.worker_states(), before);
@@ -333,7 +342,8 @@ fn coordinator_api_rejects_bad_input() {
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     let json: serde_json::Value = serde_json::from_slice(&body).expect("error json");
     assert_eq!(json["code"], "BAD_REQUEST");
-    let bad_id = r#"{"workerId":"x","host":"h","rpcPort":1,"capacityBytes":1,"version":"v","startTimeMs":1,"instance":"i"}"#;
+    let bad_id =
+        r#"{"workerId":"x","host":"h","rpcPort":1,"capacityBytes":1,"version":"v","startTimeMs":1,"instance":"i"}"#;
     let (status, _, body) = post(bad_id);
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("not a UUID"));
@@ -392,7 +402,10 @@ async fn client_follows_membership(etcd: Option<&Etcd>, refresh: &str) {
     kill9(victim.pid);
     let deadline = Instant::now() + OFFLINE_LIMIT;
     while client.view(false).await.expect("view").ring_size() != 2 {
-        assert!(Instant::now() < deadline, "the client's ring still holds the killed worker");
+        assert!(
+            Instant::now() < deadline,
+            "the client's ring still holds the killed worker"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let path = hoard_common::HoardPath::parse("/f.bin").expect("path");
