@@ -78,6 +78,8 @@ struct Inner {
     view: Mutex<Option<(Arc<ClusterView>, Instant)>>,
     /// Follows the membership's change stream, when it has one; started with the first view.
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How many times a membership watch was established (re-watches after breaks included).
+    watches: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -117,6 +119,7 @@ impl HoardClient {
                 user,
                 view: Mutex::new(None),
                 watcher: Mutex::new(None),
+                watches: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -166,6 +169,12 @@ impl HoardClient {
         }
         let weak = Arc::downgrade(&self.inner);
         *watcher = Some(tokio::spawn(follow_membership(weak)));
+    }
+
+    /// How many times this client established a watch on membership (0 when the membership
+    /// cannot push changes); grows by one each time a broken watch is replaced.
+    pub fn membership_watches(&self) -> u64 {
+        self.inner.watches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The workers `path` maps to, best first (`count` at most).
@@ -222,6 +231,7 @@ async fn follow_membership(inner: std::sync::Weak<Inner>) {
         };
         // Changes made between the last list and the new watch are picked up here.
         if let Some(strong) = inner.upgrade() {
+            strong.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Err(err) = strong.rebuild().await {
                 tracing::warn!(error = %err, "cannot list members after (re)watching");
             }

@@ -14,7 +14,10 @@ use tower::ServiceExt;
 fn config(dir: &std::path::Path, token: Option<&str>) -> hoard_config::SiteConfig {
     let mut properties = BTreeMap::new();
     properties.insert("hoard.work.dir".to_string(), dir.display().to_string());
-    properties.insert("hoard.worker.membership.manager.type".to_string(), "COORDINATOR".to_string());
+    properties.insert(
+        "hoard.worker.membership.manager.type".to_string(),
+        "COORDINATOR".to_string(),
+    );
     properties.insert("hoard.worker.failure.detection.timeout".to_string(), "1s".to_string());
     if let Some(token) = token {
         properties.insert("hoard.security.admin.token".to_string(), token.to_string());
@@ -91,7 +94,10 @@ async fn register_heartbeat_offline_remove_and_restart() {
     let (status, _) = call(&state, Method::POST, "/api/v1/workers", Some(body), None).await;
     assert_eq!(status, StatusCode::OK);
     let body = serde_json::to_value(registration(W2, 7002, "i2")).expect("json");
-    assert_eq!(call(&state, Method::POST, "/api/v1/workers", Some(body), None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&state, Method::POST, "/api/v1/workers", Some(body), None).await.0,
+        StatusCode::OK
+    );
 
     // A second process claiming W1 from another address is refused; W1 is untouched.
     let impostor = serde_json::to_value(registration(W1, 7999, "i9")).expect("json");
@@ -107,7 +113,10 @@ async fn register_heartbeat_offline_remove_and_restart() {
     found.sort();
     assert_eq!(
         found,
-        vec![(W2.to_string(), "ONLINE".to_string()), (W1.to_string(), "ONLINE".to_string())]
+        vec![
+            (W2.to_string(), "ONLINE".to_string()),
+            (W1.to_string(), "ONLINE".to_string())
+        ]
     );
 
     // W1 keeps heartbeating, W2 falls silent: OFFLINE after the 1s timeout.
@@ -135,14 +144,37 @@ async fn register_heartbeat_offline_remove_and_restart() {
     }
     // A heartbeat from another instance is refused; one for an unknown id asks to register.
     let stale = serde_json::json!({"instance": "old", "usedBytes": 0, "capacityBytes": 0});
-    let (status, error) = call(&state, Method::PUT, &format!("/api/v1/workers/{W1}/heartbeat"), Some(stale.clone()), None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("WORKER_ID_IN_USE")));
-    let (status, error) = call(&state, Method::PUT, "/api/v1/workers/nobody/heartbeat", Some(stale), None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("UNKNOWN_WORKER")));
+    let (status, error) = call(
+        &state,
+        Method::PUT,
+        &format!("/api/v1/workers/{W1}/heartbeat"),
+        Some(stale.clone()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::CONFLICT, Some("WORKER_ID_IN_USE"))
+    );
+    let (status, error) = call(
+        &state,
+        Method::PUT,
+        "/api/v1/workers/nobody/heartbeat",
+        Some(stale),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("UNKNOWN_WORKER"))
+    );
 
     // remove-worker: ONLINE refused, OFFLINE removed, unknown 404.
     let (status, error) = call(&state, Method::DELETE, &format!("/api/v1/workers/{W1}"), None, None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::CONFLICT, Some("WORKER_ONLINE")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::CONFLICT, Some("WORKER_ONLINE"))
+    );
     let (status, removed) = call(&state, Method::DELETE, &format!("/api/v1/workers/{W2}"), None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(removed["removed"]["workerId"], W2);
@@ -177,15 +209,28 @@ async fn admin_token_is_required_for_changes_only() {
         .expect("open");
     let body = serde_json::to_value(registration(W1, 7001, "i1")).expect("json");
     let (status, error) = call(&state, Method::POST, "/api/v1/workers", Some(body.clone()), None).await;
-    assert_eq!((status, error["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED")));
     assert_eq!(
-        call(&state, Method::POST, "/api/v1/workers", Some(body.clone()), Some("wrong")).await.0,
+        (status, error["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED"))
+    );
+    assert_eq!(
+        call(
+            &state,
+            Method::POST,
+            "/api/v1/workers",
+            Some(body.clone()),
+            Some("wrong")
+        )
+        .await
+        .0,
         StatusCode::UNAUTHORIZED
     );
     let (_, nodes) = call(&state, Method::GET, "/api/v1/nodes", None, None).await;
     assert!(states(&nodes).is_empty(), "nothing registered without the token");
     assert_eq!(
-        call(&state, Method::POST, "/api/v1/workers", Some(body), Some("s3cret")).await.0,
+        call(&state, Method::POST, "/api/v1/workers", Some(body), Some("s3cret"))
+            .await
+            .0,
         StatusCode::OK
     );
     assert_eq!(call(&state, Method::GET, "/health", None, None).await.0, StatusCode::OK);

@@ -362,20 +362,38 @@ async fn etcd_outage_workers_keep_serving_and_registrations_come_back() {
     let mut etcd = Etcd::start().await;
     let data = content(101, 2 * MIB + 5);
     let ufs = ufs_with(&[("/e.bin", data.clone())]);
-    let cluster = tokio::task::block_in_place(|| start_cluster(3, ufs.path(), Some(&etcd), &[]));
+    // Only the watch can tell the long-lived client about changes.
+    let refresh = "hoard.user.worker.list.refresh.interval=1h";
+    let cluster = tokio::task::block_in_place(|| start_cluster(3, ufs.path(), Some(&etcd), &[refresh]));
     let before = tokio::task::block_in_place(|| cluster.worker_states());
     assert_eq!(before.len(), 3);
     let workers = cluster.processes();
+    let config = hoard_config::SiteConfig::load(&cluster.conf).expect("conf").config;
+    let client = hoard_client::HoardClient::connect(&config).await.expect("client");
+    assert_eq!(client.view(false).await.expect("view").ring_size(), 3);
+    let path = hoard_common::HoardPath::parse("/e.bin").expect("path");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.membership_watches() == 0 {
+        assert!(Instant::now() < deadline, "the client never watched membership");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     etcd.kill();
     let down_until = Instant::now() + Duration::from_secs(10);
-    // Every worker keeps serving reads throughout the outage.
+    // Every worker keeps serving reads throughout the outage, and so does a client that already
+    // had its ring.
     while Instant::now() < down_until {
         for worker in &workers {
             let (status, _, body) = http_get(&worker.address, "/files/e.bin").expect("read during outage");
             assert_eq!(status, 200);
             assert!(body == data, "bytes served during the outage are the UFS's");
         }
+        let mut out = Vec::new();
+        client
+            .read_to(&path, None, &mut out)
+            .await
+            .expect("client read during outage");
+        assert!(out == data);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     etcd.start_again().await;
@@ -386,6 +404,31 @@ async fn etcd_outage_workers_keep_serving_and_registrations_come_back() {
         assert!(cluster.hoard(&["fs", "cat", "/e.bin"]).stdout == data);
         assert_eq!(cluster.nodes()["coordinators"].as_array().map(Vec::len), Some(1));
     });
+    // The client's watch broke with etcd; it must have watched again, and a loss reaches it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.membership_watches() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the client did not watch again after etcd came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = workers[0].clone();
+    kill9(victim.pid);
+    let deadline = Instant::now() + OFFLINE_LIMIT;
+    while client.view(false).await.expect("view").ring_size() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the client's ring is stale after the etcd restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut out = Vec::new();
+    client
+        .read_to(&path, None, &mut out)
+        .await
+        .expect("read after the loss");
+    assert!(out == data);
 }
 
 /// A long-lived client follows membership: on etcd through its watch (the refresh interval
