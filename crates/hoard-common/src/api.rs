@@ -130,6 +130,99 @@ pub mod codes {
     pub const WRONG_MEMBERSHIP: &str = "WRONG_MEMBERSHIP";
 }
 
+/// Worker task endpoints the coordinator calls for jobs (docs/worker-http.md#tasks). Every task
+/// is safe to receive twice: loading a cached range costs no UFS read, freeing a freed file
+/// frees nothing.
+pub mod tasks {
+    use serde::{Deserialize, Serialize};
+
+    /// `POST` a [`LoadTask`]; the answer is a [`TaskResponse`].
+    pub const LOAD_ROUTE: &str = "/api/v1/tasks/load";
+    /// `POST` a [`FreeTask`]; the answer is a [`TaskResponse`].
+    pub const FREE_ROUTE: &str = "/api/v1/tasks/free";
+    /// `POST` a [`CheckTask`]; the answer is a [`TaskResponse`] (nothing is read or changed).
+    pub const CHECK_ROUTE: &str = "/api/v1/tasks/check";
+    /// Most files (or ranges) one task may carry.
+    pub const MAX_TASK_FILES: usize = 10_000;
+
+    /// One file of a task, or one range of it (a partition of a large file).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TaskFile {
+        pub path: String,
+        /// With `length`: only this range (clamped to the file) is loaded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub offset: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub length: Option<u64>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct LoadTask {
+        pub job_id: String,
+        pub task_id: u64,
+        pub files: Vec<TaskFile>,
+        /// Files (ranges) already cached whole are reported `skipped`, nothing is read.
+        #[serde(default)]
+        pub skip_if_exists: bool,
+        /// Only refresh the UFS status (a changed file gets a new version, so its old pages are
+        /// never served again); read no data.
+        #[serde(default)]
+        pub metadata_only: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct FreeTask {
+        pub job_id: String,
+        pub task_id: u64,
+        pub paths: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CheckTask {
+        pub paths: Vec<String>,
+    }
+
+    /// The outcome for one [`TaskFile`] (or path), in the task's order.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct FileResult {
+        pub path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub offset: Option<u64>,
+        pub ok: bool,
+        /// The file's length (0 when it could not be read).
+        pub file_length: u64,
+        /// Bytes of the requested range (the whole file without one).
+        pub range_length: u64,
+        /// Bytes of the range cached after the task (for free: left cached, normally 0).
+        pub cached_bytes: u64,
+        /// Bytes this task read from the UFS (0 when everything was cached already).
+        pub ufs_bytes_read: u64,
+        /// Bytes this task evicted (free).
+        #[serde(default)]
+        pub freed_bytes: u64,
+        /// Nothing done because it was cached whole (`skipIfExists`).
+        #[serde(default)]
+        pub skipped: bool,
+        /// Why it failed, when `ok` is false.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
+        /// The error's code (`NOT_FOUND`, `UFS_ERROR`, `INVALID_PATH`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub code: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TaskResponse {
+        pub results: Vec<FileResult>,
+    }
+}
+
 /// The coordinator's REST API (docs/coordinator-api.md; OpenAPI at [`coordinator::OPENAPI_ROUTE`]).
 pub mod coordinator {
     use serde::{Deserialize, Serialize};

@@ -32,6 +32,18 @@ pub const ETCD_READ_TIMEOUT: &str = "hoard.coordinator.scheduler.etcd.read.timeo
 pub const ETCD_WRITE_TIMEOUT: &str = "hoard.coordinator.scheduler.etcd.write.timeout";
 pub const ETCD_MAX_RETRIES: &str = "hoard.coordinator.scheduler.etcd.max.retries";
 pub const SECURITY_ADMIN_TOKEN: &str = "hoard.security.admin.token";
+pub const JOB_STORE_TYPE: &str = "hoard.coordinator.job.meta.store.type";
+pub const JOB_ETCD_PATH: &str = "hoard.coordinator.scheduler.job.etcd.path";
+pub const JOB_POLL_INTERVAL: &str = "hoard.coordinator.scheduler.job.etcd.poll.interval";
+pub const SCHEDULER_INTERVAL: &str = "hoard.coordinator.scheduler.interval.time";
+pub const MAX_TASKS_PER_WORKER: &str = "hoard.coordinator.scheduler.max.tasks.per.worker";
+pub const WAITING_JOB_CAPACITY: &str = "hoard.coordinator.scheduler.waiting.job.capacity";
+pub const JOB_BATCH_SIZE: &str = "hoard.job.batch.size";
+pub const JOB_CLEANUP_INTERVAL: &str = "hoard.job.cleanup.interval";
+pub const JOB_RETENTION_TIME: &str = "hoard.job.retention.time";
+pub const JOB_FILE_MAX_ATTEMPTS: &str = "hoard.job.file.max.attempts";
+pub const WORKER_LOAD_PARTITION_SIZE: &str = "hoard.worker.load.file.partition.size";
+pub const WORKER_LOAD_READERS_MAX: &str = "hoard.worker.network.grpc.reader.threads.max";
 pub const USER_METADATA_MAX_AGE: &str = "hoard.user.file.metadata.max.age";
 pub const USER_VIRTUAL_NODES: &str = "hoard.user.worker.selection.policy.consistent.hash.virtual.node.count.per.worker";
 pub const USER_HASH_PROVIDER: &str = "hoard.user.worker.selection.policy.consistent.hash.provider.impl";
@@ -199,6 +211,66 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         WORKER_UFS_READ_TIMEOUT,
         "30s",
         "How long a worker waits for one UFS read before failing it.",
+    ),
+    key(
+        JOB_STORE_TYPE,
+        "EMBEDDED",
+        "Where the coordinator keeps jobs: EMBEDDED (its metastore file) or ETCD (under hoard.coordinator.scheduler.job.etcd.path).",
+    ),
+    key(
+        JOB_ETCD_PATH,
+        "${hoard.etcd.root}jobs/",
+        "etcd prefix of the job store when hoard.coordinator.job.meta.store.type=ETCD; starts and ends with '/'.",
+    ),
+    key(
+        JOB_POLL_INTERVAL,
+        "1s",
+        "How often a coordinator looks for waiting jobs (with up to 20% random jitter).",
+    ),
+    key(
+        SCHEDULER_INTERVAL,
+        "2s",
+        "How often a running job's scheduling loop checkpoints progress and re-checks workers and stop requests.",
+    ),
+    key(
+        MAX_TASKS_PER_WORKER,
+        "3",
+        "Tasks one coordinator keeps in flight on one worker at most; 1 to 1000.",
+    ),
+    key(
+        WAITING_JOB_CAPACITY,
+        "2000",
+        "Waiting jobs at most; a submission past it is refused (HTTP 429); 1 to 1000000.",
+    ),
+    key(
+        JOB_BATCH_SIZE,
+        "200",
+        "Files per load or free task (jobs may override it with --batch-size); 1 to 10000.",
+    ),
+    key(
+        JOB_CLEANUP_INTERVAL,
+        "1h",
+        "How often finished jobs older than hoard.job.retention.time are deleted.",
+    ),
+    key(
+        JOB_RETENTION_TIME,
+        "7d",
+        "How long a finished (SUCCEEDED, FAILED, STOPPED) job is kept.",
+    ),
+    key(
+        JOB_FILE_MAX_ATTEMPTS,
+        "3",
+        "Attempts per file (on the ring's next candidates, with backoff) before a load records it as failed; 1 to 100.",
+    ),
+    key(
+        WORKER_LOAD_PARTITION_SIZE,
+        "256MiB",
+        "Files larger than this are loaded in ranges of this size, each by its own task; at least one page.",
+    ),
+    key(
+        WORKER_LOAD_READERS_MAX,
+        "2048",
+        "UFS reads a worker runs at once for load tasks, across all tasks; 1 to 65536.",
     ),
     key(
         USER_METADATA_MAX_AGE,

@@ -259,6 +259,34 @@ pub struct EtcdConfig {
     pub max_retries: u32,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStoreType {
+    /// The coordinator's embedded metastore file.
+    Embedded,
+    /// etcd, under [`JobConfig::etcd_path`].
+    Etcd,
+}
+
+/// The job scheduler's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfig {
+    pub store_type: JobStoreType,
+    /// Full etcd prefix of the job store (starts and ends with `/`).
+    pub etcd_path: String,
+    pub poll_interval: Duration,
+    pub scheduler_interval: Duration,
+    pub max_tasks_per_worker: u32,
+    pub waiting_capacity: u32,
+    pub batch_size: u32,
+    pub cleanup_interval: Duration,
+    pub retention: Duration,
+    pub file_max_attempts: u32,
+    /// Files larger than this are loaded in ranges of this size.
+    pub partition_size: u64,
+    /// Concurrent UFS reads of a worker's load tasks.
+    pub worker_load_readers: u32,
+}
+
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SecurityConfig {
     pub admin_token: Option<String>,
@@ -295,6 +323,7 @@ pub struct SiteConfig {
     pub coordinator: CoordinatorConfig,
     pub etcd: EtcdConfig,
     pub security: SecurityConfig,
+    pub jobs: JobConfig,
     pub user: UserConfig,
     /// From `conf/workers` (empty when the file is absent).
     pub workers: Vec<WorkerAddress>,
@@ -429,6 +458,14 @@ impl SiteConfig {
         let security = SecurityConfig {
             admin_token: values.optional(keys::SECURITY_ADMIN_TOKEN)?,
         };
+        let jobs = parse_job_config(&mut values, worker.page_size)?;
+        if jobs.store_type == JobStoreType::Etcd && etcd.endpoints.is_empty() {
+            return Err(values.invalid(
+                keys::ETCD_ENDPOINTS,
+                "",
+                format!("must be set when {}=ETCD", keys::JOB_STORE_TYPE),
+            ));
+        }
         let user = parse_user_config(&mut values)?;
         let workers = match workers_file {
             Some(text) => workers::parse_workers_file(&conf_dir.join(WORKERS_FILE_NAME), text, worker.rpc_port)?,
@@ -443,6 +480,7 @@ impl SiteConfig {
             coordinator,
             etcd,
             security,
+            jobs,
             user,
             workers,
         };
@@ -801,6 +839,42 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
     })
 }
 
+fn parse_job_config(values: &mut Values<'_>, page_size: u64) -> Result<JobConfig, ConfigError> {
+    Ok(JobConfig {
+        store_type: values.parse(keys::JOB_STORE_TYPE, |value| match value.to_ascii_uppercase().as_str() {
+            "EMBEDDED" => Ok(JobStoreType::Embedded),
+            "ETCD" => Ok(JobStoreType::Etcd),
+            "ROCKS" => Err("ROCKS is Alluxio's; Hoard's embedded store is EMBEDDED".into()),
+            _ => Err("expected EMBEDDED or ETCD".into()),
+        })?,
+        etcd_path: values.parse(keys::JOB_ETCD_PATH, parse_etcd_prefix)?,
+        poll_interval: values.duration(keys::JOB_POLL_INTERVAL, false)?,
+        scheduler_interval: values.duration(keys::SCHEDULER_INTERVAL, false)?,
+        max_tasks_per_worker: values.parse(keys::MAX_TASKS_PER_WORKER, |value| parse_count(value, 1, 1000))?,
+        waiting_capacity: values.parse(keys::WAITING_JOB_CAPACITY, |value| parse_count(value, 1, 1_000_000))?,
+        batch_size: values.parse(keys::JOB_BATCH_SIZE, |value| parse_count(value, 1, MAX_JOB_BATCH_SIZE))?,
+        cleanup_interval: values.duration(keys::JOB_CLEANUP_INTERVAL, false)?,
+        retention: values.duration(keys::JOB_RETENTION_TIME, true)?,
+        file_max_attempts: values.parse(keys::JOB_FILE_MAX_ATTEMPTS, |value| parse_count(value, 1, 100))?,
+        partition_size: values.size(keys::WORKER_LOAD_PARTITION_SIZE, page_size, u64::MAX)?,
+        worker_load_readers: values.parse(keys::WORKER_LOAD_READERS_MAX, |value| parse_count(value, 1, 65_536))?,
+    })
+}
+
+/// Largest `hoard.job.batch.size` (and `--batch-size`).
+pub const MAX_JOB_BATCH_SIZE: u32 = 10_000;
+
+/// An etcd key prefix: starts and ends with `/`, no `//`, no control characters.
+fn parse_etcd_prefix(value: &str) -> Result<String, String> {
+    if !value.starts_with('/') || !value.ends_with('/') {
+        return Err("must start and end with '/'".into());
+    }
+    if value.contains("//") || value.chars().any(char::is_control) {
+        return Err("must not contain '//' or control characters".into());
+    }
+    Ok(value.to_string())
+}
+
 /// Most etcd retries: bounded so a dead etcd fails an operation in reasonable time.
 pub const MAX_ETCD_RETRIES: u32 = 100;
 
@@ -818,15 +892,7 @@ fn parse_etcd_config(values: &mut Values<'_>) -> Result<EtcdConfig, ConfigError>
             endpoints
         }
     };
-    let root = values.parse(keys::ETCD_ROOT, |value| {
-        if !value.starts_with('/') || !value.ends_with('/') {
-            return Err("must start and end with '/'".into());
-        }
-        if value.contains("//") || value.chars().any(char::is_control) {
-            return Err("must not contain '//' or control characters".into());
-        }
-        Ok(value.to_string())
-    })?;
+    let root = values.parse(keys::ETCD_ROOT, parse_etcd_prefix)?;
     Ok(EtcdConfig {
         endpoints,
         root,
