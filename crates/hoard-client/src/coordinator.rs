@@ -1,7 +1,7 @@
 //! The coordinator's REST API from the client side: membership for `COORDINATOR` mode, the
 //! node list, and `remove-worker`.
 
-use hoard_common::api::coordinator::{self as routes, NodesResponse};
+use hoard_common::api::coordinator::{self as routes, JobView, NodesResponse, SubmitJob, SubmitResponse};
 use hoard_common::api::ErrorBody;
 use hoard_config::{SiteConfig, WorkerAddress};
 use hoard_meta::{CoordinatorRecord, Liveness, MemberRecord, Membership, MetaError, WorkerRegistration};
@@ -67,6 +67,52 @@ impl CoordinatorClient {
 
     pub async fn nodes(&self) -> Result<NodesResponse, ClientError> {
         self.call(self.http.get(format!("{}{}", self.base, routes::NODES_ROUTE)))
+            .await
+    }
+
+    pub async fn submit_job(&self, submit: &SubmitJob) -> Result<SubmitResponse, ClientError> {
+        self.call(self.http.post(format!("{}{}", self.base, routes::JOBS_ROUTE)).json(submit))
+            .await
+    }
+
+    /// Jobs, newest first, filtered by state, type and path (each optional).
+    pub async fn list_jobs(
+        &self,
+        state: Option<&str>,
+        job_type: Option<&str>,
+        path: Option<&str>,
+    ) -> Result<Vec<JobView>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Jobs {
+            jobs: Vec<JobView>,
+        }
+        let mut query = Vec::new();
+        for (name, value) in [("state", state), ("type", job_type), ("path", path)] {
+            if let Some(value) = value {
+                query.push(format!("{name}={}", hoard_common::api::encode_path_for_url(value)));
+            }
+        }
+        let mut url = format!("{}{}", self.base, routes::JOBS_ROUTE);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query.join("&"));
+        }
+        let jobs: Jobs = self.call(self.http.get(url)).await?;
+        Ok(jobs.jobs)
+    }
+
+    pub async fn job(&self, job_id: &str) -> Result<JobView, ClientError> {
+        self.call(self.http.get(format!("{}{}", self.base, routes::job_route(job_id))))
+            .await
+    }
+
+    pub async fn stop_job(&self, job_id: &str) -> Result<JobView, ClientError> {
+        self.call(self.http.post(format!("{}{}", self.base, routes::job_stop_route(job_id))))
+            .await
+    }
+
+    pub async fn rerun_job(&self, job_id: &str) -> Result<JobView, ClientError> {
+        self.call(self.http.post(format!("{}{}", self.base, routes::job_rerun_route(job_id))))
             .await
     }
 

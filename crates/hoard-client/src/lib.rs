@@ -17,7 +17,7 @@ use hoard_ring::Ring;
 use parking_lot::Mutex;
 
 pub use coordinator::{CoordinatorClient, CoordinatorMembership};
-pub use nodes::{ClusterView, NodeStatus};
+pub use nodes::{describe_reqwest, probe_members, ClusterView, NodeStatus};
 pub use read::StatResult;
 
 /// Why one worker could not serve a request.

@@ -128,6 +128,10 @@ pub mod codes {
     pub const WORKER_ONLINE: &str = "WORKER_ONLINE";
     pub const METASTORE_UNAVAILABLE: &str = "METASTORE_UNAVAILABLE";
     pub const WRONG_MEMBERSHIP: &str = "WRONG_MEMBERSHIP";
+    pub const QUEUE_FULL: &str = "QUEUE_FULL";
+    pub const UNKNOWN_JOB: &str = "UNKNOWN_JOB";
+    pub const INVALID_STATE: &str = "INVALID_STATE";
+    pub const CONFLICT: &str = "CONFLICT";
 }
 
 /// Worker task endpoints the coordinator calls for jobs (docs/worker-http.md#tasks). Every task
@@ -293,6 +297,107 @@ pub mod coordinator {
         pub membership: String,
         pub workers: Vec<WorkerInfo>,
         pub coordinators: Vec<CoordinatorInfo>,
+    }
+
+    /// `POST` a [`SubmitJob`]; `GET` the jobs (`?state=&type=&path=`).
+    pub const JOBS_ROUTE: &str = "/api/v1/jobs";
+
+    /// `GET` one job.
+    pub fn job_route(job_id: &str) -> String {
+        format!("{JOBS_ROUTE}/{}", super::encode_path_for_url(job_id))
+    }
+
+    /// `POST`: stop dispatching; the job ends STOPPED.
+    pub fn job_stop_route(job_id: &str) -> String {
+        format!("{}/stop", job_route(job_id))
+    }
+
+    /// `POST`: FAILED, STOPPED or stuck RUNNING back to WAITING.
+    pub fn job_rerun_route(job_id: &str) -> String {
+        format!("{}/rerun", job_route(job_id))
+    }
+
+    /// A job's options as submitted. Numbers are signed so a negative one gets a clear 400.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct JobOptionsView {
+        /// Workers per file (the first N ring candidates); default 1.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub replicas: Option<i64>,
+        /// Files per task; default `hoard.job.batch.size`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub batch_size: Option<i64>,
+        pub metadata_only: bool,
+        pub verify: bool,
+        pub skip_if_exists: bool,
+    }
+
+    /// `POST /api/v1/jobs`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SubmitJob {
+        /// `load` or `free`.
+        #[serde(rename = "type")]
+        pub job_type: String,
+        pub path: String,
+        #[serde(default)]
+        pub options: JobOptionsView,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct FailedFileView {
+        pub path: String,
+        pub reason: String,
+    }
+
+    /// A job as the REST API and `hoard job ... --format json` show it (stable field names).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobView {
+        pub job_id: String,
+        #[serde(rename = "type")]
+        pub job_type: String,
+        pub path: String,
+        /// WAITING, RUNNING, SUCCEEDED, FAILED or STOPPED.
+        pub state: String,
+        /// The coordinator running it.
+        pub owner: Option<String>,
+        pub owner_heartbeat_ms: Option<u64>,
+        pub options: JobOptionsView,
+        pub created_ms: u64,
+        pub started_ms: Option<u64>,
+        pub ended_ms: Option<u64>,
+        pub runs: u32,
+        pub stop_requested: bool,
+        pub error: Option<String>,
+        pub files_listed: u64,
+        pub files_processed: u64,
+        pub files_skipped: u64,
+        pub files_failed: u64,
+        pub bytes_processed: u64,
+        pub retried: u64,
+        pub listing_done: bool,
+        pub verified: Option<bool>,
+        /// The first failures (at most 100), with reasons.
+        pub failed_files: Vec<FailedFileView>,
+        pub throughput_bytes_per_sec: f64,
+        pub elapsed_ms: u64,
+    }
+
+    impl JobView {
+        pub fn is_finished(&self) -> bool {
+            matches!(self.state.as_str(), "SUCCEEDED" | "FAILED" | "STOPPED")
+        }
+    }
+
+    /// The answer to a submission: the job, and whether this request created it (`false`: the
+    /// same (type, path) was already active and this is that job).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct SubmitResponse {
+        pub job: JobView,
+        pub created: bool,
     }
 
     /// `GET /health`.

@@ -9,11 +9,13 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::extract::rejection::QueryRejection;
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use hoard_common::api::coordinator::{self as routes, CoordinatorHealth, Heartbeat};
+use hoard_common::api::coordinator::{self as routes, CoordinatorHealth, Heartbeat, SubmitJob, SubmitResponse};
 use hoard_common::api::{codes, ApiError};
-use hoard_meta::{MetaError, WorkerRegistration};
+use hoard_meta::jobs::{JobError, JobOptions, JobState, JobType};
+use hoard_meta::{now_millis, MetaError, WorkerRegistration};
 use serde::Deserialize;
 
 use crate::{ApiFailure, CoordinatorState};
@@ -32,7 +34,12 @@ pub fn router(state: SharedState) -> Router {
         .route(routes::WORKERS_ROUTE, get(workers).post(register))
         .route(&format!("{}/{{id}}", routes::WORKERS_ROUTE), delete(remove))
         .route(&format!("{}/{{id}}/heartbeat", routes::WORKERS_ROUTE), put(heartbeat))
+        .route(routes::JOBS_ROUTE, get(list_jobs).post(submit_job))
+        .route(&format!("{}/{{id}}", routes::JOBS_ROUTE), get(get_job))
+        .route(&format!("{}/{{id}}/stop", routes::JOBS_ROUTE), post(stop_job))
+        .route(&format!("{}/{{id}}/rerun", routes::JOBS_ROUTE), post(rerun_job))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -116,9 +123,13 @@ async fn health(State(state): State<SharedState>) -> Json<CoordinatorHealth> {
 }
 
 async fn metrics(State(state): State<SharedState>) -> Response {
-    // Refresh the worker gauges; a metastore failure leaves the last values.
+    // Refresh the gauges; a store failure leaves the last values.
     if let Err(err) = state.nodes().await {
         tracing::warn!(error = %err, "cannot refresh membership gauges");
+    }
+    match state.job_store.list().await {
+        Ok(jobs) => state.metrics.set_jobs(&crate::jobs::count_states(&jobs)),
+        Err(err) => tracing::warn!(error = %err, "cannot refresh job gauges"),
     }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
@@ -192,12 +203,179 @@ struct RemoveQuery {
 async fn remove(
     State(state): State<SharedState>,
     Path(worker_id): Path<String>,
-    Query(query): Query<RemoveQuery>,
+    query: Result<Query<RemoveQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let removed = state.remove_worker(&worker_id, query.force).await?;
     Ok(Json(serde_json::json!({ "removed": removed })).into_response())
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::BAD_REQUEST,
+        "method not allowed on this route (see /api/v1/openapi.json)",
+    )
+}
+
+fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, rejection.body_text())
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+}
+
+fn job_error(err: JobError) -> ApiError {
+    match err {
+        JobError::QueueFull { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, codes::QUEUE_FULL, err.to_string()),
+        JobError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, codes::UNKNOWN_JOB, err.to_string()),
+        JobError::InvalidState { .. } => ApiError::new(StatusCode::CONFLICT, codes::INVALID_STATE, err.to_string()),
+        JobError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, codes::CONFLICT, err.to_string()),
+        JobError::Meta(meta) => meta_error(meta),
+    }
+}
+
+fn parse_job_type(value: &str) -> Result<JobType, ApiError> {
+    match value {
+        "load" => Ok(JobType::Load),
+        "free" => Ok(JobType::Free),
+        other => Err(bad_request(format!("unknown job type {other:?} (expected load or free)"))),
+    }
+}
+
+fn parse_job_state(value: &str) -> Result<JobState, ApiError> {
+    match value.to_ascii_uppercase().as_str() {
+        "WAITING" => Ok(JobState::Waiting),
+        "RUNNING" => Ok(JobState::Running),
+        "SUCCEEDED" => Ok(JobState::Succeeded),
+        "FAILED" => Ok(JobState::Failed),
+        "STOPPED" => Ok(JobState::Stopped),
+        other => Err(bad_request(format!(
+            "unknown job state {other:?} (expected WAITING, RUNNING, SUCCEEDED, FAILED or STOPPED)"
+        ))),
+    }
+}
+
+/// Most replicas a job may ask for.
+const MAX_REPLICAS: i64 = 100;
+
+/// Checks a submission; nothing is stored unless it is valid and its path exists in the UFS.
+async fn validate_submission(state: &CoordinatorState, submit: &SubmitJob) -> Result<(JobType, String, JobOptions), ApiError> {
+    let job_type = parse_job_type(&submit.job_type)?;
+    if submit.path.trim().is_empty() {
+        return Err(bad_request("path must not be empty"));
+    }
+    let path = hoard_common::HoardPath::parse(&submit.path)?;
+    let replicas = submit.options.replicas.unwrap_or(1);
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        return Err(bad_request(format!("replicas must be between 1 and {MAX_REPLICAS}, not {replicas}")));
+    }
+    let max_batch = i64::from(hoard_config::MAX_JOB_BATCH_SIZE);
+    let batch_size = match submit.options.batch_size {
+        None => None,
+        Some(size) if (1..=max_batch).contains(&size) => u32::try_from(size).ok(),
+        Some(size) => {
+            return Err(bad_request(format!("batchSize must be between 1 and {max_batch}, not {size}")));
+        }
+    };
+    if let Err(err) = state.mounts.status(&path).await {
+        return Err(match err {
+            hoard_ufs::UfsError::NotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                format!("no such file or directory in the UFS: {path}"),
+            ),
+            other => ApiError::new(StatusCode::BAD_GATEWAY, codes::UFS_ERROR, format!("cannot check {path}: {other}")),
+        });
+    }
+    let options = JobOptions {
+        replicas: u32::try_from(replicas).unwrap_or(1),
+        batch_size,
+        metadata_only: submit.options.metadata_only,
+        verify: submit.options.verify,
+        skip_if_exists: submit.options.skip_if_exists,
+    };
+    Ok((job_type, path.as_str().to_string(), options))
+}
+
+async fn submit_job(
+    State(state): State<SharedState>,
+    body: Result<Json<SubmitJob>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(submit) = body.map_err(bad_body)?;
+    let (job_type, path, options) = validate_submission(&state, &submit).await?;
+    let (record, created) = state
+        .job_store
+        .submit(job_type, &path, options, now_millis())
+        .await
+        .map_err(job_error)?;
+    if created {
+        tracing::info!(job_id = %record.job_id, job_type = record.job_type.as_str(), path = %record.path, "job submitted");
+    }
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let body = SubmitResponse {
+        job: crate::jobs::job_view(&record, now_millis()),
+        created,
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct JobFilter {
+    state: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    path: Option<String>,
+}
+
+async fn list_jobs(
+    State(state): State<SharedState>,
+    query: Result<Query<JobFilter>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(filter) = query.map_err(bad_query)?;
+    let wanted_state = filter.state.as_deref().map(parse_job_state).transpose()?;
+    let wanted_type = filter.job_type.as_deref().map(parse_job_type).transpose()?;
+    let wanted_path = match filter.path.as_deref() {
+        Some(path) => Some(hoard_common::HoardPath::parse(path)?.as_str().to_string()),
+        None => None,
+    };
+    let jobs = state.job_store.list().await.map_err(job_error)?;
+    state.metrics.set_jobs(&crate::jobs::count_states(&jobs));
+    let now = now_millis();
+    let views: Vec<_> = jobs
+        .iter()
+        .filter(|job| wanted_state.is_none_or(|wanted| job.state == wanted))
+        .filter(|job| wanted_type.is_none_or(|wanted| job.job_type == wanted))
+        .filter(|job| wanted_path.as_deref().is_none_or(|wanted| job.path == wanted))
+        .map(|job| crate::jobs::job_view(job, now))
+        .collect();
+    Ok(Json(serde_json::json!({ "jobs": views })).into_response())
+}
+
+async fn get_job(State(state): State<SharedState>, Path(job_id): Path<String>) -> Result<Response, ApiError> {
+    match state.job_store.get(&job_id).await.map_err(job_error)? {
+        Some(found) => Ok(Json(crate::jobs::job_view(&found.record, now_millis())).into_response()),
+        None => Err(job_error(JobError::NotFound(job_id))),
+    }
+}
+
+async fn stop_job(State(state): State<SharedState>, Path(job_id): Path<String>) -> Result<Response, ApiError> {
+    let record = state
+        .job_store
+        .request_stop(&job_id, now_millis())
+        .await
+        .map_err(job_error)?;
+    tracing::info!(job_id, state = record.state.as_str(), "stop requested");
+    Ok(Json(crate::jobs::job_view(&record, now_millis())).into_response())
+}
+
+async fn rerun_job(State(state): State<SharedState>, Path(job_id): Path<String>) -> Result<Response, ApiError> {
+    let record = state.job_store.rerun(&job_id, now_millis()).await.map_err(job_error)?;
+    tracing::info!(job_id, "job set to run again");
+    Ok(Json(crate::jobs::job_view(&record, now_millis())).into_response())
 }

@@ -5,22 +5,28 @@
 //! liveness key). The job scheduler comes next (docs/coordinator-api.md).
 
 mod api;
+pub mod jobs;
 mod metrics;
 mod openapi;
 pub mod registry;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use hoard_common::api::coordinator::{CoordinatorInfo, NodesResponse, WorkerInfo};
-use hoard_config::{MembershipType, SiteConfig};
+use hoard_client::ClusterView;
+use hoard_config::{JobStoreType, MembershipType, SiteConfig, UserConfig};
+use hoard_meta::jobs::JobStore;
 use hoard_meta::embedded::EmbeddedStore;
 use hoard_meta::etcd::{EtcdMembership, EtcdStore, LeaseSession};
-use hoard_meta::{keys, now_millis, CoordinatorRecord, Liveness, Membership, MetaError, MetaStore, WorkerRegistration};
+use hoard_meta::{
+    keys, now_millis, CoordinatorRecord, Liveness, MemberRecord, Membership, MetaError, MetaStore, StaticMembership,
+    WorkerRegistration,
+};
 use tokio::sync::Mutex;
 
 pub use api::router;
-pub use metrics::CoordinatorMetrics;
+pub use metrics::{CoordinatorMetrics, InstrumentedStore};
 use registry::{HeartbeatError, Registry};
 
 /// How long a coordinator's own liveness key outlives it in etcd.
@@ -32,6 +38,10 @@ pub enum CoordinatorError {
     Meta(#[from] MetaError),
     #[error("coordinator start-up task failed: {0}")]
     Startup(String),
+    #[error(transparent)]
+    Ufs(#[from] hoard_ufs::UfsError),
+    #[error("http client setup: {0}")]
+    Http(String),
 }
 
 enum Backend {
@@ -44,7 +54,6 @@ enum Backend {
     Etcd {
         store: Arc<EtcdStore>,
         membership: EtcdMembership,
-        session: Mutex<Option<LeaseSession>>,
     },
 }
 
@@ -57,6 +66,16 @@ pub struct CoordinatorState {
     static_workers: Vec<hoard_config::WorkerAddress>,
     backend: Backend,
     pub metrics: CoordinatorMetrics,
+    user: UserConfig,
+    http: reqwest::Client,
+    /// The cluster's etcd (membership and coordinator liveness) when one is configured.
+    etcd_membership: Option<EtcdMembership>,
+    /// This coordinator's liveness key in etcd, when it uses etcd for anything.
+    etcd_session: Mutex<Option<LeaseSession>>,
+    pub mounts: Arc<hoard_ufs::MountTable>,
+    pub job_store: Arc<JobStore>,
+    scheduler: OnceLock<Arc<jobs::Scheduler>>,
+    scheduler_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for CoordinatorState {
@@ -75,36 +94,48 @@ impl CoordinatorState {
     pub async fn open(config: &SiteConfig, address: String) -> Result<Arc<CoordinatorState>, CoordinatorError> {
         let id = uuid::Uuid::new_v4().to_string();
         let start_time_ms = now_millis();
-        let backend = match config.worker.membership_type {
-            MembershipType::Etcd => {
-                let store = Arc::new(EtcdStore::connect(&config.etcd).await?);
-                let record = CoordinatorRecord {
-                    coordinator_id: id.clone(),
-                    address: address.clone(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    start_time_ms,
+        let metrics = CoordinatorMetrics::default();
+        let uses_etcd =
+            config.worker.membership_type == MembershipType::Etcd || config.jobs.store_type == JobStoreType::Etcd;
+        let mut etcd_membership = None;
+        let mut etcd_session = None;
+        if uses_etcd {
+            let store = Arc::new(EtcdStore::connect(&config.etcd).await?);
+            let record = CoordinatorRecord {
+                coordinator_id: id.clone(),
+                address: address.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                start_time_ms,
+            };
+            etcd_session = Some(store.register_coordinator(&record, COORDINATOR_LEASE_TTL).await?);
+            etcd_membership = Some(EtcdMembership::new(store));
+        }
+        let needs_embedded =
+            config.worker.membership_type != MembershipType::Etcd || config.jobs.store_type == JobStoreType::Embedded;
+        let embedded = if needs_embedded {
+            let path = config.coordinator.metastore_file();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path))
+                .await
+                .map_err(|err| CoordinatorError::Startup(err.to_string()))??;
+            tracing::info!(store = %store.path().display(), "embedded metastore open");
+            Some(store)
+        } else {
+            None
+        };
+        let backend = match (&etcd_membership, config.worker.membership_type) {
+            (Some(membership), MembershipType::Etcd) => Backend::Etcd {
+                store: Arc::clone(membership.store()),
+                membership: membership.clone(),
+            },
+            _ => {
+                let Some(store) = embedded.clone() else {
+                    return Err(CoordinatorError::Startup("no embedded store for membership".into()));
                 };
-                let session = store.register_coordinator(&record, COORDINATOR_LEASE_TTL).await?;
-                Backend::Etcd {
-                    membership: EtcdMembership::new(Arc::clone(&store)),
-                    store,
-                    session: Mutex::new(Some(session)),
-                }
-            }
-            MembershipType::Coordinator | MembershipType::Static => {
-                let path = config.coordinator.metastore_file();
-                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path))
-                    .await
-                    .map_err(|err| CoordinatorError::Startup(err.to_string()))??;
                 let mut known = Vec::new();
                 for entry in store.list(keys::WORKERS).await? {
                     known.push(WorkerRegistration::decode(&entry)?);
                 }
-                tracing::info!(
-                    store = %store.path().display(),
-                    registered_workers = known.len(),
-                    "embedded metastore open"
-                );
+                tracing::info!(registered_workers = known.len(), "membership loaded");
                 Backend::Embedded {
                     store,
                     registry: Mutex::new(Registry::new(
@@ -115,7 +146,38 @@ impl CoordinatorState {
                 }
             }
         };
-        Ok(Arc::new(CoordinatorState {
+        let job_backend: Arc<dyn MetaStore> = match config.jobs.store_type {
+            JobStoreType::Embedded => match embedded {
+                Some(store) => Arc::new(store),
+                None => return Err(CoordinatorError::Startup("no embedded store for jobs".into())),
+            },
+            JobStoreType::Etcd => {
+                let mut job_etcd = config.etcd.clone();
+                job_etcd.root = config.jobs.etcd_path.clone();
+                Arc::new(EtcdStore::connect(&job_etcd).await?)
+            }
+        };
+        let job_prefix = match config.jobs.store_type {
+            JobStoreType::Embedded => "jobs/",
+            JobStoreType::Etcd => "",
+        };
+        let job_store = Arc::new(JobStore::new(
+            Arc::new(InstrumentedStore::new(job_backend, metrics.clone())),
+            job_prefix,
+            config.jobs.waiting_capacity,
+        ));
+        let mounts = hoard_ufs::MountTable::from_config_with_options(
+            &config.ufs,
+            &hoard_ufs::UfsOptions::with_timeout(config.worker.ufs_read_timeout),
+            &hoard_ufs::process_env,
+        )?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.user.connect_timeout)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(|err| CoordinatorError::Http(err.to_string()))?;
+        let state = Arc::new(CoordinatorState {
             id,
             address,
             start_time_ms,
@@ -123,8 +185,102 @@ impl CoordinatorState {
             admin_token: config.security.admin_token.clone(),
             static_workers: config.workers.clone(),
             backend,
-            metrics: CoordinatorMetrics::default(),
-        }))
+            metrics,
+            user: config.user.clone(),
+            http,
+            etcd_membership,
+            etcd_session: Mutex::new(etcd_session),
+            mounts: Arc::new(mounts),
+            job_store,
+            scheduler: OnceLock::new(),
+            scheduler_tasks: Mutex::new(Vec::new()),
+        });
+        let source = Arc::new(StateSource(Arc::downgrade(&state)));
+        let context = Arc::new(jobs::JobContext {
+            store: Arc::clone(&state.job_store),
+            mounts: Arc::clone(&state.mounts),
+            http: state.http.clone(),
+            config: config.jobs.clone(),
+            user: config.user.clone(),
+            coordinator_id: state.id.clone(),
+            admin_token: config.security.admin_token.clone(),
+            cluster: source.clone(),
+            metrics: state.metrics.clone(),
+        });
+        let _ = state.scheduler.set(jobs::Scheduler::new(context, source));
+        Ok(state)
+    }
+
+    /// Starts polling for jobs (and reclaiming and cleaning up). `hoard coordinator` calls it;
+    /// tests that only exercise the API may not.
+    pub async fn start_scheduler(&self) {
+        if let Some(scheduler) = self.scheduler.get() {
+            let mut tasks = self.scheduler_tasks.lock().await;
+            if tasks.is_empty() {
+                *tasks = scheduler.start();
+            }
+        }
+    }
+
+    pub fn scheduler(&self) -> Option<&Arc<jobs::Scheduler>> {
+        self.scheduler.get()
+    }
+
+    /// Every registered worker as a member record (liveness as this coordinator knows it).
+    pub async fn members(&self) -> Result<Vec<MemberRecord>, MetaError> {
+        match &self.backend {
+            Backend::Etcd { membership, .. } => membership.members().await,
+            Backend::Embedded { .. } if self.membership_type == MembershipType::Static => {
+                StaticMembership::new(self.static_workers.clone()).members().await
+            }
+            Backend::Embedded { registry, .. } => {
+                let workers = registry.lock().await.workers(Instant::now());
+                Ok(workers
+                    .into_iter()
+                    .map(|worker| MemberRecord {
+                        ring_identity: worker.worker_id.clone(),
+                        address: hoard_config::WorkerAddress {
+                            host: worker.host,
+                            port: worker.rpc_port,
+                        },
+                        worker_id: Some(worker.worker_id),
+                        liveness: if worker.state == "ONLINE" {
+                            Liveness::Online
+                        } else {
+                            Liveness::Offline
+                        },
+                        capacity_bytes: Some(worker.capacity_bytes),
+                        used_bytes: worker.used_bytes,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// The ring jobs place files with (the client's, over this coordinator's membership).
+    pub async fn cluster_view(&self) -> Result<Arc<ClusterView>, MetaError> {
+        let members = self.members().await?;
+        let nodes = hoard_client::probe_members(&self.http, members, &self.user, false).await;
+        Ok(Arc::new(ClusterView::new(nodes, &self.user)))
+    }
+
+    /// The coordinators alive now; `None` when etcd cannot say.
+    async fn live_coordinators(&self) -> Option<Vec<String>> {
+        let Some(membership) = &self.etcd_membership else {
+            // Embedded job store: one coordinator owns the file, and it is this one.
+            return Some(vec![self.id.clone()]);
+        };
+        match membership.coordinators().await {
+            Ok(records) => {
+                let mut ids: Vec<String> = records.into_iter().map(|record| record.coordinator_id).collect();
+                ids.push(self.id.clone());
+                Some(ids)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list live coordinators");
+                None
+            }
+        }
     }
 
     pub fn membership_kind(&self) -> &'static str {
@@ -157,7 +313,7 @@ impl CoordinatorState {
                 };
                 (workers, vec![self.self_info()])
             }
-            Backend::Etcd { store, membership, .. } => {
+            Backend::Etcd { store, membership } => {
                 let members = membership.members().await?;
                 let mut registrations = Vec::new();
                 for entry in store.list(keys::WORKERS).await? {
@@ -276,12 +432,18 @@ impl CoordinatorState {
         Ok(removed)
     }
 
-    /// Ends this coordinator's etcd lease at once (a clean stop), so it leaves the list now.
+    /// A clean stop: job runners end (their jobs stay RUNNING and are reclaimed and resumed by
+    /// the next coordinator), and the etcd lease is revoked so this coordinator leaves the list
+    /// at once.
     pub async fn shutdown(&self) {
-        if let Backend::Etcd { session, .. } = &self.backend {
-            if let Some(session) = session.lock().await.take() {
-                session.close().await;
-            }
+        for task in self.scheduler_tasks.lock().await.drain(..) {
+            task.abort();
+        }
+        if let Some(scheduler) = self.scheduler.get() {
+            scheduler.shutdown().await;
+        }
+        if let Some(session) = self.etcd_session.lock().await.take() {
+            session.close().await;
         }
     }
 }
@@ -322,6 +484,26 @@ fn etcd_worker_info(registration: WorkerRegistration, online: bool) -> WorkerInf
         version: registration.version,
         start_time_ms: registration.start_time_ms,
         last_heartbeat_age_ms: None,
+    }
+}
+
+/// The scheduler's view of this coordinator, without keeping it alive.
+struct StateSource(Weak<CoordinatorState>);
+
+#[async_trait::async_trait]
+impl jobs::ClusterSource for StateSource {
+    async fn view(&self) -> Result<Arc<ClusterView>, String> {
+        let Some(state) = self.0.upgrade() else {
+            return Err("the coordinator is stopping".into());
+        };
+        state.cluster_view().await.map_err(|err| err.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl jobs::OwnerLiveness for StateSource {
+    async fn live_owners(&self) -> Option<Vec<String>> {
+        self.0.upgrade()?.live_coordinators().await
     }
 }
 

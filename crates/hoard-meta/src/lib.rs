@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod etcd;
+pub mod jobs;
 mod records;
 
 use std::time::Duration;

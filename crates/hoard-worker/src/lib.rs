@@ -1,6 +1,7 @@
 //! The Hoard worker: resolves Hoard paths through the mount table, serves range reads from its
 //! page store, fills misses from the UFS one page at a time (concurrent misses coalesce), and
-//! exposes stat, list, health and metrics over HTTP (docs/worker-http.md).
+//! exposes stat, list, health and metrics over HTTP (docs/worker-http.md). It also runs the
+//! load, free and check tasks of jobs the coordinator sends it (`tasks`).
 
 pub mod identity;
 pub mod metrics;
@@ -8,12 +9,14 @@ pub mod range;
 mod reader;
 pub mod registration;
 mod server;
+mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use reader::{ReadError, WorkerState};
+pub use reader::{ReadError, WorkerState, DEFAULT_LOAD_READERS};
 pub use server::{router, serve};
+pub use tasks::{task_range, LoadOptions, LOAD_PAGES_PER_FILE, MAX_TASK_BODY_BYTES, TASK_FILE_CONCURRENCY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -45,11 +48,15 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
         &hoard_ufs::UfsOptions::with_timeout(config.worker.ufs_read_timeout),
         &hoard_ufs::process_env,
     )?;
-    Ok(Arc::new(WorkerState::new(
-        worker_id,
-        address,
-        mounts,
-        Arc::new(store),
-        config.user.metadata_max_age,
-    )))
+    let readers = usize::try_from(config.jobs.worker_load_readers).unwrap_or(DEFAULT_LOAD_READERS);
+    Ok(Arc::new(
+        WorkerState::new(
+            worker_id,
+            address,
+            mounts,
+            Arc::new(store),
+            config.user.metadata_max_age,
+        )
+        .with_load_readers(readers),
+    ))
 }

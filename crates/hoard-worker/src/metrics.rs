@@ -1,10 +1,19 @@
 //! Worker metrics in Prometheus text format (`GET /metrics`).
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use hoard_pagestore::PageStoreStats;
+
+/// The `kind` label of the task metrics.
+pub type KindLabel = [(&'static str, &'static str); 1];
+
+/// Label of a task metric for tasks of `kind`.
+pub fn kind(kind: &'static str) -> KindLabel {
+    [("kind", kind)]
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct WorkerMetrics {
@@ -17,6 +26,20 @@ pub struct WorkerMetrics {
     pub metadata_misses: Counter,
     pub requests: Counter,
     pub request_errors: Counter,
+    /// Task requests accepted, by `kind` (`load`, `free`, `check`).
+    pub tasks: Family<KindLabel, Counter>,
+    /// File (range) results with `ok: false`, by task `kind`.
+    pub task_files_failed: Family<KindLabel, Counter>,
+    /// Files (ranges) a load task made present in the page store (not skipped, not metadata-only).
+    pub task_files_loaded: Counter,
+    /// Files (ranges) a load task skipped because they were cached whole (`skipIfExists`).
+    pub task_files_skipped: Counter,
+    /// Bytes load tasks read from the UFS.
+    pub task_bytes_loaded: Counter,
+    /// Files a free task freed (whether or not anything was cached).
+    pub task_files_freed: Counter,
+    /// Bytes of pages free tasks deleted.
+    pub task_bytes_freed: Counter,
     evictions: Counter,
     checksum_failures: Counter,
     page_store_used_bytes: Gauge,
@@ -37,7 +60,7 @@ impl WorkerMetrics {
         self.page_store_pages.set(clamp_i64(store.pages));
 
         let mut registry = Registry::with_prefix("hoard_worker");
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             ("page_hits", "Pages served from the page store", &self.page_hits),
             (
                 "page_misses",
@@ -77,10 +100,37 @@ impl WorkerMetrics {
                 "Pages dropped because their checksum did not match",
                 &self.checksum_failures,
             ),
+            (
+                "task_files_loaded",
+                "Files (ranges) load tasks made present in the page store",
+                &self.task_files_loaded,
+            ),
+            (
+                "task_files_skipped",
+                "Files (ranges) load tasks skipped because they were cached whole",
+                &self.task_files_skipped,
+            ),
+            (
+                "task_bytes_loaded",
+                "Bytes load tasks read from the UFS",
+                &self.task_bytes_loaded,
+            ),
+            ("task_files_freed", "Files free tasks freed", &self.task_files_freed),
+            (
+                "task_bytes_freed",
+                "Bytes of pages free tasks deleted",
+                &self.task_bytes_freed,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
+        registry.register("tasks", "Task requests accepted, by kind", self.tasks.clone());
+        registry.register(
+            "task_files_failed",
+            "File (range) results of tasks that failed, by task kind",
+            self.task_files_failed.clone(),
+        );
         let gauges: [(&str, &str, &Gauge); 3] = [
             (
                 "page_store_used_bytes",

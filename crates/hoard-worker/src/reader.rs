@@ -11,7 +11,7 @@ use hoard_common::HoardPath;
 use hoard_pagestore::{CachedRead, FileId, PageKey, PageStore};
 use hoard_ufs::{MountTable, UfsError, UfsStatus};
 use parking_lot::Mutex;
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell, Semaphore};
 
 use crate::metrics::WorkerMetrics;
 
@@ -21,12 +21,60 @@ const PENDING_PUTS: usize = 16;
 /// Most UFS statuses remembered; past it the oldest are dropped.
 const METADATA_CACHE_ENTRIES: usize = 100_000;
 
+/// UFS page reads load tasks run at once across the worker unless
+/// [`WorkerState::with_load_readers`] says otherwise (`hoard.worker.network.grpc.reader.threads.max`).
+pub const DEFAULT_LOAD_READERS: usize = 2048;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(transparent)]
     Ufs(#[from] UfsError),
     #[error("file changed in the ufs while it was being read: {0}")]
     FileChanged(HoardPath),
+    /// A page read for a load could not be written to the page store.
+    #[error("cannot cache page {index} of {path}: {message}")]
+    Store {
+        path: HoardPath,
+        index: u64,
+        message: String,
+    },
+}
+
+/// One page being filled from the UFS (or found stored meanwhile) and written to the store.
+struct Flight {
+    bytes: OnceCell<Bytes>,
+    /// What became of the page write; loads wait for it to leave `Pending`.
+    stored: watch::Sender<PutState>,
+}
+
+impl Flight {
+    fn new() -> Flight {
+        Flight {
+            bytes: OnceCell::new(),
+            stored: watch::Sender::new(PutState::Pending),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PutState {
+    Pending,
+    Stored,
+    Failed(String),
+}
+
+/// Ends a flight's put as failed if it is dropped before saying how it went (the blocking
+/// write never ran, e.g. the runtime was shutting down), so no load waits forever.
+struct PutOutcome {
+    flight: Arc<Flight>,
+    state: PutState,
+}
+
+impl Drop for PutOutcome {
+    fn drop(&mut self) {
+        let state = std::mem::replace(&mut self.state, PutState::Failed("page write abandoned".to_string()));
+        self.flight.stored.send_replace(state);
+    }
 }
 
 /// One version of one file, as the read path needs it.
@@ -49,9 +97,11 @@ pub struct WorkerState {
     metadata: Mutex<HashMap<HoardPath, (Arc<OpenFile>, Instant)>>,
     /// Pages being filled, and filled pages still being written to the store: a reader that
     /// comes while either happens gets the bytes from here instead of reading the UFS again.
-    inflight: Arc<Mutex<HashMap<PageKey, Arc<OnceCell<Bytes>>>>>,
+    inflight: Arc<Mutex<HashMap<PageKey, Arc<Flight>>>>,
     /// Bounds the page writes running behind the reads (and the memory their bytes hold).
-    pending_puts: Arc<tokio::sync::Semaphore>,
+    pending_puts: Arc<Semaphore>,
+    /// Bounds the UFS page reads of load tasks, all tasks together.
+    load_readers: Semaphore,
     pub metrics: WorkerMetrics,
 }
 
@@ -73,9 +123,16 @@ impl WorkerState {
             metadata_max_age,
             metadata: Mutex::new(HashMap::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
-            pending_puts: Arc::new(tokio::sync::Semaphore::new(PENDING_PUTS)),
+            pending_puts: Arc::new(Semaphore::new(PENDING_PUTS)),
+            load_readers: Semaphore::new(DEFAULT_LOAD_READERS),
             metrics: WorkerMetrics::default(),
         }
+    }
+
+    /// At most `readers` UFS page reads of load tasks at once, all tasks together (at least 1).
+    pub fn with_load_readers(mut self, readers: usize) -> WorkerState {
+        self.load_readers = Semaphore::new(readers.clamp(1, Semaphore::MAX_PERMITS));
+        self
     }
 
     pub fn page_size(&self) -> u64 {
@@ -99,6 +156,21 @@ impl WorkerState {
                 return Ok(Arc::clone(file));
             }
         }
+        self.fetch_status(path).await
+    }
+
+    /// The UFS status of `path` read from the UFS now, whatever the metadata cache holds; the
+    /// cache is updated (or the entry dropped when the file is gone), so reads that follow use
+    /// this version. Loads and frees act on the current version through this.
+    pub async fn refresh_status(&self, path: &HoardPath) -> Result<Arc<OpenFile>, ReadError> {
+        let result = self.fetch_status(path).await;
+        if result.is_err() {
+            self.forget(path);
+        }
+        result
+    }
+
+    async fn fetch_status(&self, path: &HoardPath) -> Result<Arc<OpenFile>, ReadError> {
         self.metrics.metadata_misses.inc();
         let status = self.mounts.status(path).await?;
         let version = status.version();
@@ -175,39 +247,115 @@ impl WorkerState {
 
     /// The whole page, filling it from the UFS when it is not stored.
     async fn page(&self, file: &OpenFile, key: PageKey) -> Result<Bytes, ReadError> {
-        let cell = {
+        let (bytes, _, _) = self.page_flight(file, key).await?;
+        Ok(bytes)
+    }
+
+    /// The whole page through the single-flight machinery: the bytes, the flight that produced
+    /// them, and how many bytes this call read from the UFS (0 when another caller did, or the
+    /// page turned out stored).
+    async fn page_flight(&self, file: &OpenFile, key: PageKey) -> Result<(Bytes, Arc<Flight>, u64), ReadError> {
+        let flight = {
             let mut inflight = self.inflight.lock();
-            Arc::clone(inflight.entry(key).or_insert_with(|| Arc::new(OnceCell::new())))
+            Arc::clone(inflight.entry(key).or_insert_with(|| Arc::new(Flight::new())))
         };
-        let result = cell
+        let ufs_bytes = std::sync::atomic::AtomicU64::new(0);
+        let result = flight
+            .bytes
             .get_or_try_init(|| async {
                 // A fill may have finished between our miss and taking the cell.
                 if let Some(bytes) = self.stored_page(key).await {
                     self.metrics.page_hits.inc();
-                    self.forget_inflight(key, &cell);
+                    flight.stored.send_replace(PutState::Stored);
+                    self.forget_inflight(key, &flight);
                     return Ok(bytes);
                 }
                 self.metrics.page_misses.inc();
                 let bytes = self.fill(file, key).await?;
-                self.store_behind(key, bytes.clone(), Arc::clone(&cell)).await;
+                ufs_bytes.store(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.store_behind(key, bytes.clone(), Arc::clone(&flight)).await;
                 Ok(bytes)
             })
             .await
             .cloned();
-        if result.is_err() {
-            // Let the next reader try the UFS again.
-            self.forget_inflight(key, &cell);
+        match result {
+            Ok(bytes) => Ok((bytes, flight, ufs_bytes.into_inner())),
+            Err(err) => {
+                // Let the next reader try the UFS again.
+                self.forget_inflight(key, &flight);
+                Err(err)
+            }
         }
-        result
     }
 
-    fn forget_inflight(&self, key: PageKey, cell: &Arc<OnceCell<Bytes>>) {
-        remove_inflight(&self.inflight, key, cell);
+    /// Makes page `index` of `file` present in the page store: nothing happens when it is
+    /// stored already; otherwise it is filled through the same single-flight path as reads
+    /// (joining a fill in progress), within the load readers bound, and this waits until the
+    /// page write has finished. Returns the bytes this call read from the UFS.
+    pub(crate) async fn load_page(&self, file: &OpenFile, index: u64) -> Result<u64, ReadError> {
+        let key = PageKey { file: file.id, index };
+        if self.store.contains(&key) {
+            return Ok(0);
+        }
+        // The permit bounds the UFS read only, not the wait for the page write.
+        let (flight, ufs_bytes) = {
+            let _permit = self.load_readers.acquire().await.ok();
+            let (_, flight, ufs_bytes) = self.page_flight(file, key).await?;
+            (flight, ufs_bytes)
+        };
+        return Ok(ufs_bytes);
+        #[allow(unreachable_code)]
+        let mut stored = flight.stored.subscribe();
+        let outcome = match stored.wait_for(|state| *state != PutState::Pending).await {
+            Ok(state) => state.clone(),
+            // The flight (and its sender) is ours until we return.
+            Err(_) => PutState::Failed("page write abandoned".to_string()),
+        };
+        match outcome {
+            PutState::Failed(message) => Err(ReadError::Store {
+                path: file.status.path.clone(),
+                index,
+                message,
+            }),
+            PutState::Stored | PutState::Pending => Ok(ufs_bytes),
+        }
+    }
+
+    /// Bytes of `range` of `file` covered by pages in the store.
+    pub(crate) async fn range_cached_bytes(&self, file: &OpenFile, range: Range<u64>) -> u64 {
+        if range.is_empty() {
+            return 0;
+        }
+        let store = Arc::clone(&self.store);
+        let page_size = self.page_size;
+        let id = file.id;
+        let task = tokio::task::spawn_blocking(move || {
+            let first = range.start / page_size;
+            let last = (range.end - 1) / page_size;
+            (first..=last)
+                .filter(|&index| store.contains(&PageKey { file: id, index }))
+                .map(|index| {
+                    let start = index.saturating_mul(page_size).max(range.start);
+                    let end = index.saturating_add(1).saturating_mul(page_size).min(range.end);
+                    end.saturating_sub(start)
+                })
+                .sum()
+        });
+        task.await.unwrap_or(0)
+    }
+
+    fn forget_inflight(&self, key: PageKey, flight: &Arc<Flight>) {
+        remove_inflight(&self.inflight, key, flight);
     }
 
     /// Writes a filled page to the store without making the reader wait for it; the in-flight
-    /// entry (which answers other readers meanwhile) is dropped once the page is stored.
-    async fn store_behind(&self, key: PageKey, bytes: Bytes, cell: Arc<OnceCell<Bytes>>) {
+    /// entry (which answers other readers meanwhile) is dropped once the page is stored, and
+    /// the flight's `stored` says how the write went.
+    async fn store_behind(&self, key: PageKey, bytes: Bytes, flight: Arc<Flight>) {
+        let mut outcome = PutOutcome {
+            flight,
+            state: PutState::Failed("page write abandoned".to_string()),
+        };
         let permit = match Arc::clone(&self.pending_puts).acquire_owned().await {
             Ok(permit) => permit,
             Err(_) => return, // the semaphore is never closed
@@ -215,10 +363,15 @@ impl WorkerState {
         let store = Arc::clone(&self.store);
         let inflight = Arc::clone(&self.inflight);
         tokio::task::spawn_blocking(move || {
-            if let Err(err) = store.put(&key, &bytes) {
-                tracing::warn!(error = %err, page = key.index, "cannot cache page; it was served uncached");
-            }
-            remove_inflight(&inflight, key, &cell);
+            outcome.state = match store.put(&key, &bytes) {
+                Ok(()) => PutState::Stored,
+                Err(err) => {
+                    tracing::warn!(error = %err, page = key.index, "cannot cache page; it was served uncached");
+                    PutState::Failed(err.to_string())
+                }
+            };
+            remove_inflight(&inflight, key, &outcome.flight);
+            drop(outcome);
             drop(permit);
         });
     }
@@ -279,14 +432,10 @@ impl WorkerState {
     }
 }
 
-/// Drops `key`'s in-flight entry if it is still `cell` (a later fill may have replaced it).
-fn remove_inflight(
-    inflight: &Mutex<HashMap<PageKey, Arc<OnceCell<Bytes>>>>,
-    key: PageKey,
-    cell: &Arc<OnceCell<Bytes>>,
-) {
+/// Drops `key`'s in-flight entry if it is still `flight` (a later fill may have replaced it).
+fn remove_inflight(inflight: &Mutex<HashMap<PageKey, Arc<Flight>>>, key: PageKey, flight: &Arc<Flight>) {
     let mut inflight = inflight.lock();
-    if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, cell)) {
+    if inflight.get(&key).is_some_and(|current| Arc::ptr_eq(current, flight)) {
         inflight.remove(&key);
     }
 }

@@ -1,5 +1,5 @@
 //! The worker's HTTP API (docs/worker-http.md): file bytes with `Range`, stat, list, health,
-//! metrics.
+//! metrics, and the job task endpoints (`crate::tasks`).
 
 use std::sync::Arc;
 
@@ -37,6 +37,7 @@ pub fn router(state: SharedState) -> Router {
         .route(api::LIST_ROUTE, get(list))
         .route(api::HEALTH_ROUTE, get(health))
         .route(api::METRICS_ROUTE, get(metrics))
+        .merge(crate::tasks::routes())
         .fallback(not_found_route)
         .with_state(state)
 }
@@ -141,6 +142,9 @@ impl From<ReadError> for ApiError {
             ReadError::Ufs(ufs) => ufs_error(ufs),
             ReadError::FileChanged(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "FILE_CHANGED", err.to_string())
+            }
+            ReadError::Store { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "PAGE_STORE_ERROR", err.to_string())
             }
         }
     }

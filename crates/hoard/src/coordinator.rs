@@ -24,11 +24,13 @@ pub async fn run(args: CoordinatorArgs, config: SiteConfig) -> anyhow::Result<()
     let state = hoard_coordinator::CoordinatorState::open(&config, advertised.clone())
         .await
         .context("coordinator cannot start")?;
+    state.start_scheduler().await;
     tracing::info!(
         coordinator_id = %state.id,
         address = %advertised,
         membership = state.membership_kind(),
         metastore = state.metastore_kind(),
+        job_store = state.job_store.kind(),
         "coordinator ready"
     );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

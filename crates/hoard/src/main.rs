@@ -3,6 +3,7 @@
 
 mod coordinator;
 mod fs;
+mod job;
 mod info;
 mod local;
 mod output;
@@ -47,6 +48,9 @@ enum Command {
     /// Cluster information.
     #[command(subcommand)]
     Info(info::InfoCommand),
+    /// Load and free jobs through the coordinator: load, free, list, rerun.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Manage cluster processes: remove-worker.
     #[command(subcommand)]
     Process(process::ProcessCommand),
@@ -100,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Fs(command) => fs::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Info(command) => info::run(command, &load_config(cli.conf.as_deref())?).await,
+        Command::Job(command) => job::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Process(command) => process::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Worker(args) => worker::run(args, load_config(cli.conf.as_deref())?).await,
         Command::Coordinator(args) => coordinator::run(args, load_config(cli.conf.as_deref())?).await,

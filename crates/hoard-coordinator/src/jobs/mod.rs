@@ -1,0 +1,259 @@
+//! The job scheduler: polls the store for waiting jobs (with jitter), claims them with a
+//! compare-and-set, runs each claimed job ([`runner`]), moves RUNNING jobs of dead owners back
+//! to WAITING, and deletes finished jobs past their retention.
+
+mod lister;
+pub mod plan;
+mod runner;
+mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoard_client::ClusterView;
+use hoard_common::api::coordinator::{FailedFileView, JobOptionsView, JobView};
+use hoard_config::{JobConfig, UserConfig};
+use hoard_meta::jobs::{JobRecord, JobState, JobStore};
+use hoard_meta::now_millis;
+use hoard_ufs::MountTable;
+use tokio::sync::Mutex;
+
+use crate::metrics::{state_name, CoordinatorMetrics};
+
+/// Jobs one coordinator runs at once; more wait in the queue (or go to other coordinators).
+pub const MAX_RUNNING_JOBS: usize = 64;
+
+/// Where a job gets the current ring from.
+#[async_trait::async_trait]
+pub trait ClusterSource: Send + Sync {
+    async fn view(&self) -> Result<Arc<ClusterView>, String>;
+}
+
+/// Who else may own jobs: the scheduler reclaims RUNNING jobs of owners that are not alive.
+#[async_trait::async_trait]
+pub trait OwnerLiveness: Send + Sync {
+    /// The ids of the coordinators alive now (this one included), or `None` when unknown (a
+    /// reclaim then waits).
+    async fn live_owners(&self) -> Option<Vec<String>>;
+}
+
+/// What every running job shares.
+pub struct JobContext {
+    pub store: Arc<JobStore>,
+    pub mounts: Arc<MountTable>,
+    pub http: reqwest::Client,
+    pub config: JobConfig,
+    pub user: UserConfig,
+    pub coordinator_id: String,
+    pub admin_token: Option<String>,
+    pub cluster: Arc<dyn ClusterSource>,
+    pub metrics: CoordinatorMetrics,
+}
+
+pub struct Scheduler {
+    ctx: Arc<JobContext>,
+    liveness: Arc<dyn OwnerLiveness>,
+    running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl Scheduler {
+    pub fn new(ctx: Arc<JobContext>, liveness: Arc<dyn OwnerLiveness>) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            ctx,
+            liveness,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<JobStore> {
+        &self.ctx.store
+    }
+
+    pub fn context(&self) -> &Arc<JobContext> {
+        &self.ctx
+    }
+
+    /// Starts the polling and cleanup loops; they end when the returned handles are aborted.
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let poller = Arc::clone(self);
+        let cleaner = Arc::clone(self);
+        vec![
+            tokio::spawn(async move { poller.poll_loop().await }),
+            tokio::spawn(async move { cleaner.cleanup_loop().await }),
+        ]
+    }
+
+    async fn poll_loop(&self) {
+        // Reclaim checks list every job: do them at start and every few polls, not every poll.
+        let mut polls_since_reclaim = u32::MAX;
+        loop {
+            if polls_since_reclaim >= 10 {
+                self.reclaim_stale().await;
+                polls_since_reclaim = 0;
+            }
+            polls_since_reclaim += 1;
+            self.poll_once().await;
+            let interval = self.ctx.config.poll_interval;
+            let jitter = interval.mul_f64(rand::random::<f64>() * 0.2);
+            tokio::time::sleep(interval + jitter).await;
+        }
+    }
+
+    /// Claims waiting jobs while there is room and starts them.
+    pub async fn poll_once(&self) {
+        self.ctx.metrics.poll.inc();
+        let room = {
+            let mut running = self.running.lock().await;
+            running.retain(|_, handle| !handle.is_finished());
+            MAX_RUNNING_JOBS.saturating_sub(running.len())
+        };
+        if room == 0 {
+            return;
+        }
+        let waiting = match self.ctx.store.waiting(room).await {
+            Ok(waiting) => waiting,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot poll the job queue");
+                return;
+            }
+        };
+        for job_id in waiting {
+            match self.ctx.store.claim(&job_id, &self.ctx.coordinator_id, now_millis()).await {
+                Ok(Some(claimed)) => {
+                    self.ctx.metrics.claim.inc();
+                    let ctx = Arc::clone(&self.ctx);
+                    let handle = tokio::spawn(runner::run(ctx, claimed));
+                    self.running.lock().await.insert(job_id, handle);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(job_id, error = %err, "cannot claim a job"),
+            }
+        }
+    }
+
+    /// RUNNING jobs whose owner is not alive go back to WAITING (one transaction each, which
+    /// also checks the owner is unchanged); the next claim resumes them from their checkpoint.
+    pub async fn reclaim_stale(&self) {
+        let Some(live) = self.liveness.live_owners().await else {
+            return;
+        };
+        let jobs = match self.ctx.store.list().await {
+            Ok(jobs) => jobs,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list jobs to reclaim");
+                return;
+            }
+        };
+        let mine: Vec<String> = self.running.lock().await.keys().cloned().collect();
+        for job in jobs.into_iter().filter(|job| job.state == JobState::Running) {
+            let Some(owner) = job.owner.clone() else { continue };
+            let orphan_of_mine = owner == self.ctx.coordinator_id && !mine.contains(&job.job_id);
+            if live.contains(&owner) && !orphan_of_mine {
+                continue;
+            }
+            match self.ctx.store.reclaim(&job.job_id, &owner, now_millis()).await {
+                Ok(true) => {
+                    self.ctx.metrics.reclaim.inc();
+                    tracing::info!(job_id = %job.job_id, dead_owner = %owner, "reclaimed a job of a coordinator that is gone");
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(job_id = %job.job_id, error = %err, "cannot reclaim"),
+            }
+        }
+    }
+
+    async fn cleanup_loop(&self) {
+        loop {
+            tokio::time::sleep(self.ctx.config.cleanup_interval).await;
+            match self.ctx.store.cleanup(self.ctx.config.retention, now_millis()).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "deleted finished jobs past their retention"),
+                Err(err) => tracing::warn!(error = %err, "job cleanup failed"),
+            }
+        }
+    }
+
+    /// Stops every job this coordinator runs (the process is stopping); they stay RUNNING in
+    /// the store and are reclaimed and resumed by the next coordinator.
+    pub async fn shutdown(&self) {
+        for (_, handle) in self.running.lock().await.drain() {
+            handle.abort();
+        }
+    }
+}
+
+/// The wire form of a job.
+pub fn job_view(record: &JobRecord, now_ms: u64) -> JobView {
+    let progress = &record.progress;
+    JobView {
+        job_id: record.job_id.clone(),
+        job_type: match record.job_type {
+            hoard_meta::jobs::JobType::Load => "load".to_string(),
+            hoard_meta::jobs::JobType::Free => "free".to_string(),
+        },
+        path: record.path.clone(),
+        state: state_name(record.state).to_string(),
+        owner: record.owner.clone(),
+        owner_heartbeat_ms: record.owner_heartbeat_ms,
+        options: JobOptionsView {
+            replicas: Some(i64::from(record.options.replicas)),
+            batch_size: record.options.batch_size.map(i64::from),
+            metadata_only: record.options.metadata_only,
+            verify: record.options.verify,
+            skip_if_exists: record.options.skip_if_exists,
+        },
+        created_ms: record.created_ms,
+        started_ms: record.started_ms,
+        ended_ms: record.ended_ms,
+        runs: record.runs,
+        stop_requested: record.stop_requested,
+        error: record.error.clone(),
+        files_listed: progress.files_listed,
+        files_processed: progress.files_processed,
+        files_skipped: progress.files_skipped,
+        files_failed: progress.files_failed,
+        bytes_processed: progress.bytes_processed,
+        retried: progress.retried,
+        listing_done: progress.listing_done,
+        verified: progress.verified,
+        failed_files: record
+            .failed_files
+            .iter()
+            .map(|failed| FailedFileView {
+                path: failed.path.clone(),
+                reason: failed.reason.clone(),
+            })
+            .collect(),
+        throughput_bytes_per_sec: record.throughput_bytes_per_sec(now_ms) as f64,
+        elapsed_ms: record.elapsed_ms(now_ms),
+    }
+}
+
+/// Jobs per state, for the `hoard_coordinator_jobs` gauge.
+pub fn count_states(jobs: &[JobRecord]) -> Vec<(JobState, usize)> {
+    let mut counts: Vec<(JobState, usize)> = Vec::new();
+    for job in jobs {
+        match counts.iter_mut().find(|(state, _)| *state == job.state) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((job.state, 1)),
+        }
+    }
+    counts
+}
+
+/// How a job names a worker: its id (its `host:port` under STATIC membership).
+pub fn worker_key(node: &hoard_client::NodeStatus) -> String {
+    node.worker_id.clone().unwrap_or_else(|| node.ring_identity.clone())
+}
+
+/// Worker key -> `host:port`, for every node of the view.
+pub fn worker_addresses(view: &ClusterView) -> HashMap<String, String> {
+    view.nodes
+        .iter()
+        .map(|node| (worker_key(node), node.address.clone()))
+        .collect()
+}
+
+/// Idle time between checks for a job's end when waiting on it.
+pub const WAIT_POLL: Duration = Duration::from_millis(500);

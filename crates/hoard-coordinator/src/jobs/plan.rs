@@ -1,0 +1,381 @@
+//! A job's bookkeeping, pure (no IO): which files are resolved, the checkpoint watermark, the
+//! counters, and batching units of work into per-worker tasks.
+//!
+//! Files are numbered in listing order. The *watermark* is the first index not yet resolved:
+//! every file below it is done, skipped or failed, and counted. Only those counts are
+//! checkpointed, so a coordinator that resumes a job skips the first `watermark` files of the
+//! listing and redoes the rest (at most what was in flight), and no file is counted twice.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use hoard_common::api::tasks::TaskFile;
+use hoard_meta::jobs::{FailedFile, MAX_FAILED_FILES};
+
+/// One piece of work on one worker: a file (or a range of it, or a path to free).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub file_index: u64,
+    pub file: TaskFile,
+    /// Workers this unit may still go to, in order (the ring's candidates not yet tried).
+    pub fallbacks: VecDeque<String>,
+    pub attempts: u32,
+    /// Whether this unit's bytes count in the job's bytes (one replica of each file does).
+    pub counts_bytes: bool,
+}
+
+/// What a worker said about one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitOutcome {
+    Done { bytes: u64, skipped: bool },
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub processed: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub bytes: u64,
+    pub retried: u64,
+}
+
+#[derive(Debug)]
+struct FileEntry {
+    path: String,
+    pending: u32,
+    bytes: u64,
+    all_skipped: bool,
+    failure: Option<String>,
+    retries: u64,
+}
+
+/// Which files are resolved, and the counts of those below the watermark.
+#[derive(Debug)]
+pub struct Tracker {
+    watermark: u64,
+    next_index: u64,
+    files: BTreeMap<u64, FileEntry>,
+    counters: Counters,
+    failed_files: Vec<FailedFile>,
+}
+
+impl Tracker {
+    /// Resumes from a checkpoint: `watermark` files already resolved, with these counts.
+    pub fn resume(watermark: u64, counters: Counters, failed_files: Vec<FailedFile>) -> Tracker {
+        Tracker {
+            watermark,
+            next_index: watermark,
+            files: BTreeMap::new(),
+            counters,
+            failed_files,
+        }
+    }
+
+    /// The index the next listed file gets.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// A listed file with `units` pieces of work in flight for it (0: resolved at once, e.g.
+    /// an empty file).
+    pub fn add_file(&mut self, path: String, units: u32) -> u64 {
+        let index = self.next_index;
+        self.next_index += 1;
+        self.files.insert(
+            index,
+            FileEntry {
+                path,
+                pending: units,
+                bytes: 0,
+                all_skipped: units > 0,
+                failure: None,
+                retries: 0,
+            },
+        );
+        self.fold();
+        index
+    }
+
+    /// A file that failed before any work was sent for it.
+    pub fn fail_file(&mut self, path: String, reason: String) {
+        let index = self.add_file(path, 1);
+        self.unit_finished(index, UnitOutcome::Failed { reason });
+    }
+
+    pub fn unit_retried(&mut self, file_index: u64) {
+        if let Some(entry) = self.files.get_mut(&file_index) {
+            entry.retries += 1;
+        }
+    }
+
+    pub fn unit_finished(&mut self, file_index: u64, outcome: UnitOutcome) {
+        let Some(entry) = self.files.get_mut(&file_index) else {
+            debug_assert!(false, "unit of an unknown file {file_index}");
+            return;
+        };
+        debug_assert!(entry.pending > 0);
+        entry.pending = entry.pending.saturating_sub(1);
+        match outcome {
+            UnitOutcome::Done { bytes, skipped } => {
+                entry.bytes += bytes;
+                entry.all_skipped &= skipped;
+            }
+            UnitOutcome::Failed { reason } => {
+                entry.all_skipped = false;
+                entry.failure.get_or_insert(reason);
+            }
+        }
+        self.fold();
+    }
+
+    fn fold(&mut self) {
+        while let Some(entry) = self.files.get(&self.watermark) {
+            if entry.pending > 0 {
+                break;
+            }
+            let Some(entry) = self.files.remove(&self.watermark) else { break };
+            self.counters.retried += entry.retries;
+            match entry.failure {
+                Some(reason) => {
+                    self.counters.failed += 1;
+                    if self.failed_files.len() < MAX_FAILED_FILES {
+                        self.failed_files.push(FailedFile {
+                            path: entry.path,
+                            reason,
+                        });
+                    }
+                }
+                None if entry.all_skipped => self.counters.skipped += 1,
+                None => {
+                    self.counters.processed += 1;
+                    self.counters.bytes += entry.bytes;
+                }
+            }
+            self.watermark += 1;
+        }
+    }
+
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Counts of the files below the watermark (what a checkpoint stores).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn failed_files(&self) -> &[FailedFile] {
+        &self.failed_files
+    }
+
+    /// Files listed but not resolved yet, or resolved above an unresolved one.
+    pub fn unfolded(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn all_resolved(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Per-worker batching: units collect in a worker's open batch until it holds `batch_size`,
+/// then the batch is ready to send.
+#[derive(Debug)]
+pub struct Batcher {
+    batch_size: usize,
+    open: HashMap<String, Vec<Unit>>,
+    ready: VecDeque<(String, Vec<Unit>)>,
+    queued_units: usize,
+}
+
+impl Batcher {
+    pub fn new(batch_size: usize) -> Batcher {
+        debug_assert!(batch_size > 0);
+        Batcher {
+            batch_size: batch_size.max(1),
+            open: HashMap::new(),
+            ready: VecDeque::new(),
+            queued_units: 0,
+        }
+    }
+
+    /// Adds a unit for `worker`; `alone` units (ranges of large files) make a task by
+    /// themselves.
+    pub fn push(&mut self, worker: &str, unit: Unit, alone: bool) {
+        self.queued_units += 1;
+        if alone {
+            self.ready.push_back((worker.to_string(), vec![unit]));
+            return;
+        }
+        let batch = self.open.entry(worker.to_string()).or_default();
+        batch.push(unit);
+        if batch.len() >= self.batch_size {
+            let full = std::mem::take(batch);
+            self.ready.push_back((worker.to_string(), full));
+        }
+    }
+
+    /// Moves every open batch to ready (the listing ended, or work is waiting on them).
+    pub fn flush(&mut self) {
+        let mut workers: Vec<String> = self.open.keys().cloned().collect();
+        workers.sort();
+        for worker in workers {
+            if let Some(batch) = self.open.remove(&worker) {
+                if !batch.is_empty() {
+                    self.ready.push_back((worker, batch));
+                }
+            }
+        }
+    }
+
+    /// The first ready batch whose worker `can_take` accepts.
+    pub fn take_ready(&mut self, mut can_take: impl FnMut(&str) -> bool) -> Option<(String, Vec<Unit>)> {
+        let position = self.ready.iter().position(|(worker, _)| can_take(worker))?;
+        let (worker, units) = self.ready.remove(position)?;
+        self.queued_units -= units.len();
+        Some((worker, units))
+    }
+
+    /// Units not yet sent (open or ready).
+    pub fn queued_units(&self) -> usize {
+        self.queued_units
+    }
+
+    pub fn ready_batches(&self) -> usize {
+        self.ready.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued_units == 0
+    }
+}
+
+/// The ranges a file of `length` bytes is loaded in: one unit when it fits a partition.
+pub fn partitions(length: u64, partition_size: u64) -> Vec<(Option<u64>, Option<u64>)> {
+    if length <= partition_size || partition_size == 0 {
+        return vec![(None, None)];
+    }
+    let mut ranges = Vec::new();
+    let mut offset = 0;
+    while offset < length {
+        let len = partition_size.min(length - offset);
+        ranges.push((Some(offset), Some(len)));
+        offset += len;
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(index: u64, path: &str) -> Unit {
+        Unit {
+            file_index: index,
+            file: TaskFile {
+                path: path.into(),
+                offset: None,
+                length: None,
+            },
+            fallbacks: VecDeque::new(),
+            attempts: 1,
+            counts_bytes: true,
+        }
+    }
+
+    #[test]
+    fn watermark_moves_only_over_resolved_files() {
+        let mut tracker = Tracker::resume(0, Counters::default(), Vec::new());
+        let a = tracker.add_file("/a".into(), 1);
+        let b = tracker.add_file("/b".into(), 2);
+        let c = tracker.add_file("/c".into(), 1);
+        tracker.unit_finished(c, UnitOutcome::Done { bytes: 5, skipped: false });
+        assert_eq!(tracker.watermark(), 0, "c is done but a is not");
+        tracker.unit_finished(a, UnitOutcome::Done { bytes: 10, skipped: false });
+        assert_eq!(tracker.watermark(), 1);
+        tracker.unit_finished(b, UnitOutcome::Done { bytes: 3, skipped: false });
+        assert_eq!(tracker.watermark(), 1, "b has a second unit");
+        tracker.unit_retried(b);
+        tracker.unit_finished(b, UnitOutcome::Failed { reason: "boom".into() });
+        assert_eq!(tracker.watermark(), 3);
+        assert_eq!(
+            tracker.counters(),
+            &Counters {
+                processed: 2,
+                skipped: 0,
+                failed: 1,
+                bytes: 15,
+                retried: 1
+            }
+        );
+        assert_eq!(tracker.failed_files()[0].path, "/b");
+        assert!(tracker.all_resolved());
+    }
+
+    #[test]
+    fn resume_counts_each_file_once() {
+        // First run: 3 files resolved, the 4th in flight when the coordinator died.
+        let mut first = Tracker::resume(0, Counters::default(), Vec::new());
+        for name in ["/0", "/1", "/2", "/3"] {
+            first.add_file(name.into(), 1);
+        }
+        for index in 0..3 {
+            first.unit_finished(index, UnitOutcome::Done { bytes: 1, skipped: false });
+        }
+        let checkpoint = (first.watermark(), first.counters().clone());
+        assert_eq!(checkpoint.0, 3);
+        // Resume: the listing skips 3 files, then lists /3 and /4 again.
+        let mut second = Tracker::resume(checkpoint.0, checkpoint.1, Vec::new());
+        let index = second.add_file("/3".into(), 1);
+        assert_eq!(index, 3);
+        let last = second.add_file("/4".into(), 1);
+        second.unit_finished(index, UnitOutcome::Done { bytes: 1, skipped: false });
+        second.unit_finished(last, UnitOutcome::Done { bytes: 0, skipped: true });
+        assert_eq!(second.counters().processed, 4);
+        assert_eq!(second.counters().skipped, 1);
+        assert_eq!(second.watermark(), 5);
+    }
+
+    #[test]
+    fn empty_files_and_failed_lists_are_bounded() {
+        let mut tracker = Tracker::resume(0, Counters::default(), Vec::new());
+        tracker.add_file("/empty".into(), 0);
+        assert_eq!(tracker.watermark(), 1);
+        for i in 0..(MAX_FAILED_FILES + 20) {
+            tracker.fail_file(format!("/f{i}"), "gone".into());
+        }
+        assert_eq!(tracker.counters().failed, (MAX_FAILED_FILES + 20) as u64);
+        assert_eq!(tracker.failed_files().len(), MAX_FAILED_FILES);
+    }
+
+    #[test]
+    fn batches_per_worker_and_alone_units() {
+        let mut batcher = Batcher::new(2);
+        batcher.push("w1", unit(0, "/a"), false);
+        batcher.push("w2", unit(1, "/b"), false);
+        assert_eq!(batcher.ready_batches(), 0);
+        batcher.push("w1", unit(2, "/c"), false);
+        batcher.push("w2", unit(3, "/big"), true);
+        assert_eq!(batcher.ready_batches(), 2);
+        assert_eq!(batcher.queued_units(), 4);
+        // w1 is at its task limit: w2's batch goes first.
+        let (worker, units) = batcher.take_ready(|w| w != "w1").unwrap();
+        assert_eq!((worker.as_str(), units.len()), ("w2", 1));
+        let (worker, units) = batcher.take_ready(|_| true).unwrap();
+        assert_eq!((worker.as_str(), units.len()), ("w1", 2));
+        batcher.flush();
+        let (worker, units) = batcher.take_ready(|_| true).unwrap();
+        assert_eq!((worker.as_str(), units[0].file.path.as_str()), ("w2", "/b"));
+        assert!(batcher.is_empty());
+    }
+
+    #[test]
+    fn large_files_split_into_partitions() {
+        assert_eq!(partitions(10, 10), vec![(None, None)]);
+        assert_eq!(
+            partitions(25, 10),
+            vec![(Some(0), Some(10)), (Some(10), Some(10)), (Some(20), Some(5))]
+        );
+        assert_eq!(partitions(0, 10), vec![(None, None)]);
+    }
+}

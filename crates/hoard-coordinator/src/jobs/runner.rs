@@ -1,0 +1,529 @@
+//! Runs one claimed job: lists its files as a stream, batches them into per-worker tasks (the
+//! first `replicas` ring candidates of each file), keeps at most `max.tasks.per.worker` tasks
+//! in flight per worker, retries failed files on the ring's next candidates with backoff,
+//! checkpoints progress every scheduler interval, and finishes the job in the store.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hoard_client::ClusterView;
+use hoard_common::api::tasks::{self, FileResult, FreeTask, LoadTask, TaskFile, TaskResponse};
+use hoard_common::api::codes;
+use hoard_common::HoardPath;
+use hoard_meta::jobs::{JobError, JobProgress, JobRecord, JobState, JobType, Versioned};
+use hoard_meta::now_millis;
+use hoard_ufs::UfsError;
+use tokio::task::JoinSet;
+
+use super::lister::FileLister;
+use super::plan::{partitions, Batcher, Counters, Tracker, Unit, UnitOutcome};
+use super::JobContext;
+
+/// How long one task may take on a worker before it counts as failed (and is retried).
+const TASK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Files listed ahead of what is sent, per worker and task slot, so listing never runs away
+/// from dispatching (memory stays flat in the number of files).
+const LIST_AHEAD_TASKS: usize = 2;
+
+struct Sent {
+    worker: String,
+    units: Vec<Unit>,
+    result: Result<Vec<FileResult>, String>,
+}
+
+/// Why a file cannot succeed on any worker (no point retrying).
+fn is_permanent(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(codes::NOT_FOUND | codes::INVALID_PATH | codes::IS_A_DIRECTORY | codes::BAD_REQUEST)
+    )
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.saturating_sub(1).min(5));
+    base.min(Duration::from_secs(5))
+}
+
+struct Run {
+    ctx: Arc<JobContext>,
+    record: JobRecord,
+    version: u64,
+    tracker: Tracker,
+    batcher: Batcher,
+    view: Arc<ClusterView>,
+    addresses: HashMap<String, String>,
+    in_flight: HashMap<String, u32>,
+    retries: VecDeque<(Instant, String, Unit)>,
+    sent: JoinSet<Sent>,
+    next_task_id: u64,
+    stopping: bool,
+    taken_away: bool,
+}
+
+pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>) {
+    let job_id = claimed.record.job_id.clone();
+    let progress = &claimed.record.progress;
+    let counters = Counters {
+        processed: progress.files_processed,
+        skipped: progress.files_skipped,
+        failed: progress.files_failed,
+        bytes: progress.bytes_processed,
+        retried: progress.retried,
+    };
+    let tracker = Tracker::resume(progress.watermark, counters, claimed.record.failed_files.clone());
+    let batch_size = claimed
+        .record
+        .options
+        .batch_size
+        .unwrap_or(ctx.config.batch_size)
+        .max(1) as usize;
+    let view = match ctx.cluster.view().await {
+        Ok(view) => view,
+        Err(reason) => {
+            tracing::warn!(job_id, reason, "no cluster view yet");
+            Arc::new(ClusterView::new(Vec::new(), &ctx.user))
+        }
+    };
+    let mut run = Run {
+        ctx: Arc::clone(&ctx),
+        record: claimed.record,
+        version: claimed.version,
+        tracker,
+        batcher: Batcher::new(batch_size),
+        addresses: HashMap::new(),
+        view,
+        in_flight: HashMap::new(),
+        retries: VecDeque::new(),
+        sent: JoinSet::new(),
+        next_task_id: 0,
+        stopping: false,
+        taken_away: false,
+    };
+    run.refresh_addresses();
+    tracing::info!(job_id, path = %run.record.path, resume_at = run.tracker.watermark(), "job running");
+    let outcome = run.execute().await;
+    if run.taken_away {
+        tracing::warn!(job_id, "job was taken over (reclaimed or rerun); this coordinator stops working on it");
+        return;
+    }
+    run.finish(outcome).await;
+}
+
+impl Run {
+    fn refresh_addresses(&mut self) {
+        self.addresses = super::worker_addresses(&self.view);
+    }
+
+    /// Lists, dispatches and collects until every file is resolved. `Err` is the job's failure.
+    async fn execute(&mut self) -> Result<(), String> {
+        let root = HoardPath::parse(&self.record.path).map_err(|err| err.to_string())?;
+        let mounts = Arc::clone(&self.ctx.mounts);
+        let mut lister = FileLister::open(&mounts, &root)
+            .await
+            .map_err(|err| describe_ufs(&err, &self.record.path))?;
+        // Resume: the files below the watermark were resolved by an earlier run.
+        let mut skip = self.tracker.watermark();
+        while skip > 0 {
+            match lister.next().await {
+                Some(Ok(_)) => skip -= 1,
+                Some(Err(err)) => return Err(describe_ufs(&err, &self.record.path)),
+                None => break,
+            }
+        }
+        let interval = self.ctx.config.scheduler_interval;
+        let mut next_checkpoint = Instant::now() + interval;
+        let mut listing_done = false;
+        let mut failure: Option<String> = None;
+        loop {
+            self.dispatch();
+            let list_ahead = self.batcher.queued_units()
+                < self.batcher_capacity() && !listing_done && !self.stopping && failure.is_none();
+            if list_ahead {
+                match lister.next().await {
+                    Some(Ok(status)) => self.plan_file(status.path.as_str(), status.length),
+                    Some(Err(err)) => {
+                        failure = Some(describe_ufs(&err, &self.record.path));
+                        listing_done = true;
+                    }
+                    None => {
+                        listing_done = true;
+                        self.batcher.flush();
+                    }
+                }
+                if Instant::now() < next_checkpoint {
+                    continue;
+                }
+            }
+            let winding_down = listing_done || self.stopping || failure.is_some();
+            if winding_down {
+                self.batcher.flush();
+            } else if self.sent.is_empty() && self.batcher.ready_batches() == 0 {
+                // Nothing in flight and nothing full: send partial batches rather than wait.
+                self.batcher.flush();
+            }
+            self.dispatch();
+            let idle = self.sent.is_empty() && self.retries.is_empty() && self.batcher.is_empty();
+            if idle && winding_down {
+                break;
+            }
+            let wake = self
+                .retries
+                .iter()
+                .map(|(due, _, _)| *due)
+                .min()
+                .map_or(next_checkpoint, |due| due.min(next_checkpoint));
+            tokio::select! {
+                joined = self.sent.join_next(), if !self.sent.is_empty() => {
+                    if let Some(Ok(sent)) = joined {
+                        self.collect(sent);
+                    }
+                }
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            }
+            self.requeue_due_retries();
+            if Instant::now() >= next_checkpoint {
+                next_checkpoint = Instant::now() + interval;
+                self.checkpoint(listing_done).await;
+                if self.taken_away {
+                    self.sent.abort_all();
+                    return Ok(());
+                }
+            }
+        }
+        self.record.progress.listing_done = listing_done && failure.is_none();
+        if let Some(reason) = failure {
+            return Err(reason);
+        }
+        if self.stopping {
+            return Ok(());
+        }
+        if self.record.job_type == JobType::Load && self.record.options.verify && self.tracker.counters().failed == 0 {
+            let verified = super::verify::verify(&self.ctx, &self.record, &self.view).await;
+            self.record.progress.verified = Some(verified.is_ok());
+            verified?;
+        }
+        Ok(())
+    }
+
+    fn batcher_capacity(&self) -> usize {
+        let workers = self.addresses.len().max(1);
+        let per_task = self.record.options.batch_size.unwrap_or(self.ctx.config.batch_size).max(1) as usize;
+        workers * self.ctx.config.max_tasks_per_worker as usize * per_task * LIST_AHEAD_TASKS
+    }
+
+    /// Turns one listed file into units on its workers.
+    fn plan_file(&mut self, path: &str, length: u64) {
+        let Ok(hoard_path) = HoardPath::parse(path) else {
+            self.tracker.fail_file(path.to_string(), "invalid path".into());
+            return;
+        };
+        let order = self.view.failover_order(&hoard_path);
+        if order.is_empty() {
+            self.tracker.fail_file(path.to_string(), "no workers are ONLINE".into());
+            return;
+        }
+        let max_attempts = self.ctx.config.file_max_attempts as usize;
+        let (targets, fallbacks): (Vec<String>, VecDeque<String>) = match self.record.job_type {
+            JobType::Load => {
+                let replicas = (self.record.options.replicas.max(1) as usize).min(order.len());
+                let keys: Vec<String> = order.iter().map(super::worker_key).collect();
+                let fallbacks = keys[replicas..].iter().take(max_attempts.saturating_sub(1)).cloned().collect();
+                (keys[..replicas].to_vec(), fallbacks)
+            }
+            // Free evicts from every worker: a file's pages may be on any of them.
+            JobType::Free => (self.view.nodes.iter().filter(|n| n.online).map(super::worker_key).collect(), VecDeque::new()),
+        };
+        let ranges = if self.record.job_type == JobType::Load && !self.record.options.metadata_only {
+            partitions(length, self.ctx.config.partition_size)
+        } else {
+            vec![(None, None)]
+        };
+        let units = u32::try_from(targets.len() * ranges.len()).unwrap_or(u32::MAX);
+        let index = self.tracker.add_file(path.to_string(), units);
+        for (replica, worker) in targets.iter().enumerate() {
+            for (offset, len) in &ranges {
+                let mut own_fallbacks = fallbacks.clone();
+                if self.record.job_type == JobType::Free {
+                    // The only worker that can free its pages is itself: retry it.
+                    own_fallbacks = std::iter::repeat_n(worker.clone(), max_attempts.saturating_sub(1)).collect();
+                }
+                let unit = Unit {
+                    file_index: index,
+                    file: TaskFile {
+                        path: path.to_string(),
+                        offset: *offset,
+                        length: *len,
+                    },
+                    fallbacks: own_fallbacks,
+                    attempts: 1,
+                    counts_bytes: replica == 0,
+                };
+                self.batcher.push(worker, unit, offset.is_some());
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let limit = self.ctx.config.max_tasks_per_worker;
+        loop {
+            let in_flight = &self.in_flight;
+            let Some((worker, units)) = self
+                .batcher
+                .take_ready(|worker| in_flight.get(worker).copied().unwrap_or(0) < limit)
+            else {
+                return;
+            };
+            *self.in_flight.entry(worker.clone()).or_default() += 1;
+            self.ctx.metrics.task_started(&worker);
+            self.next_task_id += 1;
+            let task_id = self.next_task_id;
+            let address = self.addresses.get(&worker).cloned();
+            let ctx = Arc::clone(&self.ctx);
+            let job_id = self.record.job_id.clone();
+            let job_type = self.record.job_type;
+            let options = self.record.options.clone();
+            self.sent.spawn(async move {
+                let result = match address {
+                    None => Err(format!("worker {worker} is no longer registered")),
+                    Some(address) => send_task(&ctx, &address, job_type, &job_id, task_id, &units, &options).await,
+                };
+                Sent { worker, units, result }
+            });
+        }
+    }
+
+    fn collect(&mut self, sent: Sent) {
+        if let Some(count) = self.in_flight.get_mut(&sent.worker) {
+            *count = count.saturating_sub(1);
+        }
+        self.ctx.metrics.task_finished(&sent.worker);
+        match sent.result {
+            Ok(results) => {
+                let answered = results.len();
+                let expected = sent.units.len();
+                let mut results = results.into_iter();
+                for unit in sent.units {
+                    match results.next() {
+                        Some(result) if result.ok => {
+                            let bytes = if !unit.counts_bytes {
+                                0
+                            } else if self.record.job_type == JobType::Free {
+                                result.freed_bytes
+                            } else {
+                                result.range_length
+                            };
+                            if self.record.job_type == JobType::Load && !result.skipped {
+                                self.ctx.metrics.loaded(bytes);
+                            }
+                            self.tracker.unit_finished(unit.file_index, UnitOutcome::Done {
+                                bytes,
+                                skipped: result.skipped,
+                            });
+                        }
+                        Some(result) => {
+                            let reason = result.error.unwrap_or_else(|| "failed".to_string());
+                            if is_permanent(result.code.as_deref()) {
+                                self.tracker.unit_finished(unit.file_index, UnitOutcome::Failed { reason });
+                            } else {
+                                self.retry(unit, format!("{}: {reason}", sent.worker));
+                            }
+                        }
+                        None => {
+                            let reason = format!("worker {} answered {answered} results for {expected} files", sent.worker);
+                            self.retry(unit, reason);
+                        }
+                    }
+                }
+            }
+            Err(reason) => {
+                for unit in sent.units {
+                    self.retry(unit, reason.clone());
+                }
+            }
+        }
+    }
+
+    fn retry(&mut self, mut unit: Unit, reason: String) {
+        if unit.attempts >= self.ctx.config.file_max_attempts {
+            let reason = format!("{reason} (after {} attempts)", unit.attempts);
+            self.tracker.unit_finished(unit.file_index, UnitOutcome::Failed { reason });
+            return;
+        }
+        let Some(next) = unit.fallbacks.pop_front() else {
+            let reason = format!("{reason} (no other worker to try)");
+            self.tracker.unit_finished(unit.file_index, UnitOutcome::Failed { reason });
+            return;
+        };
+        tracing::debug!(job_id = %self.record.job_id, path = %unit.file.path, next = %next, reason, "retrying");
+        unit.attempts += 1;
+        self.tracker.unit_retried(unit.file_index);
+        let due = Instant::now() + backoff(unit.attempts);
+        self.retries.push_back((due, next, unit));
+    }
+
+    fn requeue_due_retries(&mut self) {
+        let now = Instant::now();
+        let mut still_waiting = VecDeque::new();
+        while let Some((due, worker, unit)) = self.retries.pop_front() {
+            if due <= now {
+                let alone = unit.file.offset.is_some();
+                self.batcher.push(&worker, unit, alone);
+            } else {
+                still_waiting.push_back((due, worker, unit));
+            }
+        }
+        self.retries = still_waiting;
+        self.batcher.flush();
+    }
+
+    fn progress(&self, listing_done: bool) -> JobProgress {
+        let counters = self.tracker.counters();
+        JobProgress {
+            files_listed: self.tracker.next_index(),
+            watermark: self.tracker.watermark(),
+            files_processed: counters.processed,
+            files_skipped: counters.skipped,
+            files_failed: counters.failed,
+            bytes_processed: counters.bytes,
+            retried: counters.retried,
+            listing_done,
+            verified: self.record.progress.verified,
+        }
+    }
+
+    /// Writes progress (and the owner's heartbeat), and picks up a stop request.
+    async fn checkpoint(&mut self, listing_done: bool) {
+        match self.ctx.store.get(&self.record.job_id).await {
+            Ok(Some(current)) => {
+                if current.record.stop_requested && !self.stopping {
+                    tracing::info!(job_id = %self.record.job_id, "stop requested: no new tasks");
+                    self.stopping = true;
+                }
+                if current.record.state != JobState::Running
+                    || current.record.owner.as_deref() != Some(self.ctx.coordinator_id.as_str())
+                {
+                    self.taken_away = true;
+                    return;
+                }
+            }
+            Ok(None) => {
+                self.taken_away = true;
+                return;
+            }
+            Err(err) => tracing::warn!(job_id = %self.record.job_id, error = %err, "cannot read the job"),
+        }
+        self.record.progress = self.progress(listing_done);
+        self.record.failed_files = self.tracker.failed_files().to_vec();
+        self.record.owner_heartbeat_ms = Some(now_millis());
+        match self.ctx.store.checkpoint(&self.record, self.version).await {
+            Ok(version) => self.version = version,
+            Err(JobError::Conflict(reason)) => {
+                tracing::warn!(job_id = %self.record.job_id, reason, "checkpoint refused");
+                self.taken_away = true;
+            }
+            Err(err) => tracing::warn!(job_id = %self.record.job_id, error = %err, "checkpoint failed; retrying next interval"),
+        }
+        if let Ok(view) = self.ctx.cluster.view().await {
+            self.view = view;
+            self.refresh_addresses();
+        }
+    }
+
+    async fn finish(mut self, outcome: Result<(), String>) {
+        self.record.progress = self.progress(self.record.progress.listing_done);
+        self.record.failed_files = self.tracker.failed_files().to_vec();
+        let failed = self.tracker.counters().failed;
+        let (state, error) = match outcome {
+            Err(reason) => (JobState::Failed, Some(reason)),
+            Ok(()) if self.stopping => (JobState::Stopped, None),
+            Ok(()) if failed > 0 => (
+                JobState::Failed,
+                Some(format!("{failed} file(s) failed (see failedFiles)")),
+            ),
+            Ok(()) => (JobState::Succeeded, None),
+        };
+        let job_id = self.record.job_id.clone();
+        match self
+            .ctx
+            .store
+            .finish(&self.record, self.version, state, error.clone(), now_millis())
+            .await
+        {
+            Ok(record) => {
+                self.ctx.metrics.job_finished(state);
+                tracing::info!(
+                    job_id,
+                    state = ?record.state,
+                    files = record.progress.files_processed,
+                    failed = record.progress.files_failed,
+                    error = error.as_deref().unwrap_or(""),
+                    "job finished"
+                );
+            }
+            Err(err) => tracing::error!(job_id, error = %err, "cannot record the end of the job"),
+        }
+    }
+}
+
+fn describe_ufs(err: &UfsError, path: &str) -> String {
+    match err {
+        UfsError::NotFound(_) => format!("no such file or directory in the UFS: {path}"),
+        other => format!("cannot list {path}: {other}"),
+    }
+}
+
+async fn send_task(
+    ctx: &JobContext,
+    address: &str,
+    job_type: JobType,
+    job_id: &str,
+    task_id: u64,
+    units: &[Unit],
+    options: &hoard_meta::jobs::JobOptions,
+) -> Result<Vec<FileResult>, String> {
+    let (route, body) = match job_type {
+        JobType::Load => (
+            tasks::LOAD_ROUTE,
+            serde_json::to_vec(&LoadTask {
+                job_id: job_id.to_string(),
+                task_id,
+                files: units.iter().map(|unit| unit.file.clone()).collect(),
+                skip_if_exists: options.skip_if_exists,
+                metadata_only: options.metadata_only,
+            }),
+        ),
+        JobType::Free => (
+            tasks::FREE_ROUTE,
+            serde_json::to_vec(&FreeTask {
+                job_id: job_id.to_string(),
+                task_id,
+                paths: units.iter().map(|unit| unit.file.path.clone()).collect(),
+            }),
+        ),
+    };
+    let body = body.map_err(|err| err.to_string())?;
+    let mut request = ctx
+        .http
+        .post(format!("http://{address}{route}"))
+        .header("content-type", "application/json")
+        .timeout(TASK_TIMEOUT)
+        .body(body);
+    if let Some(token) = &ctx.admin_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|err| format!("{address}: {}", hoard_client::describe_reqwest(&err)))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{address} answered {status}: {}", text.trim()));
+    }
+    let answer: TaskResponse = response
+        .json()
+        .await
+        .map_err(|err| format!("{address}: unreadable task answer: {err}"))?;
+    Ok(answer.results)
+}
