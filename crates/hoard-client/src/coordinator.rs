@@ -71,8 +71,12 @@ impl CoordinatorClient {
     }
 
     pub async fn submit_job(&self, submit: &SubmitJob) -> Result<SubmitResponse, ClientError> {
-        self.call(self.http.post(format!("{}{}", self.base, routes::JOBS_ROUTE)).json(submit))
-            .await
+        self.call(
+            self.http
+                .post(format!("{}{}", self.base, routes::JOBS_ROUTE))
+                .json(submit),
+        )
+        .await
     }
 
     /// Jobs, newest first, filtered by state, type and path (each optional).
@@ -107,13 +111,19 @@ impl CoordinatorClient {
     }
 
     pub async fn stop_job(&self, job_id: &str) -> Result<JobView, ClientError> {
-        self.call(self.http.post(format!("{}{}", self.base, routes::job_stop_route(job_id))))
-            .await
+        self.call(
+            self.http
+                .post(format!("{}{}", self.base, routes::job_stop_route(job_id))),
+        )
+        .await
     }
 
     pub async fn rerun_job(&self, job_id: &str) -> Result<JobView, ClientError> {
-        self.call(self.http.post(format!("{}{}", self.base, routes::job_rerun_route(job_id))))
-            .await
+        self.call(
+            self.http
+                .post(format!("{}{}", self.base, routes::job_rerun_route(job_id))),
+        )
+        .await
     }
 
     /// Deletes a worker's registration; the coordinator refuses while it is ONLINE unless

@@ -76,6 +76,11 @@ struct Inner {
     membership: Arc<dyn Membership>,
     user: UserConfig,
     view: Mutex<Option<(Arc<ClusterView>, Instant)>>,
+    /// Bumped before every listing; a listing only replaces a view built from an older one, so
+    /// a slow list never overwrites a newer ring.
+    generation: std::sync::atomic::AtomicU64,
+    /// The generation of the stored view.
+    stored_generation: Mutex<u64>,
     /// Follows the membership's change stream, when it has one; started with the first view.
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// How many times a membership watch was established (re-watches after breaks included).
@@ -118,6 +123,8 @@ impl HoardClient {
                 membership,
                 user,
                 view: Mutex::new(None),
+                generation: std::sync::atomic::AtomicU64::new(0),
+                stored_generation: Mutex::new(0),
                 watcher: Mutex::new(None),
                 watches: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -151,10 +158,13 @@ impl HoardClient {
         let view = match self.inner.rebuild().await {
             Ok(view) => view,
             Err(err) => {
-                let Some((stale, _)) = self.inner.view.lock().clone() else {
+                let mut cached = self.inner.view.lock();
+                let Some((stale, _)) = cached.clone() else {
                     return Err(err);
                 };
-                tracing::warn!(error = %err, "cannot refresh the worker list; using the last one");
+                tracing::warn!(error = %err, "cannot refresh the worker list; using the last one until the next refresh");
+                // Try again after one refresh interval, not on every read meanwhile.
+                *cached = Some((Arc::clone(&stale), Instant::now()));
                 stale
             }
         };
@@ -201,10 +211,15 @@ impl HoardClient {
 impl Inner {
     /// Lists the members and stores the new view.
     async fn rebuild(&self) -> Result<Arc<ClusterView>, ClientError> {
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let members = self.membership.members().await?;
         let nodes = nodes::probe_members(&self.http, members, &self.user, false).await;
         let view = Arc::new(ClusterView::new(nodes, &self.user));
-        *self.view.lock() = Some((Arc::clone(&view), Instant::now()));
+        let mut stored = self.stored_generation.lock();
+        if generation > *stored {
+            *stored = generation;
+            *self.view.lock() = Some((Arc::clone(&view), Instant::now()));
+        }
         Ok(view)
     }
 }

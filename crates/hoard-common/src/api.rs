@@ -257,6 +257,10 @@ pub mod coordinator {
         pub instance: String,
         pub used_bytes: u64,
         pub capacity_bytes: u64,
+        /// The worker is stopping cleanly: report it OFFLINE now instead of after the failure
+        /// timeout.
+        #[serde(default)]
+        pub leaving: bool,
     }
 
     /// One registered worker as the coordinator reports it.

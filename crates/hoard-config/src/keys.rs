@@ -170,7 +170,7 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     key(
         ETCD_ENDPOINTS,
         "",
-        "Comma-separated etcd endpoints (host:port or http://host:port); required for ETCD membership.",
+        "Comma-separated etcd endpoints (host:port or http://host:port; no TLS yet); required for ETCD membership or the ETCD job store.",
     ),
     key(
         ETCD_ROOT,

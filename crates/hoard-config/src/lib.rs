@@ -841,11 +841,13 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
 
 fn parse_job_config(values: &mut Values<'_>, page_size: u64) -> Result<JobConfig, ConfigError> {
     Ok(JobConfig {
-        store_type: values.parse(keys::JOB_STORE_TYPE, |value| match value.to_ascii_uppercase().as_str() {
-            "EMBEDDED" => Ok(JobStoreType::Embedded),
-            "ETCD" => Ok(JobStoreType::Etcd),
-            "ROCKS" => Err("ROCKS is Alluxio's; Hoard's embedded store is EMBEDDED".into()),
-            _ => Err("expected EMBEDDED or ETCD".into()),
+        store_type: values.parse(keys::JOB_STORE_TYPE, |value| {
+            match value.to_ascii_uppercase().as_str() {
+                "EMBEDDED" => Ok(JobStoreType::Embedded),
+                "ETCD" => Ok(JobStoreType::Etcd),
+                "ROCKS" => Err("ROCKS is Alluxio's; Hoard's embedded store is EMBEDDED".into()),
+                _ => Err("expected EMBEDDED or ETCD".into()),
+            }
         })?,
         etcd_path: values.parse(keys::JOB_ETCD_PATH, parse_etcd_prefix)?,
         poll_interval: values.duration(keys::JOB_POLL_INTERVAL, false)?,
@@ -902,13 +904,15 @@ fn parse_etcd_config(values: &mut Values<'_>) -> Result<EtcdConfig, ConfigError>
     })
 }
 
-/// `host:port`, `http://host:port` or `https://host:port` -> the URL etcd clients take.
+/// `host:port` or `http://host:port` -> the URL etcd clients take. TLS (`https://`) is not
+/// supported in this version: it is refused here rather than failing at the first connection.
 fn parse_etcd_endpoint(value: &str) -> Result<String, String> {
     let (scheme, rest) = match value.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
-            (scheme.to_ascii_lowercase(), rest)
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (scheme.to_ascii_lowercase(), rest),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err("https (TLS) etcd endpoints are not supported in this version; use http://".into())
         }
-        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?} (expected http or https)")),
+        Some((scheme, _)) => return Err(format!("unsupported scheme {scheme:?} (expected http)")),
         None => ("http".to_string(), value),
     };
     let address = workers::parse_worker(rest.trim_end_matches('/'), 0)?;

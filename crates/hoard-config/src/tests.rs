@@ -234,6 +234,11 @@ fn bad_values_name_key_value_and_reason() {
         ("hoard.etcd.endpoints", "127.0.0.1:2379,,x:1", "entry 2"),
         ("hoard.etcd.endpoints", "127.0.0.1", "needs a port"),
         ("hoard.etcd.endpoints", "grpc://127.0.0.1:2379", "unsupported scheme"),
+        (
+            "hoard.etcd.endpoints",
+            "https://127.0.0.1:2379",
+            "not supported in this version",
+        ),
         ("hoard.etcd.root", "hoard/", "start and end with '/'"),
         ("hoard.etcd.root", "/hoard", "start and end with '/'"),
         ("hoard.etcd.root", "/a//b/", "'//'"),
@@ -313,12 +318,12 @@ fn membership_and_etcd() {
     let etcd = config(&[
         ("hoard.cluster.name", "prod"),
         ("hoard.worker.membership.manager.type", "etcd"),
-        ("hoard.etcd.endpoints", "127.0.0.1:2379, https://[::1]:2380/"),
+        ("hoard.etcd.endpoints", "127.0.0.1:2379, http://[::1]:2380/"),
         ("hoard.worker.failure.detection.timeout", "3s"),
         ("hoard.security.admin.token", "s3cret"),
     ]);
     assert_eq!(etcd.worker.membership_type, MembershipType::Etcd);
-    assert_eq!(etcd.etcd.endpoints, vec!["http://127.0.0.1:2379", "https://[::1]:2380"]);
+    assert_eq!(etcd.etcd.endpoints, vec!["http://127.0.0.1:2379", "http://[::1]:2380"]);
     assert_eq!(etcd.etcd.root, "/hoard/prod/");
     assert_eq!(etcd.worker.heartbeat_interval(), Duration::from_millis(750));
     assert_eq!(etcd.security.admin_token.as_deref(), Some("s3cret"));

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::extract::rejection::QueryRejection;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hoard_common::api::coordinator::{self as routes, CoordinatorHealth, Heartbeat, SubmitJob, SubmitResponse};
@@ -244,7 +244,9 @@ fn parse_job_type(value: &str) -> Result<JobType, ApiError> {
     match value {
         "load" => Ok(JobType::Load),
         "free" => Ok(JobType::Free),
-        other => Err(bad_request(format!("unknown job type {other:?} (expected load or free)"))),
+        other => Err(bad_request(format!(
+            "unknown job type {other:?} (expected load or free)"
+        ))),
     }
 }
 
@@ -265,7 +267,10 @@ fn parse_job_state(value: &str) -> Result<JobState, ApiError> {
 const MAX_REPLICAS: i64 = 100;
 
 /// Checks a submission; nothing is stored unless it is valid and its path exists in the UFS.
-async fn validate_submission(state: &CoordinatorState, submit: &SubmitJob) -> Result<(JobType, String, JobOptions), ApiError> {
+async fn validate_submission(
+    state: &CoordinatorState,
+    submit: &SubmitJob,
+) -> Result<(JobType, String, JobOptions), ApiError> {
     let job_type = parse_job_type(&submit.job_type)?;
     if submit.path.trim().is_empty() {
         return Err(bad_request("path must not be empty"));
@@ -273,14 +278,18 @@ async fn validate_submission(state: &CoordinatorState, submit: &SubmitJob) -> Re
     let path = hoard_common::HoardPath::parse(&submit.path)?;
     let replicas = submit.options.replicas.unwrap_or(1);
     if !(1..=MAX_REPLICAS).contains(&replicas) {
-        return Err(bad_request(format!("replicas must be between 1 and {MAX_REPLICAS}, not {replicas}")));
+        return Err(bad_request(format!(
+            "replicas must be between 1 and {MAX_REPLICAS}, not {replicas}"
+        )));
     }
     let max_batch = i64::from(hoard_config::MAX_JOB_BATCH_SIZE);
     let batch_size = match submit.options.batch_size {
         None => None,
         Some(size) if (1..=max_batch).contains(&size) => u32::try_from(size).ok(),
         Some(size) => {
-            return Err(bad_request(format!("batchSize must be between 1 and {max_batch}, not {size}")));
+            return Err(bad_request(format!(
+                "batchSize must be between 1 and {max_batch}, not {size}"
+            )));
         }
     };
     if let Err(err) = state.mounts.status(&path).await {
@@ -290,7 +299,11 @@ async fn validate_submission(state: &CoordinatorState, submit: &SubmitJob) -> Re
                 codes::NOT_FOUND,
                 format!("no such file or directory in the UFS: {path}"),
             ),
-            other => ApiError::new(StatusCode::BAD_GATEWAY, codes::UFS_ERROR, format!("cannot check {path}: {other}")),
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                codes::UFS_ERROR,
+                format!("cannot check {path}: {other}"),
+            ),
         });
     }
     let options = JobOptions {

@@ -13,12 +13,12 @@ pub mod registry;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use hoard_common::api::coordinator::{CoordinatorInfo, NodesResponse, WorkerInfo};
 use hoard_client::ClusterView;
+use hoard_common::api::coordinator::{CoordinatorInfo, NodesResponse, WorkerInfo};
 use hoard_config::{JobStoreType, MembershipType, SiteConfig, UserConfig};
-use hoard_meta::jobs::JobStore;
 use hoard_meta::embedded::EmbeddedStore;
 use hoard_meta::etcd::{EtcdMembership, EtcdStore, LeaseSession};
+use hoard_meta::jobs::JobStore;
 use hoard_meta::{
     keys, now_millis, CoordinatorRecord, Liveness, MemberRecord, Membership, MetaError, MetaStore, StaticMembership,
     WorkerRegistration,
@@ -393,23 +393,26 @@ impl CoordinatorState {
             return Err(ApiFailure::WrongMembership(self.membership_kind()));
         };
         self.metrics.heartbeats.inc();
-        registry
-            .lock()
-            .await
-            .heartbeat(
+        let mut registry = registry.lock().await;
+        let outcome = if heartbeat.leaving {
+            tracing::info!(worker_id, "worker stopping: OFFLINE");
+            registry.leave(worker_id, &heartbeat.instance)
+        } else {
+            registry.heartbeat(
                 worker_id,
                 &heartbeat.instance,
                 heartbeat.used_bytes,
                 heartbeat.capacity_bytes,
                 Instant::now(),
             )
-            .map_err(|err| match err {
-                HeartbeatError::Unknown => ApiFailure::Meta(MetaError::UnknownWorker(worker_id.to_string())),
-                HeartbeatError::OtherInstance { address } => ApiFailure::Meta(MetaError::IdInUse {
-                    worker_id: worker_id.to_string(),
-                    address,
-                }),
-            })
+        };
+        outcome.map_err(|err| match err {
+            HeartbeatError::Unknown => ApiFailure::Meta(MetaError::UnknownWorker(worker_id.to_string())),
+            HeartbeatError::OtherInstance { address } => ApiFailure::Meta(MetaError::IdInUse {
+                worker_id: worker_id.to_string(),
+                address,
+            }),
+        })
     }
 
     /// `remove-worker`: deletes a registration; refuses while the worker is ONLINE unless forced.

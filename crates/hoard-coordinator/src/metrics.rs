@@ -32,7 +32,9 @@ pub struct StateLabels {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new([0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0])
+    Histogram::new([
+        0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+    ])
 }
 
 #[derive(Debug, Clone)]
@@ -110,19 +112,27 @@ impl CoordinatorMetrics {
     pub fn set_jobs(&self, counts: &[(JobState, usize)]) {
         for state in STATES {
             let count = counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n);
-            self.jobs.get_or_create(&StateLabels { state: state_name(state) }).set(to_i64(count));
+            self.jobs
+                .get_or_create(&StateLabels {
+                    state: state_name(state),
+                })
+                .set(to_i64(count));
         }
     }
 
     pub fn task_started(&self, worker: &str) {
         self.tasks_in_flight
-            .get_or_create(&WorkerLabels { worker: worker.to_string() })
+            .get_or_create(&WorkerLabels {
+                worker: worker.to_string(),
+            })
             .inc();
     }
 
     pub fn task_finished(&self, worker: &str) {
         self.tasks_in_flight
-            .get_or_create(&WorkerLabels { worker: worker.to_string() })
+            .get_or_create(&WorkerLabels {
+                worker: worker.to_string(),
+            })
             .dec();
     }
 
@@ -134,7 +144,9 @@ impl CoordinatorMetrics {
 
     pub fn job_finished(&self, state: JobState) {
         self.jobs_finished
-            .get_or_create(&StateLabels { state: state_name(state) })
+            .get_or_create(&StateLabels {
+                state: state_name(state),
+            })
             .inc();
     }
 
@@ -147,14 +159,26 @@ impl CoordinatorMetrics {
                 "Worker registrations accepted",
                 self.registrations.clone(),
             );
-            coordinator.register("worker_heartbeats", "Worker heartbeats received", self.heartbeats.clone());
-            coordinator.register("worker_removals", "Workers removed by remove-worker", self.removals.clone());
+            coordinator.register(
+                "worker_heartbeats",
+                "Worker heartbeats received",
+                self.heartbeats.clone(),
+            );
+            coordinator.register(
+                "worker_removals",
+                "Workers removed by remove-worker",
+                self.removals.clone(),
+            );
             coordinator.register(
                 "workers_registered",
                 "Registered workers, ONLINE or not",
                 self.workers_registered.clone(),
             );
-            coordinator.register("workers_online", "Registered workers that are ONLINE", self.workers_online.clone());
+            coordinator.register(
+                "workers_online",
+                "Registered workers that are ONLINE",
+                self.workers_online.clone(),
+            );
             coordinator.register("jobs", "Jobs in the store by state", self.jobs.clone());
             coordinator.register(
                 "jobs_finished",
@@ -226,7 +250,9 @@ impl InstrumentedStore {
                 store: self.inner.kind(),
             })
             .inc();
-        self.metrics.latency_ms.observe(started.elapsed().as_secs_f64() * 1000.0);
+        self.metrics
+            .latency_ms
+            .observe(started.elapsed().as_secs_f64() * 1000.0);
     }
 }
 

@@ -106,14 +106,7 @@ impl Registry {
         capacity_bytes: u64,
         now: Instant,
     ) -> Result<(), HeartbeatError> {
-        let Some(registration) = self.registrations.get(worker_id) else {
-            return Err(HeartbeatError::Unknown);
-        };
-        if registration.instance != instance {
-            return Err(HeartbeatError::OtherInstance {
-                address: registration.address().to_string(),
-            });
-        }
+        self.check_instance(worker_id, instance)?;
         self.beats.insert(
             worker_id.to_string(),
             Beat {
@@ -123,6 +116,26 @@ impl Registry {
                 capacity_bytes,
             },
         );
+        Ok(())
+    }
+
+    /// Whether `instance` is the process that holds `worker_id`'s registration.
+    fn check_instance(&self, worker_id: &str, instance: &str) -> Result<(), HeartbeatError> {
+        let Some(registration) = self.registrations.get(worker_id) else {
+            return Err(HeartbeatError::Unknown);
+        };
+        if registration.instance != instance {
+            return Err(HeartbeatError::OtherInstance {
+                address: registration.address().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A clean stop: the worker is OFFLINE from now on (its registration stays).
+    pub fn leave(&mut self, worker_id: &str, instance: &str) -> Result<(), HeartbeatError> {
+        self.check_instance(worker_id, instance)?;
+        self.beats.remove(worker_id);
         Ok(())
     }
 
@@ -242,6 +255,24 @@ mod tests {
             })
         );
         assert_eq!(registry.heartbeat("w9", "i1", 0, 0, now), Err(HeartbeatError::Unknown));
+    }
+
+    #[test]
+    fn a_clean_stop_is_offline_at_once() {
+        let now = Instant::now();
+        let mut registry = Registry::new(TIMEOUT, Vec::new(), now);
+        registry.register(registration("w1", 1, "i1"), now);
+        assert!(matches!(
+            registry.leave("w1", "other"),
+            Err(HeartbeatError::OtherInstance { .. })
+        ));
+        assert!(registry.is_online("w1", now));
+        registry.leave("w1", "i1").unwrap();
+        assert!(!registry.is_online("w1", now));
+        assert!(
+            registry.check_remove("w1", false, now).is_ok(),
+            "a stopped worker can be removed at once"
+        );
     }
 
     #[test]

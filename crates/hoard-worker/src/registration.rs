@@ -11,7 +11,7 @@
 //! run, later it stops (the id, and so the cache's place on the ring, belong to the other one).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hoard_common::api::coordinator::{self as routes, Heartbeat};
 use hoard_common::api::{codes, ErrorBody};
@@ -28,6 +28,10 @@ pub struct Registration {
     lost: watch::Receiver<Option<String>>,
     task: Option<tokio::task::JoinHandle<()>>,
     session: Option<LeaseSession>,
+    /// ETCD: the session, once the background task registered.
+    pending_session: Option<tokio::sync::oneshot::Receiver<LeaseSession>>,
+    /// COORDINATOR: how to say goodbye on a clean stop.
+    coordinator: Option<(Arc<CoordinatorLink>, WorkerRegistration)>,
 }
 
 impl Registration {
@@ -45,13 +49,25 @@ impl Registration {
         }
     }
 
-    /// A clean stop: on etcd the liveness lease is revoked, so the worker is OFFLINE at once.
+    /// A clean stop: the worker is OFFLINE at once (on etcd its lease is revoked; the
+    /// coordinator gets a last heartbeat saying it leaves), so `remove-worker` can follow.
     pub async fn close(mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        if let Some(mut pending) = self.pending_session.take() {
+            if let Ok(session) = pending.try_recv() {
+                self.session = Some(session);
+            }
+        }
         if let Some(session) = self.session.take() {
             session.close().await;
+        }
+        if let Some((link, record)) = self.coordinator.take() {
+            let goodbye = tokio::time::timeout(Duration::from_secs(2), link.heartbeat_leaving(&record));
+            if !matches!(goodbye.await, Ok(Ok(()))) {
+                tracing::warn!(worker_id = %record.worker_id, "could not tell the coordinator this worker stops; it goes OFFLINE after the failure timeout");
+            }
         }
     }
 }
@@ -77,63 +93,198 @@ pub fn registration_record(config: &SiteConfig, state: &WorkerState, port: u16) 
     }
 }
 
-/// How long start-up waits for the membership store before serving anyway (and registering in
-/// the background): long enough for a coordinator started alongside, short enough that reads
-/// are not held up by a coordinator that is down.
-fn startup_deadline(config: &SiteConfig) -> Duration {
-    config.worker.failure_detection_timeout.min(Duration::from_secs(30))
-}
-
-/// Registers with the configured membership. Returns an error only when this worker must not
-/// run: its id is held by another live process, or the configuration is unusable.
-pub async fn register(
-    config: &SiteConfig,
-    state: Arc<WorkerState>,
-    port: u16,
-) -> Result<Option<Registration>, WorkerError> {
+/// Starts keeping this worker registered, in the background (the worker serves meanwhile:
+/// a coordinator or etcd that is down must not stop reads). `None` for STATIC membership.
+/// [`Registration::lost`] resolves when the worker must stop: another live process holds its id.
+pub fn start(config: &SiteConfig, state: Arc<WorkerState>, port: u16) -> Result<Option<Registration>, WorkerError> {
     let record = registration_record(config, &state, port);
+    let probe = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .map_err(|err| WorkerError::Registration(format!("http client setup: {err}")))?;
+    let (lost_tx, lost) = watch::channel(None);
     match config.worker.membership_type {
         MembershipType::Static => Ok(None),
-        MembershipType::Coordinator => register_with_coordinator(config, state, record).await.map(Some),
-        MembershipType::Etcd => register_in_etcd(config, record).await.map(Some),
+        MembershipType::Coordinator => {
+            let interval = config.worker.heartbeat_interval();
+            let http = reqwest::Client::builder()
+                .connect_timeout(interval.min(Duration::from_secs(2)))
+                .timeout(interval.max(Duration::from_secs(1)))
+                .no_proxy()
+                .build()
+                .map_err(|err| WorkerError::Registration(format!("http client setup: {err}")))?;
+            let link = Arc::new(CoordinatorLink {
+                http,
+                base: format!("http://{}", config.coordinator.address()),
+                token: config.security.admin_token.clone(),
+            });
+            let goodbye = (Arc::clone(&link), record.clone());
+            let task = tokio::spawn(coordinator_loop(link, record, state, interval, probe, lost_tx));
+            Ok(Some(Registration {
+                lost,
+                task: Some(task),
+                session: None,
+                pending_session: None,
+                coordinator: Some(goodbye),
+            }))
+        }
+        MembershipType::Etcd => {
+            let (session_tx, session_rx) = tokio::sync::oneshot::channel();
+            let etcd = config.etcd.clone();
+            let ttl = config.worker.failure_detection_timeout;
+            let task = tokio::spawn(etcd_loop(etcd, record, ttl, probe, lost_tx, session_tx));
+            Ok(Some(Registration {
+                lost,
+                task: Some(task),
+                session: None,
+                pending_session: Some(session_rx),
+                coordinator: None,
+            }))
+        }
     }
 }
 
-async fn register_in_etcd(config: &SiteConfig, record: WorkerRegistration) -> Result<Registration, WorkerError> {
-    let store = EtcdStore::connect(&config.etcd).await?;
-    let ttl = config.worker.failure_detection_timeout;
-    let deadline = Instant::now() + startup_deadline(config);
+/// Whether the process at `address` is a live worker with `worker_id` (its `/health` says so).
+async fn holder_is_alive(probe: &reqwest::Client, address: &str, worker_id: &str) -> bool {
+    let url = format!("http://{address}{}", hoard_common::api::HEALTH_ROUTE);
+    let Ok(response) = probe.get(&url).send().await else {
+        return false;
+    };
+    matches!(response.json::<hoard_common::api::WorkerHealth>().await, Ok(health) if health.id == worker_id)
+}
+
+/// Another process claims the id: fatal when it answers as this worker, else the claim is a
+/// dead process's record that expires within the failure timeout; wait for that.
+async fn id_conflict(
+    probe: &reqwest::Client,
+    record: &WorkerRegistration,
+    address: &str,
+    message: String,
+) -> Option<String> {
+    if holder_is_alive(probe, address, &record.worker_id).await {
+        return Some(message);
+    }
+    tracing::warn!(
+        worker_id = %record.worker_id,
+        previous = address,
+        "the id's previous holder does not answer; waiting for its registration to expire"
+    );
+    None
+}
+
+async fn coordinator_loop(
+    link: Arc<CoordinatorLink>,
+    record: WorkerRegistration,
+    state: Arc<WorkerState>,
+    interval: Duration,
+    probe: reqwest::Client,
+    lost_tx: watch::Sender<Option<String>>,
+) {
+    let mut registered = false;
+    let mut failing = false;
     let mut backoff = Backoff::new();
-    let session = loop {
-        match store.register_worker(&record, ttl).await {
-            Ok(session) => break session,
-            Err(err) if err.is_retryable() && Instant::now() < deadline => {
-                tracing::warn!(error = %err, "cannot register in etcd yet, retrying");
+    loop {
+        let outcome = if registered {
+            link.heartbeat(&record, &state).await
+        } else {
+            link.register(&record).await
+        };
+        match outcome {
+            Ok(()) => {
+                if !registered || failing {
+                    tracing::info!(worker_id = %record.worker_id, coordinator = %link.base, "registered with the coordinator");
+                }
+                registered = true;
+                failing = false;
+                backoff = Backoff::new();
+                tokio::time::sleep(interval).await;
+            }
+            Err(Refused::IdInUse { message, address }) => {
+                registered = false;
+                if let Some(fatal) = id_conflict(&probe, &record, &address, message).await {
+                    tracing::error!(worker_id = %record.worker_id, reason = %fatal, "worker id held by another live process");
+                    let _ = lost_tx.send(Some(fatal));
+                    return;
+                }
                 backoff.wait().await;
             }
-            Err(err) => return Err(err.into()),
+            Err(Refused::Unknown) => {
+                tracing::warn!(worker_id = %record.worker_id, "coordinator does not know this worker; registering again");
+                registered = false;
+            }
+            Err(Refused::Retry(reason)) => {
+                // Log the first failure of a streak, not every one.
+                if !failing {
+                    tracing::warn!(worker_id = %record.worker_id, reason = %reason, "cannot reach the coordinator; retrying (serving meanwhile)");
+                    failing = true;
+                }
+                if registered {
+                    tokio::time::sleep(interval).await;
+                } else {
+                    backoff.wait().await;
+                }
+            }
         }
+    }
+}
+
+async fn etcd_loop(
+    etcd: hoard_config::EtcdConfig,
+    record: WorkerRegistration,
+    ttl: Duration,
+    probe: reqwest::Client,
+    lost_tx: watch::Sender<Option<String>>,
+    session_tx: tokio::sync::oneshot::Sender<LeaseSession>,
+) {
+    let mut backoff = Backoff::new();
+    let mut warned = false;
+    let session = loop {
+        let attempt = match EtcdStore::connect(&etcd).await {
+            Ok(store) => store.register_worker(&record, ttl).await,
+            Err(err) => Err(err),
+        };
+        match attempt {
+            Ok(session) => break session,
+            Err(MetaError::IdInUse { address, .. }) => {
+                let message = format!(
+                    "worker id {} is already in use by a live worker at {address}; stop that worker, or give this one its own identity file",
+                    record.worker_id
+                );
+                if let Some(fatal) = id_conflict(&probe, &record, &address, message).await {
+                    let _ = lost_tx.send(Some(fatal));
+                    return;
+                }
+            }
+            Err(err) if err.is_retryable() => {
+                if !warned {
+                    tracing::warn!(error = %err, "cannot register in etcd yet; retrying (serving meanwhile)");
+                    warned = true;
+                }
+            }
+            Err(err) => {
+                let _ = lost_tx.send(Some(err.to_string()));
+                return;
+            }
+        }
+        backoff.wait().await;
     };
     tracing::info!(worker_id = %record.worker_id, "registered in etcd");
-    let (lost_tx, lost) = watch::channel(None);
     let mut states = session.state();
-    let task = tokio::spawn(async move {
-        loop {
-            let current = states.borrow_and_update().clone();
-            if let SessionState::Lost(reason) = current {
-                let _ = lost_tx.send(Some(reason.to_string()));
-                return;
-            }
-            if states.changed().await.is_err() {
-                return;
-            }
+    if session_tx.send(session).is_err() {
+        return;
+    }
+    loop {
+        let current = states.borrow_and_update().clone();
+        if let SessionState::Lost(reason) = current {
+            let _ = lost_tx.send(Some(reason.to_string()));
+            return;
         }
-    });
-    Ok(Registration {
-        lost,
-        task: Some(task),
-        session: Some(session),
-    })
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The REST conversation with the coordinator.
@@ -144,8 +295,8 @@ struct CoordinatorLink {
 }
 
 enum Refused {
-    /// Fatal: another process holds the id.
-    IdInUse(String),
+    /// Another process holds the id (at `address`).
+    IdInUse { message: String, address: String },
     /// The coordinator does not know this worker: register again.
     Unknown,
     /// Try again later.
@@ -172,7 +323,10 @@ impl CoordinatorLink {
             .as_ref()
             .map_or_else(|| format!("coordinator answered {status}"), |body| body.error.clone());
         match body.as_ref().map(|body| body.code.as_str()) {
-            Some(codes::WORKER_ID_IN_USE) => Err(Refused::IdInUse(message)),
+            Some(codes::WORKER_ID_IN_USE) => {
+                let address = holder_address(&message).unwrap_or_default();
+                Err(Refused::IdInUse { message, address })
+            }
             Some(codes::UNKNOWN_WORKER) => Err(Refused::Unknown),
             _ => Err(Refused::Retry(message)),
         }
@@ -188,104 +342,36 @@ impl CoordinatorLink {
         let stats = tokio::task::spawn_blocking(move || store.stats())
             .await
             .unwrap_or_default();
+        self.send_heartbeat(record, stats.used_bytes, stats.capacity_bytes, false)
+            .await
+    }
+
+    async fn heartbeat_leaving(&self, record: &WorkerRegistration) -> Result<(), Refused> {
+        self.send_heartbeat(record, 0, record.capacity_bytes, true).await
+    }
+
+    async fn send_heartbeat(
+        &self,
+        record: &WorkerRegistration,
+        used_bytes: u64,
+        capacity_bytes: u64,
+        leaving: bool,
+    ) -> Result<(), Refused> {
         let beat = Heartbeat {
             instance: record.instance.clone(),
-            used_bytes: stats.used_bytes,
-            capacity_bytes: stats.capacity_bytes,
+            used_bytes,
+            capacity_bytes,
+            leaving,
         };
         let route = routes::heartbeat_route(&record.worker_id);
         self.send(self.request(reqwest::Method::PUT, &route).json(&beat)).await
     }
 }
 
-async fn register_with_coordinator(
-    config: &SiteConfig,
-    state: Arc<WorkerState>,
-    record: WorkerRegistration,
-) -> Result<Registration, WorkerError> {
-    let interval = config.worker.heartbeat_interval();
-    let http = reqwest::Client::builder()
-        .connect_timeout(interval.min(Duration::from_secs(2)))
-        .timeout(interval.max(Duration::from_secs(1)))
-        .no_proxy()
-        .build()
-        .map_err(|err| WorkerError::Registration(format!("http client setup: {err}")))?;
-    let link = CoordinatorLink {
-        http,
-        base: format!("http://{}", config.coordinator.address()),
-        token: config.security.admin_token.clone(),
-    };
-    let deadline = Instant::now() + startup_deadline(config);
-    let mut backoff = Backoff::new();
-    let mut registered = false;
-    loop {
-        match link.register(&record).await {
-            Ok(()) => {
-                registered = true;
-                break;
-            }
-            Err(Refused::IdInUse(message)) => return Err(WorkerError::Registration(message)),
-            Err(Refused::Unknown) | Err(Refused::Retry(_)) if Instant::now() < deadline => backoff.wait().await,
-            Err(Refused::Unknown) | Err(Refused::Retry(_)) => break,
-        }
-    }
-    if registered {
-        tracing::info!(worker_id = %record.worker_id, coordinator = %link.base, "registered with the coordinator");
-    } else {
-        tracing::warn!(
-            worker_id = %record.worker_id,
-            coordinator = %link.base,
-            "coordinator not reachable; serving anyway and registering in the background"
-        );
-    }
-    let (lost_tx, lost) = watch::channel(None);
-    let task = tokio::spawn(async move {
-        let mut need_register = !registered;
-        let mut failing_since: Option<Instant> = None;
-        loop {
-            tokio::time::sleep(interval).await;
-            let outcome = if need_register {
-                link.register(&record).await
-            } else {
-                link.heartbeat(&record, &state).await
-            };
-            match outcome {
-                Ok(()) => {
-                    if need_register || failing_since.is_some() {
-                        tracing::info!(worker_id = %record.worker_id, "registration renewed");
-                    }
-                    need_register = false;
-                    failing_since = None;
-                }
-                Err(Refused::IdInUse(message)) => {
-                    tracing::error!(worker_id = %record.worker_id, reason = %message, "worker id taken by another process");
-                    let _ = lost_tx.send(Some(message));
-                    return;
-                }
-                Err(Refused::Unknown) => {
-                    tracing::warn!(worker_id = %record.worker_id, "coordinator does not know this worker; registering again");
-                    need_register = true;
-                    // Register right away rather than one interval later.
-                    if let Err(Refused::IdInUse(message)) = link.register(&record).await {
-                        let _ = lost_tx.send(Some(message));
-                        return;
-                    }
-                }
-                Err(Refused::Retry(reason)) => {
-                    // Log the first failure of a streak, not every one.
-                    if failing_since.is_none() {
-                        tracing::warn!(worker_id = %record.worker_id, reason = %reason, "heartbeat failed; retrying");
-                        failing_since = Some(Instant::now());
-                    }
-                }
-            }
-        }
-    });
-    Ok(Registration {
-        lost,
-        task: Some(task),
-        session: None,
-    })
+/// The other holder's address in the coordinator's "in use by a live worker at ADDR;" message.
+fn holder_address(message: &str) -> Option<String> {
+    let rest = message.split(" at ").nth(1)?;
+    Some(rest.split(';').next()?.trim().to_string())
 }
 
 /// Exponential backoff from 100ms to 2s with jitter.
@@ -310,5 +396,21 @@ impl Backoff {
 impl From<MetaError> for WorkerError {
     fn from(err: MetaError) -> WorkerError {
         WorkerError::Registration(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_address_comes_from_the_conflict_message() {
+        let message = MetaError::IdInUse {
+            worker_id: "5b3f2a4e-8f6c-4c55-9d3e-6a1f0c2b7e91".into(),
+            address: "[::1]:29999".into(),
+        }
+        .to_string();
+        assert_eq!(holder_address(&message).as_deref(), Some("[::1]:29999"));
+        assert_eq!(holder_address("something else"), None);
     }
 }

@@ -113,7 +113,12 @@ async fn latest(client: &CoordinatorClient, job_type: &str, path: &str) -> anyho
     }
 }
 
-async fn job(client: &CoordinatorClient, job_type: &str, args: &JobArgs, options: JobOptionsView) -> anyhow::Result<()> {
+async fn job(
+    client: &CoordinatorClient,
+    job_type: &str,
+    args: &JobArgs,
+    options: JobOptionsView,
+) -> anyhow::Result<()> {
     let mut current: Option<JobView> = None;
     if args.submit {
         let submit = SubmitJob {
@@ -231,7 +236,10 @@ fn print_job(job: &JobView, format: Format, verbose: bool) -> anyhow::Result<()>
         job.job_type,
         job.path,
         job.state,
-        job.owner.as_deref().map(|o| format!(" on coordinator {o}")).unwrap_or_default()
+        job.owner
+            .as_deref()
+            .map(|o| format!(" on coordinator {o}"))
+            .unwrap_or_default()
     );
     println!(
         "  files: {} processed, {} skipped, {} failed, {} listed{}",
@@ -249,7 +257,10 @@ fn print_job(job: &JobView, format: Format, verbose: bool) -> anyhow::Result<()>
         job.retried
     );
     if let Some(verified) = job.verified {
-        println!("  verified: {}", if verified { "every file cached whole" } else { "no" });
+        println!(
+            "  verified: {}",
+            if verified { "every file cached whole" } else { "no" }
+        );
     }
     if let Some(error) = &job.error {
         println!("  error: {error}");
@@ -302,7 +313,10 @@ async fn rerun(client: &CoordinatorClient, config: &SiteConfig, job_id: &str) ->
         }
         Err(err) => return Err(err.into()),
     };
-    println!("job {} is {} again (it resumes from its checkpoint)", job.job_id, job.state);
+    println!(
+        "job {} is {} again (it resumes from its checkpoint)",
+        job.job_id, job.state
+    );
     Ok(())
 }
 
@@ -320,8 +334,15 @@ async fn open_job_store(config: &SiteConfig) -> anyhow::Result<hoard_meta::jobs:
         JobStoreType::Etcd => {
             let mut etcd = config.etcd.clone();
             etcd.root = config.jobs.etcd_path.clone();
-            (std::sync::Arc::new(hoard_meta::etcd::EtcdStore::connect(&etcd).await?), "")
+            (
+                std::sync::Arc::new(hoard_meta::etcd::EtcdStore::connect(&etcd).await?),
+                "",
+            )
         }
     };
-    Ok(hoard_meta::jobs::JobStore::new(store, prefix, config.jobs.waiting_capacity))
+    Ok(hoard_meta::jobs::JobStore::new(
+        store,
+        prefix,
+        config.jobs.waiting_capacity,
+    ))
 }

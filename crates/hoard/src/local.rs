@@ -380,7 +380,51 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
         }
     }
     write_state(&state)?;
+    if membership != LocalMembership::Static {
+        if let Err(err) = wait_registered(&http, &state, deadline).await {
+            kill_all(&mut children);
+            return Err(err);
+        }
+    }
     Ok(state)
+}
+
+/// Waits until the coordinator lists every worker ONLINE (workers register in the background).
+async fn wait_registered(http: &reqwest::Client, state: &LocalState, deadline: Instant) -> anyhow::Result<()> {
+    let coordinator = &state.processes[0];
+    let url = format!(
+        "http://{}{}",
+        coordinator.address,
+        hoard_common::api::coordinator::NODES_ROUTE
+    );
+    let wanted: Vec<&str> = state
+        .processes
+        .iter()
+        .filter(|process| process.role == "worker")
+        .filter_map(|process| process.id.as_deref())
+        .collect();
+    loop {
+        if let Ok(response) = http.get(&url).send().await {
+            if let Ok(nodes) = response.json::<hoard_common::api::coordinator::NodesResponse>().await {
+                let online = |id: &str| {
+                    nodes
+                        .workers
+                        .iter()
+                        .any(|worker| worker.worker_id == id && worker.state == "ONLINE")
+                };
+                if wanted.iter().all(|id| online(id)) {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the workers did not all register with the coordinator in time; see the logs under {}",
+                state.home.join("logs").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 const COORDINATOR_NAME: &str = "coordinator";

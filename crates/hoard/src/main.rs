@@ -3,8 +3,8 @@
 
 mod coordinator;
 mod fs;
-mod job;
 mod info;
+mod job;
 mod local;
 mod output;
 mod process;

@@ -12,8 +12,8 @@ pub enum ProcessCommand {
         /// The worker id, as `hoard info nodes` shows it.
         #[arg(short = 'n', long = "name", value_name = "WORKER_ID")]
         worker_id: String,
-        /// Remove it even while it is ONLINE (it registers again at its next renewal unless
-        /// stopped).
+        /// Remove it even while it is ONLINE. Under COORDINATOR membership a running worker
+        /// registers again at its next heartbeat; under ETCD it stays removed until it restarts.
         #[arg(long)]
         force: bool,
     },

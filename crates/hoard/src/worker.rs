@@ -37,15 +37,8 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
         capacity_bytes = stats.capacity_bytes,
         "worker ready"
     );
-    let registration = hoard_worker::registration::register(&config, Arc::clone(&state), port)
-        .await
-        .with_context(|| {
-            format!(
-                "worker {} cannot join the cluster ({} membership)",
-                state.worker_id,
-                config.worker.membership_type.as_str()
-            )
-        })?;
+    let registration = hoard_worker::registration::start(&config, Arc::clone(&state), port)
+        .with_context(|| format!("worker {} cannot join the cluster", state.worker_id))?;
     let max_header = usize::try_from(config.worker.max_request_header_bytes).unwrap_or(usize::MAX);
     let event_loops = std::thread::available_parallelism().map_or(1, usize::from);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -14,8 +14,9 @@ use hoard_testkit::Etcd;
 const MIB: usize = 1 << 20;
 /// Short enough for tests, long enough for a loaded 2-core CI machine not to miss heartbeats.
 const FAILURE_TIMEOUT: &str = "hoard.worker.failure.detection.timeout=3s";
-/// Killed -> OFFLINE must happen within the timeout plus slack for polling and scheduling.
-const OFFLINE_LIMIT: Duration = Duration::from_secs(20);
+/// Killed -> OFFLINE must happen within the timeout (3s, counted from the last renewal) plus
+/// slack for etcd's expiry check, polling and a loaded 2-core machine.
+const OFFLINE_LIMIT: Duration = Duration::from_secs(8);
 
 fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("ufs dir");
@@ -268,18 +269,26 @@ fn restarted_coordinator_keeps_the_membership_it_knew() {
     assert!(cluster.hoard(&["fs", "cat", "/c.bin"]).stdout == data);
 }
 
-#[test]
-fn corrupt_identity_file_refuses_to_start() {
-    let ufs = ufs_with(&[("/i.bin", content(71, 1000))]);
-    let cluster = start_cluster(1, ufs.path(), None, &[]);
-    let worker = cluster.processes().remove(0);
-    kill9(worker.pid);
+fn identity_file_of(worker: &Process) -> std::path::PathBuf {
     let site = std::fs::read_to_string(worker.conf_dir.join("hoard-site.properties")).expect("site");
     let work_dir = site
         .lines()
         .find_map(|line| line.strip_prefix("hoard.work.dir="))
-        .expect("work dir");
-    let identity = Path::new(work_dir).join("system-info/worker_identity");
+        .expect("work dir")
+        .to_string();
+    Path::new(&work_dir).join("system-info/worker_identity")
+}
+
+fn bad_identity_file_refuses_to_start(etcd: Option<&Etcd>) {
+    let data = content(71, 1000);
+    let ufs = ufs_with(&[("/i.bin", data.clone())]);
+    let cluster = start_cluster(2, ufs.path(), etcd, &[]);
+    let worker = cluster.processes().remove(0);
+    let before = cluster.worker_states();
+    kill9(worker.pid);
+    let identity = identity_file_of(&worker);
+
+    // Corrupt: not a UUID.
     std::fs::write(&identity, "not-a-uuid\n").expect("corrupt identity");
     let output = hoard_with_conf(&worker.conf_dir, &["worker"]);
     assert!(!output.status.success());
@@ -293,8 +302,69 @@ fn corrupt_identity_file_refuses_to_start() {
         "not-a-uuid\n",
         "never replaced"
     );
-    // The registry still knows the old id; no second record appeared.
-    assert_eq!(cluster.worker_states().len(), 1);
+
+    // Unreadable: a directory where the file should be.
+    std::fs::remove_file(&identity).expect("remove identity");
+    std::fs::create_dir(&identity).expect("directory in its place");
+    let output = hoard_with_conf(&worker.conf_dir, &["worker"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&identity.display().to_string())
+            && stderr.contains("cannot read or create worker identity file"),
+        "{stderr}"
+    );
+
+    // No second record appeared; the other worker still serves.
+    let after: Vec<String> = cluster.worker_states().into_iter().map(|(id, _, _)| id).collect();
+    let ids: Vec<String> = before.into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(after, ids);
+    assert!(cluster.hoard(&["fs", "cat", "/i.bin"]).stdout == data);
+}
+
+#[test]
+fn coordinator_bad_identity_file_refuses_to_start() {
+    bad_identity_file_refuses_to_start(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_bad_identity_file_refuses_to_start() {
+    let etcd = Etcd::start().await;
+    tokio::task::block_in_place(|| bad_identity_file_refuses_to_start(Some(&etcd)));
+}
+
+#[test]
+fn static_ring_keeps_an_offline_worker_and_reads_go_to_the_next_candidate() {
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| (format!("/s/{i}.bin"), content(200 + i, 3000 + i as usize)))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+    let ufs = ufs_with(&refs);
+    let cluster = start_cluster(
+        3,
+        ufs.path(),
+        None,
+        &["hoard.user.dynamic.consistent.hash.ring.enabled=false"],
+    );
+    let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
+    let placement = owners(&cluster, &paths);
+    let victim = cluster.processes().remove(0);
+    kill9(victim.pid);
+    wait_until("killed worker OFFLINE", OFFLINE_LIMIT, || {
+        state_of(&cluster, &victim.id) == Some(false)
+    });
+    assert_eq!(
+        owners(&cluster, &paths),
+        placement,
+        "a static ring keeps the OFFLINE worker's place"
+    );
+    assert!(placement.contains(&victim.id), "the victim owns some of the paths");
+    for (path, data) in &files {
+        assert!(
+            &cluster.hoard(&["fs", "cat", path]).stdout == data,
+            "{path} read from the next candidate"
+        );
+    }
 }
 
 #[test]

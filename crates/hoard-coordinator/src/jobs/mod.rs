@@ -119,7 +119,12 @@ impl Scheduler {
             }
         };
         for job_id in waiting {
-            match self.ctx.store.claim(&job_id, &self.ctx.coordinator_id, now_millis()).await {
+            match self
+                .ctx
+                .store
+                .claim(&job_id, &self.ctx.coordinator_id, now_millis())
+                .await
+            {
                 Ok(Some(claimed)) => {
                     self.ctx.metrics.claim.inc();
                     let ctx = Arc::clone(&self.ctx);

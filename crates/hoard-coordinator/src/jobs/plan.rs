@@ -133,7 +133,9 @@ impl Tracker {
             if entry.pending > 0 {
                 break;
             }
-            let Some(entry) = self.files.remove(&self.watermark) else { break };
+            let Some(entry) = self.files.remove(&self.watermark) else {
+                break;
+            };
             self.counters.retried += entry.retries;
             match entry.failure {
                 Some(reason) => {
@@ -289,11 +291,29 @@ mod tests {
         let a = tracker.add_file("/a".into(), 1);
         let b = tracker.add_file("/b".into(), 2);
         let c = tracker.add_file("/c".into(), 1);
-        tracker.unit_finished(c, UnitOutcome::Done { bytes: 5, skipped: false });
+        tracker.unit_finished(
+            c,
+            UnitOutcome::Done {
+                bytes: 5,
+                skipped: false,
+            },
+        );
         assert_eq!(tracker.watermark(), 0, "c is done but a is not");
-        tracker.unit_finished(a, UnitOutcome::Done { bytes: 10, skipped: false });
+        tracker.unit_finished(
+            a,
+            UnitOutcome::Done {
+                bytes: 10,
+                skipped: false,
+            },
+        );
         assert_eq!(tracker.watermark(), 1);
-        tracker.unit_finished(b, UnitOutcome::Done { bytes: 3, skipped: false });
+        tracker.unit_finished(
+            b,
+            UnitOutcome::Done {
+                bytes: 3,
+                skipped: false,
+            },
+        );
         assert_eq!(tracker.watermark(), 1, "b has a second unit");
         tracker.unit_retried(b);
         tracker.unit_finished(b, UnitOutcome::Failed { reason: "boom".into() });
@@ -320,7 +340,13 @@ mod tests {
             first.add_file(name.into(), 1);
         }
         for index in 0..3 {
-            first.unit_finished(index, UnitOutcome::Done { bytes: 1, skipped: false });
+            first.unit_finished(
+                index,
+                UnitOutcome::Done {
+                    bytes: 1,
+                    skipped: false,
+                },
+            );
         }
         let checkpoint = (first.watermark(), first.counters().clone());
         assert_eq!(checkpoint.0, 3);
@@ -329,8 +355,20 @@ mod tests {
         let index = second.add_file("/3".into(), 1);
         assert_eq!(index, 3);
         let last = second.add_file("/4".into(), 1);
-        second.unit_finished(index, UnitOutcome::Done { bytes: 1, skipped: false });
-        second.unit_finished(last, UnitOutcome::Done { bytes: 0, skipped: true });
+        second.unit_finished(
+            index,
+            UnitOutcome::Done {
+                bytes: 1,
+                skipped: false,
+            },
+        );
+        second.unit_finished(
+            last,
+            UnitOutcome::Done {
+                bytes: 0,
+                skipped: true,
+            },
+        );
         assert_eq!(second.counters().processed, 4);
         assert_eq!(second.counters().skipped, 1);
         assert_eq!(second.watermark(), 5);

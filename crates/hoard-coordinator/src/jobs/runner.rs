@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hoard_client::ClusterView;
-use hoard_common::api::tasks::{self, FileResult, FreeTask, LoadTask, TaskFile, TaskResponse};
 use hoard_common::api::codes;
+use hoard_common::api::tasks::{self, FileResult, FreeTask, LoadTask, TaskFile, TaskResponse};
 use hoard_common::HoardPath;
 use hoard_meta::jobs::{JobError, JobProgress, JobRecord, JobState, JobType, Versioned};
 use hoard_meta::now_millis;
@@ -104,7 +104,10 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>) {
     tracing::info!(job_id, path = %run.record.path, resume_at = run.tracker.watermark(), "job running");
     let outcome = run.execute().await;
     if run.taken_away {
-        tracing::warn!(job_id, "job was taken over (reclaimed or rerun); this coordinator stops working on it");
+        tracing::warn!(
+            job_id,
+            "job was taken over (reclaimed or rerun); this coordinator stops working on it"
+        );
         return;
     }
     run.finish(outcome).await;
@@ -137,8 +140,10 @@ impl Run {
         let mut failure: Option<String> = None;
         loop {
             self.dispatch();
-            let list_ahead = self.batcher.queued_units()
-                < self.batcher_capacity() && !listing_done && !self.stopping && failure.is_none();
+            let list_ahead = self.batcher.queued_units() < self.batcher_capacity()
+                && !listing_done
+                && !self.stopping
+                && failure.is_none();
             if list_ahead {
                 match lister.next().await {
                     Some(Ok(status)) => self.plan_file(status.path.as_str(), status.length),
@@ -208,7 +213,12 @@ impl Run {
 
     fn batcher_capacity(&self) -> usize {
         let workers = self.addresses.len().max(1);
-        let per_task = self.record.options.batch_size.unwrap_or(self.ctx.config.batch_size).max(1) as usize;
+        let per_task = self
+            .record
+            .options
+            .batch_size
+            .unwrap_or(self.ctx.config.batch_size)
+            .max(1) as usize;
         workers * self.ctx.config.max_tasks_per_worker as usize * per_task * LIST_AHEAD_TASKS
     }
 
@@ -228,11 +238,23 @@ impl Run {
             JobType::Load => {
                 let replicas = (self.record.options.replicas.max(1) as usize).min(order.len());
                 let keys: Vec<String> = order.iter().map(super::worker_key).collect();
-                let fallbacks = keys[replicas..].iter().take(max_attempts.saturating_sub(1)).cloned().collect();
+                let fallbacks = keys[replicas..]
+                    .iter()
+                    .take(max_attempts.saturating_sub(1))
+                    .cloned()
+                    .collect();
                 (keys[..replicas].to_vec(), fallbacks)
             }
             // Free evicts from every worker: a file's pages may be on any of them.
-            JobType::Free => (self.view.nodes.iter().filter(|n| n.online).map(super::worker_key).collect(), VecDeque::new()),
+            JobType::Free => (
+                self.view
+                    .nodes
+                    .iter()
+                    .filter(|n| n.online)
+                    .map(super::worker_key)
+                    .collect(),
+                VecDeque::new(),
+            ),
         };
         let ranges = if self.record.job_type == JobType::Load && !self.record.options.metadata_only {
             partitions(length, self.ctx.config.partition_size)
@@ -257,7 +279,8 @@ impl Run {
                     },
                     fallbacks: own_fallbacks,
                     attempts: 1,
-                    counts_bytes: replica == 0,
+                    // A load counts each file's bytes once (first replica); a free counts what every worker freed.
+                    counts_bytes: replica == 0 || self.record.job_type == JobType::Free,
                 };
                 self.batcher.push(worker, unit, offset.is_some());
             }
@@ -316,21 +339,28 @@ impl Run {
                             if self.record.job_type == JobType::Load && !result.skipped {
                                 self.ctx.metrics.loaded(bytes);
                             }
-                            self.tracker.unit_finished(unit.file_index, UnitOutcome::Done {
-                                bytes,
-                                skipped: result.skipped,
-                            });
+                            self.tracker.unit_finished(
+                                unit.file_index,
+                                UnitOutcome::Done {
+                                    bytes,
+                                    skipped: result.skipped,
+                                },
+                            );
                         }
                         Some(result) => {
                             let reason = result.error.unwrap_or_else(|| "failed".to_string());
                             if is_permanent(result.code.as_deref()) {
-                                self.tracker.unit_finished(unit.file_index, UnitOutcome::Failed { reason });
+                                self.tracker
+                                    .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
                             } else {
                                 self.retry(unit, format!("{}: {reason}", sent.worker));
                             }
                         }
                         None => {
-                            let reason = format!("worker {} answered {answered} results for {expected} files", sent.worker);
+                            let reason = format!(
+                                "worker {} answered {answered} results for {expected} files",
+                                sent.worker
+                            );
                             self.retry(unit, reason);
                         }
                     }
@@ -347,12 +377,14 @@ impl Run {
     fn retry(&mut self, mut unit: Unit, reason: String) {
         if unit.attempts >= self.ctx.config.file_max_attempts {
             let reason = format!("{reason} (after {} attempts)", unit.attempts);
-            self.tracker.unit_finished(unit.file_index, UnitOutcome::Failed { reason });
+            self.tracker
+                .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
             return;
         }
         let Some(next) = unit.fallbacks.pop_front() else {
             let reason = format!("{reason} (no other worker to try)");
-            self.tracker.unit_finished(unit.file_index, UnitOutcome::Failed { reason });
+            self.tracker
+                .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
             return;
         };
         tracing::debug!(job_id = %self.record.job_id, path = %unit.file.path, next = %next, reason, "retrying");
@@ -422,7 +454,9 @@ impl Run {
                 tracing::warn!(job_id = %self.record.job_id, reason, "checkpoint refused");
                 self.taken_away = true;
             }
-            Err(err) => tracing::warn!(job_id = %self.record.job_id, error = %err, "checkpoint failed; retrying next interval"),
+            Err(err) => {
+                tracing::warn!(job_id = %self.record.job_id, error = %err, "checkpoint failed; retrying next interval")
+            }
         }
         if let Ok(view) = self.ctx.cluster.view().await {
             self.view = view;

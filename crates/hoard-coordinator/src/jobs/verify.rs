@@ -35,7 +35,11 @@ pub async fn verify(ctx: &Arc<JobContext>, record: &JobRecord, view: &ClusterVie
                 let replicas = record.options.replicas.max(1) as usize;
                 let candidates = view.candidates(&status.path, replicas);
                 if candidates.len() < replicas {
-                    note(status.path.as_str(), "fewer ONLINE workers than replicas".into(), &mut missing);
+                    note(
+                        status.path.as_str(),
+                        "fewer ONLINE workers than replicas".into(),
+                        &mut missing,
+                    );
                 }
                 for node in candidates {
                     let key = super::worker_key(&node);
@@ -118,7 +122,11 @@ async fn check(
     }
     let answer: TaskResponse = response.json().await.map_err(|err| err.to_string())?;
     if answer.results.len() != batch.len() {
-        return Err(format!("{address} answered {} results for {} files", answer.results.len(), batch.len()));
+        return Err(format!(
+            "{address} answered {} results for {} files",
+            answer.results.len(),
+            batch.len()
+        ));
     }
     Ok(answer.results)
 }
