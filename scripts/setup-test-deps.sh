@@ -52,12 +52,12 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "$python" -m venv "$venv"
 fi
 
-if "$venv/bin/python" -c 'import moto.server, boto3' >/dev/null 2>&1 && [[ -x "$venv/bin/moto_server" ]]; then
-    log "moto and boto3 already installed in $venv"
+if "$venv/bin/python" -c 'import moto.server, boto3, prometheus_client' >/dev/null 2>&1 && [[ -x "$venv/bin/moto_server" ]]; then
+    log "moto, boto3 and prometheus-client already installed in $venv"
 else
-    log "installing moto[server] and boto3 into $venv"
+    log "installing moto[server], boto3 and prometheus-client into $venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet 'moto[server]' boto3
+    "$venv/bin/python" -m pip install --quiet 'moto[server]' boto3 prometheus-client
 fi
 
 "$venv/bin/moto_server" --help >/dev/null

@@ -101,6 +101,40 @@ impl axum::response::IntoResponse for ApiError {
     }
 }
 
+/// `None` when the request carries `Authorization: Bearer <expected>`; otherwise the 401 to
+/// answer. Requests that change state need it when `hoard.security.admin.token` is set.
+#[cfg(feature = "server")]
+pub fn check_admin_token(headers: &axum::http::HeaderMap, expected: &str) -> Option<ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let unauthorized = |message: &str| {
+        Some(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            message,
+        ))
+    };
+    match presented {
+        // Constant time: the comparison does not stop at the first differing byte.
+        Some(token)
+            if token.len() == expected.len()
+                && token
+                    .bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0 =>
+        {
+            None
+        }
+        Some(_) => unauthorized("wrong admin token"),
+        None => {
+            unauthorized("this request changes state and needs 'Authorization: Bearer <hoard.security.admin.token>'")
+        }
+    }
+}
+
 #[cfg(feature = "server")]
 impl From<crate::PathError> for ApiError {
     fn from(err: crate::PathError) -> ApiError {

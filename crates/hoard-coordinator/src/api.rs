@@ -91,25 +91,10 @@ async fn require_token(State(state): State<SharedState>, request: Request, next:
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => next.run(request).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, "wrong admin token").into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            codes::UNAUTHORIZED,
-            "this request changes state and needs 'Authorization: Bearer <hoard.security.admin.token>'",
-        )
-        .into_response(),
+    match hoard_common::api::check_admin_token(request.headers(), expected) {
+        None => next.run(request).await,
+        Some(refused) => refused.into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn health(State(state): State<SharedState>) -> Json<CoordinatorHealth> {

@@ -57,6 +57,7 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
             Arc::new(store),
             config.user.metadata_max_age,
         )
-        .with_load_readers(readers),
+        .with_load_readers(readers)
+        .with_admin_token(config.security.admin_token.clone()),
     ))
 }

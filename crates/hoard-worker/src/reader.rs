@@ -102,6 +102,8 @@ pub struct WorkerState {
     pending_puts: Arc<Semaphore>,
     /// Bounds the UFS page reads of load tasks, all tasks together.
     load_readers: Semaphore,
+    /// `hoard.security.admin.token`: load and free tasks need it when set.
+    admin_token: Option<String>,
     pub metrics: WorkerMetrics,
 }
 
@@ -125,6 +127,7 @@ impl WorkerState {
             inflight: Arc::new(Mutex::new(HashMap::new())),
             pending_puts: Arc::new(Semaphore::new(PENDING_PUTS)),
             load_readers: Semaphore::new(DEFAULT_LOAD_READERS),
+            admin_token: None,
             metrics: WorkerMetrics::default(),
         }
     }
@@ -133,6 +136,16 @@ impl WorkerState {
     pub fn with_load_readers(mut self, readers: usize) -> WorkerState {
         self.load_readers = Semaphore::new(readers.clamp(1, Semaphore::MAX_PERMITS));
         self
+    }
+
+    /// Load and free tasks (they change what the worker holds) need this token when set.
+    pub fn with_admin_token(mut self, token: Option<String>) -> WorkerState {
+        self.admin_token = token;
+        self
+    }
+
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
     }
 
     pub fn page_size(&self) -> u64 {

@@ -97,11 +97,31 @@ impl<S: Send + Sync> FromRequest<S> for TaskBody {
     }
 }
 
-async fn load_handler(State(state): State<SharedState>, body: Result<TaskBody, ApiError>) -> Response {
+async fn load_handler(
+    State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
+    body: Result<TaskBody, ApiError>,
+) -> Response {
+    if let Some(refused) = state
+        .admin_token()
+        .and_then(|token| hoard_common::api::check_admin_token(&headers, token))
+    {
+        return refused.into_response();
+    }
     handle(&state, "load", body, |task: &LoadTask| task.files.len(), run_load).await
 }
 
-async fn free_handler(State(state): State<SharedState>, body: Result<TaskBody, ApiError>) -> Response {
+async fn free_handler(
+    State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
+    body: Result<TaskBody, ApiError>,
+) -> Response {
+    if let Some(refused) = state
+        .admin_token()
+        .and_then(|token| hoard_common::api::check_admin_token(&headers, token))
+    {
+        return refused.into_response();
+    }
     handle(&state, "free", body, |task: &FreeTask| task.paths.len(), run_free).await
 }
 

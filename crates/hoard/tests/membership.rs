@@ -388,6 +388,13 @@ fn admin_token_guards_state_changes() {
     );
     assert_eq!(http_request(&coordinator.address, &wrong).expect("delete").0, 401);
     assert_eq!(cluster.worker_states().len(), 1, "nothing removed without the token");
+    // Tasks that change a worker's cache need it too.
+    let body = r#"{"jobId":"j","taskId":1,"paths":["/t.bin"]}"#;
+    let free = format!(
+        "POST /api/v1/tasks/free HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(http_request(&worker.address, &free).expect("free").0, 401);
     // The CLI sends the token from the conf.
     let forced = cluster.hoard(&["process", "remove-worker", "-n", &worker.id, "--force"]);
     assert!(forced.status.success(), "{}", describe(&forced));
