@@ -21,9 +21,14 @@ mod tests {
             (routes::WORKERS_ROUTE, "post"),
             ("/api/v1/workers/{id}", "delete"),
             ("/api/v1/workers/{id}/heartbeat", "put"),
+            (routes::JOBS_ROUTE, "get"),
+            (routes::JOBS_ROUTE, "post"),
+            ("/api/v1/jobs/{id}", "get"),
+            ("/api/v1/jobs/{id}/stop", "post"),
+            ("/api/v1/jobs/{id}/rerun", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is not documented");
         }
-        assert_eq!(paths.len(), 7, "a documented path the router does not serve");
+        assert_eq!(paths.len(), 11, "a documented path the router does not serve");
     }
 }
