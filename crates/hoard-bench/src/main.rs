@@ -4,6 +4,8 @@
 //! Needs `target/release/hoard` (build it with `cargo build --release` first), `wrk` and
 //! `nginx` (scripts/setup-test-deps.sh installs both).
 
+mod cluster;
+mod jobs_bench;
 mod membership_bench;
 mod peers;
 mod ring_bench;
@@ -46,6 +48,9 @@ enum Scenario {
     /// Membership on a real etcd: SIGKILL -> out of a client's ring and restart -> back, with
     /// the watch and with the refresh interval alone; etcd's request rate at rest.
     Membership(membership_bench::MembershipArgs),
+    /// Jobs: a load onto 3 workers vs `cp -r` of the same data; the coordinator's CPU and
+    /// memory per files scheduled; job store operations per second, embedded vs etcd.
+    Jobs(jobs_bench::JobsArgs),
     /// Ring lookup, build time, memory, balance and movement at 10/100/1000 workers.
     Ring {
         /// Paths used for balance and movement figures.
@@ -61,6 +66,10 @@ fn main() -> anyhow::Result<()> {
             let rows = ring_bench::run(paths);
             println!("{}", ring_bench::to_markdown(&rows));
             Ok(())
+        }
+        Scenario::Jobs(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(jobs_bench::run(args))
         }
         Scenario::Membership(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

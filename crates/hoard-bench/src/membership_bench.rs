@@ -2,15 +2,16 @@
 //! restarted one takes to come back (with the watch, and with the refresh interval alone), and
 //! the load membership puts on etcd at rest.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use hoard_client::HoardClient;
 use hoard_meta::{ChangeStream, CoordinatorRecord, MemberRecord, Membership, MetaError};
 use hoard_testkit::Etcd;
+
+use crate::cluster::LocalCluster;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MembershipArgs {
@@ -42,85 +43,6 @@ impl Membership for RefreshOnly {
     }
     fn kind(&self) -> &'static str {
         "ETCD (refresh only)"
-    }
-}
-
-struct LocalCluster {
-    hoard: PathBuf,
-    home: tempfile::TempDir,
-    restarted: Vec<Child>,
-}
-
-struct WorkerProcess {
-    pid: u32,
-    conf_dir: PathBuf,
-}
-
-impl LocalCluster {
-    fn start(hoard: &Path, etcd: &Etcd, properties: &[String]) -> anyhow::Result<LocalCluster> {
-        let home = tempfile::Builder::new().prefix("hoard-bench-membership").tempdir()?;
-        let mut command = Command::new(hoard);
-        command
-            .args(["local", "start", "--workers", "3", "--etcd", &etcd.endpoint(), "--home"])
-            .arg(home.path());
-        for property in properties {
-            command.args(["--property", property]);
-        }
-        let output = command.output().context("hoard local start")?;
-        if !output.status.success() {
-            bail!("hoard local start failed: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        Ok(LocalCluster {
-            hoard: hoard.to_path_buf(),
-            home,
-            restarted: Vec::new(),
-        })
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.home.path().join("conf")
-    }
-
-    fn workers(&self) -> anyhow::Result<Vec<WorkerProcess>> {
-        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(self.home.path().join("local.json"))?)?;
-        Ok(state["processes"]
-            .as_array()
-            .context("processes")?
-            .iter()
-            .filter(|p| p["role"] == "worker")
-            .map(|p| WorkerProcess {
-                pid: p["pid"].as_u64().unwrap_or_default() as u32,
-                conf_dir: PathBuf::from(p["confDir"].as_str().unwrap_or_default()),
-            })
-            .collect())
-    }
-
-    fn restart(&mut self, worker: &WorkerProcess) -> anyhow::Result<u32> {
-        let child = Command::new(&self.hoard)
-            .arg("--conf")
-            .arg(&worker.conf_dir)
-            .arg("worker")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("restart worker")?;
-        let pid = child.id();
-        self.restarted.push(child);
-        Ok(pid)
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for child in &mut self.restarted {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = Command::new(&self.hoard)
-            .args(["local", "stop", "--home"])
-            .arg(self.home.path())
-            .stdout(Stdio::null())
-            .status();
     }
 }
 
@@ -167,7 +89,7 @@ async fn kill_restart_cycles(
         format!("hoard.worker.failure.detection.timeout={}", args.failure_timeout),
         format!("hoard.user.worker.list.refresh.interval={refresh}"),
     ];
-    let mut cluster = LocalCluster::start(hoard, etcd, &properties)?;
+    let mut cluster = LocalCluster::start(hoard, &["--etcd", &etcd.endpoint()], &properties)?;
     let config = hoard_config::SiteConfig::load(&cluster.conf())?.config;
     let client = if watch {
         HoardClient::connect(&config).await?
@@ -217,7 +139,7 @@ async fn etcd_rate_at_rest(hoard: &Path, failure_timeout: &str, idle: Duration) 
     let etcd = Etcd::start().await;
     let _cluster = LocalCluster::start(
         hoard,
-        &etcd,
+        &["--etcd", &etcd.endpoint()],
         &[format!("hoard.worker.failure.detection.timeout={failure_timeout}")],
     )?;
     let http = reqwest::Client::new();

@@ -36,6 +36,26 @@ pub fn hoard_binary() -> anyhow::Result<PathBuf> {
     Ok(candidate)
 }
 
+const SEED: u64 = 0x1234_5678_9abc_def1;
+
+/// xorshift64 words: incompressible enough that no layer can shortcut the bytes.
+fn fill_pseudo_random(state: &mut u64, block: &mut [u8]) {
+    for word in block.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let bytes = state.to_le_bytes();
+        word.copy_from_slice(&bytes[..word.len()]);
+    }
+}
+
+/// `len` pseudo-random bytes.
+pub fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut block = vec![0u8; len];
+    fill_pseudo_random(&mut SEED.clone(), &mut block);
+    block
+}
+
 /// A file of pseudo-random bytes (rewritten only when its size differs).
 pub fn write_data_file(path: &Path, size: u64) -> anyhow::Result<()> {
     if std::fs::metadata(path).is_ok_and(|meta| meta.len() == size) {
@@ -45,16 +65,11 @@ pub fn write_data_file(path: &Path, size: u64) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut state = 0x1234_5678_9abc_def1u64;
+    let mut state = SEED;
     let mut block = vec![0u8; 1 << 20];
     let mut written = 0;
     while written < size {
-        for word in block.chunks_exact_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
+        fill_pseudo_random(&mut state, &mut block);
         let take = (size - written).min(block.len() as u64) as usize;
         file.write_all(&block[..take])?;
         written += take as u64;
