@@ -137,7 +137,11 @@ async fn load_vs_cp(hoard: &Path, dir: &Path, args: &JobsArgs) -> anyhow::Result
             let cp = cp_seconds(source, dir)?;
             cp_rates.push(*bytes as f64 / cp / 1e6);
             drop_caches();
-            let cluster = LocalCluster::start(hoard, &["--ufs", &source.display().to_string()], &[capacity.clone()])?;
+            let cluster = LocalCluster::start(
+                hoard,
+                &["--ufs", &source.display().to_string()],
+                std::slice::from_ref(&capacity),
+            )?;
             let (seconds, job) = hoard_load_seconds(hoard, &cluster, "/")?;
             if job["bytesProcessed"].as_u64() != Some(*bytes) {
                 bail!("the load did not process every byte: {job}");
@@ -179,7 +183,14 @@ fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix(field)?.trim_start_matches(':').split_whitespace().next()?.parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .with_context(|| format!("{field} not in /proc/{pid}/status"))
 }
 
@@ -259,7 +270,12 @@ async fn store_throughput(dir: &Path, args: &JobsArgs) -> anyhow::Result<Vec<Str
         max_retries: 3,
     };
     let etcd_store = hoard_meta::etcd::EtcdStore::connect(&config).await?;
-    let etcd_row = store_ops("ETCD", JobStore::new(Arc::new(etcd_store), "", u32::MAX), args.store_jobs).await?;
+    let etcd_row = store_ops(
+        "ETCD",
+        JobStore::new(Arc::new(etcd_store), "", u32::MAX),
+        args.store_jobs,
+    )
+    .await?;
     Ok(vec![embedded_row, etcd_row])
 }
 

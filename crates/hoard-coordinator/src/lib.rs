@@ -206,6 +206,7 @@ impl CoordinatorState {
             admin_token: config.security.admin_token.clone(),
             cluster: source.clone(),
             metrics: state.metrics.clone(),
+            slots: jobs::WorkerSlots::new(config.jobs.max_tasks_per_worker, state.metrics.clone()),
         });
         let _ = state.scheduler.set(jobs::Scheduler::new(context, source));
         Ok(state)

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 fn config(dir: &std::path::Path, token: Option<&str>) -> hoard_config::SiteConfig {
     let mut properties = BTreeMap::new();
     properties.insert("hoard.work.dir".to_string(), dir.display().to_string());
+    std::fs::create_dir_all(dir.join("underfs")).expect("ufs root");
     properties.insert(
         "hoard.worker.membership.manager.type".to_string(),
         "COORDINATOR".to_string(),

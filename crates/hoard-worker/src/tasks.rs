@@ -125,7 +125,19 @@ async fn free_handler(
     handle(&state, "free", body, |task: &FreeTask| task.paths.len(), run_free).await
 }
 
-async fn check_handler(State(state): State<SharedState>, body: Result<TaskBody, ApiError>) -> Response {
+async fn check_handler(
+    State(state): State<SharedState>,
+    headers: axum::http::HeaderMap,
+    body: Result<TaskBody, ApiError>,
+) -> Response {
+    // It refreshes cached UFS status (which version is served) and can ask the UFS about
+    // thousands of files: guarded like load and free.
+    if let Some(refused) = state
+        .admin_token()
+        .and_then(|token| hoard_common::api::check_admin_token(&headers, token))
+    {
+        return refused.into_response();
+    }
     handle(&state, "check", body, |task: &CheckTask| task.paths.len(), run_check).await
 }
 

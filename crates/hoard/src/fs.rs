@@ -19,7 +19,7 @@ pub enum FsCommand {
     /// List a directory.
     Ls {
         path: String,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
     },
     /// Write a file's bytes to stdout.
@@ -27,7 +27,7 @@ pub enum FsCommand {
     /// A file's length, version, cached bytes and the worker(s) it maps to.
     Stat {
         path: String,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
     },
     /// Which worker(s) each path maps to. `-` reads paths from stdin, one per line.
@@ -37,7 +37,7 @@ pub enum FsCommand {
         /// How many candidate workers to show per path, best first.
         #[arg(long, short = 'n', default_value_t = 1)]
         candidates: usize,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
     },
     /// Copy a file from Hoard to a local file.

@@ -12,7 +12,7 @@ pub enum InfoCommand {
     /// Every registered worker (id, address, ONLINE/OFFLINE, capacity, used) and every live
     /// coordinator.
     Nodes {
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
     },
 }

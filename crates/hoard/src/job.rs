@@ -23,7 +23,7 @@ pub enum JobCommand {
         /// Only jobs in this state (WAITING, RUNNING, SUCCEEDED, FAILED, STOPPED).
         #[arg(long)]
         state: Option<String>,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
     },
     /// Put a FAILED, STOPPED or stuck RUNNING job back in the queue (it resumes from its
@@ -55,7 +55,7 @@ pub struct JobArgs {
     /// Files per task (default hoard.job.batch.size).
     #[arg(long)]
     batch_size: Option<i64>,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     format: Format,
     /// With --progress: list the failed files and their reasons.
     #[arg(long)]

@@ -34,7 +34,7 @@ pub enum LocalCommand {
     Status {
         #[arg(long)]
         home: PathBuf,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
     },
     /// Start a cluster on the sample dataset, read it cold and warm, print the figures, stop.

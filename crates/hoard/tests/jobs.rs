@@ -496,7 +496,7 @@ assert one("hoard_scheduler_job_access_etcd_total", kind="get", store="EMBEDDED"
 assert one("hoard_coordinator_jobs", state="SUCCEEDED") == 1
 assert one("hoard_coordinator_job_files_loaded_total") == 20
 assert one("hoard_coordinator_job_bytes_loaded_total") == 20 * 1024
-assert one("hoard_coordinator_worker_tasks_in_flight") == 0
+assert sum(v for _, v in names.get("hoard_coordinator_worker_tasks_in_flight", [])) == 0
 print("ok")
 "#;
     let mut child = std::process::Command::new(python)

@@ -38,6 +38,59 @@ pub trait OwnerLiveness: Send + Sync {
     async fn live_owners(&self) -> Option<Vec<String>>;
 }
 
+/// Task slots per worker, shared by every job this coordinator runs:
+/// `hoard.coordinator.scheduler.max.tasks.per.worker` is per coordinator, not per job.
+pub struct WorkerSlots {
+    limit: u32,
+    in_flight: parking_lot::Mutex<HashMap<String, u32>>,
+    metrics: CoordinatorMetrics,
+}
+
+impl WorkerSlots {
+    pub fn new(limit: u32, metrics: CoordinatorMetrics) -> Arc<WorkerSlots> {
+        Arc::new(WorkerSlots {
+            limit: limit.max(1),
+            in_flight: parking_lot::Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// A slot on `worker` if it has one free; released when the guard drops (a task that ends,
+    /// fails or is aborted gives its slot back).
+    pub fn try_take(self: &Arc<Self>, worker: &str) -> Option<SlotGuard> {
+        let mut in_flight = self.in_flight.lock();
+        let count = in_flight.entry(worker.to_string()).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        self.metrics.task_started(worker);
+        Some(SlotGuard {
+            slots: Arc::clone(self),
+            worker: worker.to_string(),
+        })
+    }
+
+    pub fn in_flight(&self, worker: &str) -> u32 {
+        self.in_flight.lock().get(worker).copied().unwrap_or(0)
+    }
+}
+
+pub struct SlotGuard {
+    slots: Arc<WorkerSlots>,
+    worker: String,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut in_flight = self.slots.in_flight.lock();
+        if let Some(count) = in_flight.get_mut(&self.worker) {
+            *count = count.saturating_sub(1);
+        }
+        self.slots.metrics.task_finished(&self.worker);
+    }
+}
+
 /// What every running job shares.
 pub struct JobContext {
     pub store: Arc<JobStore>,
@@ -49,6 +102,7 @@ pub struct JobContext {
     pub admin_token: Option<String>,
     pub cluster: Arc<dyn ClusterSource>,
     pub metrics: CoordinatorMetrics,
+    pub slots: Arc<WorkerSlots>,
 }
 
 pub struct Scheduler {
@@ -129,7 +183,10 @@ impl Scheduler {
                     self.ctx.metrics.claim.inc();
                     let ctx = Arc::clone(&self.ctx);
                     let handle = tokio::spawn(runner::run(ctx, claimed));
-                    self.running.lock().await.insert(job_id, handle);
+                    // A job rerun while this coordinator still ran it: the old run must stop.
+                    if let Some(previous) = self.running.lock().await.insert(job_id, handle) {
+                        previous.abort();
+                    }
                 }
                 Ok(None) => {}
                 Err(err) => tracing::warn!(job_id, error = %err, "cannot claim a job"),
@@ -252,10 +309,12 @@ pub fn worker_key(node: &hoard_client::NodeStatus) -> String {
     node.worker_id.clone().unwrap_or_else(|| node.ring_identity.clone())
 }
 
-/// Worker key -> `host:port`, for every node of the view.
+/// Worker key -> `host:port`, for the ONLINE nodes of the view (an OFFLINE worker gets no
+/// tasks).
 pub fn worker_addresses(view: &ClusterView) -> HashMap<String, String> {
     view.nodes
         .iter()
+        .filter(|node| node.online)
         .map(|node| (worker_key(node), node.address.clone()))
         .collect()
 }

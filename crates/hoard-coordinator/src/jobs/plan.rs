@@ -180,14 +180,24 @@ impl Tracker {
     }
 }
 
-/// Per-worker batching: units collect in a worker's open batch until it holds `batch_size`,
-/// then the batch is ready to send.
+/// Largest encoded task a batch may make (well under the worker's 8MiB body limit, whatever
+/// the path lengths).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Per-worker batching: units collect in a worker's open batch until it holds `batch_size`
+/// units (or [`MAX_BATCH_BYTES`] of paths), then the batch is ready to send.
 #[derive(Debug)]
 pub struct Batcher {
     batch_size: usize,
-    open: HashMap<String, Vec<Unit>>,
+    /// Open batches with their estimated encoded size.
+    open: HashMap<String, (Vec<Unit>, usize)>,
     ready: VecDeque<(String, Vec<Unit>)>,
     queued_units: usize,
+}
+
+/// A unit's share of a task body: its path plus the JSON around it.
+fn encoded_size(unit: &Unit) -> usize {
+    unit.file.path.len() * 2 + 64
 }
 
 impl Batcher {
@@ -209,12 +219,52 @@ impl Batcher {
             self.ready.push_back((worker.to_string(), vec![unit]));
             return;
         }
-        let batch = self.open.entry(worker.to_string()).or_default();
+        let size = encoded_size(&unit);
+        let (batch, bytes) = self.open.entry(worker.to_string()).or_default();
         batch.push(unit);
-        if batch.len() >= self.batch_size {
+        *bytes += size;
+        if batch.len() >= self.batch_size || *bytes >= MAX_BATCH_BYTES {
             let full = std::mem::take(batch);
+            *bytes = 0;
             self.ready.push_back((worker.to_string(), full));
         }
+    }
+
+    /// Takes every queued unit of `worker` (open or ready), e.g. because it went OFFLINE.
+    pub fn drain_worker(&mut self, worker: &str) -> Vec<Unit> {
+        let mut units = self.open.remove(worker).map(|(batch, _)| batch).unwrap_or_default();
+        let mut kept = VecDeque::new();
+        for (owner, batch) in self.ready.drain(..) {
+            if owner == worker {
+                units.extend(batch);
+            } else {
+                kept.push_back((owner, batch));
+            }
+        }
+        self.ready = kept;
+        self.queued_units -= units.len();
+        units
+    }
+
+    /// Workers with units queued.
+    pub fn queued_workers(&self) -> Vec<String> {
+        let mut workers: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, (batch, _))| !batch.is_empty())
+            .map(|(worker, _)| worker.clone())
+            .chain(self.ready.iter().map(|(worker, _)| worker.clone()))
+            .collect();
+        workers.sort();
+        workers.dedup();
+        workers
+    }
+
+    /// Drops everything queued (a stopped job sends nothing more).
+    pub fn clear(&mut self) {
+        self.open.clear();
+        self.ready.clear();
+        self.queued_units = 0;
     }
 
     /// Moves every open batch to ready (the listing ended, or work is waiting on them).
@@ -222,7 +272,7 @@ impl Batcher {
         let mut workers: Vec<String> = self.open.keys().cloned().collect();
         workers.sort();
         for worker in workers {
-            if let Some(batch) = self.open.remove(&worker) {
+            if let Some((batch, _)) = self.open.remove(&worker) {
                 if !batch.is_empty() {
                     self.ready.push_back((worker, batch));
                 }
@@ -404,6 +454,34 @@ mod tests {
         batcher.flush();
         let (worker, units) = batcher.take_ready(|_| true).unwrap();
         assert_eq!((worker.as_str(), units[0].file.path.as_str()), ("w2", "/b"));
+        assert!(batcher.is_empty());
+    }
+
+    #[test]
+    fn long_paths_close_a_batch_before_the_body_limit() {
+        let mut batcher = Batcher::new(10_000);
+        let long = format!("/{}", "x".repeat(4000));
+        for i in 0..2000 {
+            batcher.push("w1", unit(i, &long), false);
+        }
+        let (_, first) = batcher.take_ready(|_| true).expect("a batch closed on size");
+        assert!(first.len() < 2000);
+        let encoded: usize = first.iter().map(encoded_size).sum();
+        assert!((MAX_BATCH_BYTES..MAX_BATCH_BYTES + 10_000).contains(&encoded));
+    }
+
+    #[test]
+    fn draining_a_worker_takes_its_open_and_ready_units() {
+        let mut batcher = Batcher::new(2);
+        batcher.push("w1", unit(0, "/a"), false);
+        batcher.push("w1", unit(1, "/b"), false);
+        batcher.push("w1", unit(2, "/c"), false);
+        batcher.push("w2", unit(3, "/d"), false);
+        assert_eq!(batcher.queued_workers(), vec!["w1".to_string(), "w2".to_string()]);
+        let drained = batcher.drain_worker("w1");
+        assert_eq!(drained.len(), 3);
+        assert_eq!(batcher.queued_units(), 1);
+        batcher.clear();
         assert!(batcher.is_empty());
     }
 

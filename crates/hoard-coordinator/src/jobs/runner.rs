@@ -21,14 +21,23 @@ use super::plan::{partitions, Batcher, Counters, Tracker, Unit, UnitOutcome};
 use super::JobContext;
 
 /// How long one task may take on a worker before it counts as failed (and is retried).
-const TASK_TIMEOUT: Duration = Duration::from_secs(600);
+pub(super) const TASK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Files listed ahead of what is sent, per worker and task slot, so listing never runs away
 /// from dispatching (memory stays flat in the number of files).
 const LIST_AHEAD_TASKS: usize = 2;
+/// Files resolved above an unresolved one are kept until the watermark passes them: at most
+/// this many times the list-ahead window (then listing waits for the slow task).
+const UNFOLDED_WINDOWS: usize = 4;
+/// A job with no ONLINE worker waits this long for one before it fails.
+const NO_WORKERS_LIMIT: Duration = Duration::from_secs(60);
+/// A coordinator that cannot write its checkpoint for this long gives the job up: another
+/// coordinator may have reclaimed it (an etcd lease is 10s).
+const STORE_LOSS_LIMIT: Duration = Duration::from_secs(30);
+/// Attempts to record a job's end before leaving it to the orphan reclaim.
+const FINISH_ATTEMPTS: u32 = 5;
 
 struct Sent {
-    worker: String,
-    units: Vec<Unit>,
+    task_id: u64,
     result: Result<Vec<FileResult>, String>,
 }
 
@@ -52,13 +61,18 @@ struct Run {
     tracker: Tracker,
     batcher: Batcher,
     view: Arc<ClusterView>,
+    /// ONLINE workers' addresses.
     addresses: HashMap<String, String>,
-    in_flight: HashMap<String, u32>,
     retries: VecDeque<(Instant, String, Unit)>,
     sent: JoinSet<Sent>,
+    /// The units of each task in flight (a task that panics or is cancelled gives them back).
+    in_flight: HashMap<u64, (String, Vec<Unit>)>,
+    task_ids: HashMap<tokio::task::Id, u64>,
     next_task_id: u64,
     stopping: bool,
     taken_away: bool,
+    last_checkpoint_ok: Instant,
+    no_workers_since: Option<Instant>,
 }
 
 pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>) {
@@ -93,12 +107,15 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>) {
         batcher: Batcher::new(batch_size),
         addresses: HashMap::new(),
         view,
-        in_flight: HashMap::new(),
         retries: VecDeque::new(),
         sent: JoinSet::new(),
+        in_flight: HashMap::new(),
+        task_ids: HashMap::new(),
         next_task_id: 0,
         stopping: false,
         taken_away: false,
+        last_checkpoint_ok: Instant::now(),
+        no_workers_since: None,
     };
     run.refresh_addresses();
     tracing::info!(job_id, path = %run.record.path, resume_at = run.tracker.watermark(), "job running");
@@ -140,10 +157,13 @@ impl Run {
         let mut failure: Option<String> = None;
         loop {
             self.dispatch();
-            let list_ahead = self.batcher.queued_units() < self.batcher_capacity()
-                && !listing_done
+            let has_workers = self.has_workers();
+            let list_ahead = !listing_done
                 && !self.stopping
-                && failure.is_none();
+                && failure.is_none()
+                && has_workers
+                && self.batcher.queued_units() < self.batcher_capacity()
+                && self.tracker.unfolded() < self.batcher_capacity() * UNFOLDED_WINDOWS;
             if list_ahead {
                 match lister.next().await {
                     Some(Ok(status)) => self.plan_file(status.path.as_str(), status.length),
@@ -160,16 +180,27 @@ impl Run {
                     continue;
                 }
             }
-            let winding_down = listing_done || self.stopping || failure.is_some();
-            if winding_down {
-                self.batcher.flush();
-            } else if self.sent.is_empty() && self.batcher.ready_batches() == 0 {
-                // Nothing in flight and nothing full: send partial batches rather than wait.
+            if !has_workers && !self.stopping && failure.is_none() {
+                let since = *self.no_workers_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > NO_WORKERS_LIMIT {
+                    failure = Some(format!("no worker was ONLINE for {}s", NO_WORKERS_LIMIT.as_secs()));
+                }
+            } else {
+                self.no_workers_since = None;
+            }
+            if self.stopping || failure.is_some() {
+                // Nothing more is sent: what was queued is above the watermark and is redone by
+                // a rerun.
+                self.batcher.clear();
+                self.retries.clear();
+            } else if listing_done || (self.sent.is_empty() && self.batcher.ready_batches() == 0) {
+                // The listing ended, or nothing is in flight and nothing is full: send partial
+                // batches rather than wait.
                 self.batcher.flush();
             }
             self.dispatch();
             let idle = self.sent.is_empty() && self.retries.is_empty() && self.batcher.is_empty();
-            if idle && winding_down {
+            if idle && (listing_done || self.stopping || failure.is_some()) {
                 break;
             }
             let wake = self
@@ -179,9 +210,11 @@ impl Run {
                 .min()
                 .map_or(next_checkpoint, |due| due.min(next_checkpoint));
             tokio::select! {
-                joined = self.sent.join_next(), if !self.sent.is_empty() => {
-                    if let Some(Ok(sent)) = joined {
-                        self.collect(sent);
+                joined = self.sent.join_next_with_id(), if !self.sent.is_empty() => {
+                    match joined {
+                        Some(Ok((_, sent))) => self.collect(sent),
+                        Some(Err(err)) => self.lost_task(err.id(), err.to_string()),
+                        None => {}
                     }
                 }
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
@@ -195,6 +228,12 @@ impl Run {
                     return Ok(());
                 }
             }
+        }
+        if failure.is_none() && !self.stopping && !self.tracker.all_resolved() {
+            failure = Some(format!(
+                "internal error: {} listed file(s) were never resolved",
+                self.tracker.unfolded()
+            ));
         }
         self.record.progress.listing_done = listing_done && failure.is_none();
         if let Some(reason) = failure {
@@ -261,11 +300,23 @@ impl Run {
         } else {
             vec![(None, None)]
         };
+        if targets.is_empty() {
+            self.tracker.fail_file(path.to_string(), "no workers are ONLINE".into());
+            return;
+        }
         let units = u32::try_from(targets.len() * ranges.len()).unwrap_or(u32::MAX);
         let index = self.tracker.add_file(path.to_string(), units);
         for (replica, worker) in targets.iter().enumerate() {
+            // Each replica retries on its own candidates, so two failed replicas never land on
+            // one worker.
+            let replica_fallbacks: VecDeque<String> = fallbacks
+                .iter()
+                .skip(replica)
+                .step_by(targets.len().max(1))
+                .cloned()
+                .collect();
             for (offset, len) in &ranges {
-                let mut own_fallbacks = fallbacks.clone();
+                let mut own_fallbacks = replica_fallbacks.clone();
                 if self.record.job_type == JobType::Free {
                     // The only worker that can free its pages is itself: retry it.
                     own_fallbacks = std::iter::repeat_n(worker.clone(), max_attempts.saturating_sub(1)).collect();
@@ -287,49 +338,102 @@ impl Run {
         }
     }
 
+    fn has_workers(&self) -> bool {
+        match self.record.job_type {
+            JobType::Load => self.view.ring_size() > 0 && !self.addresses.is_empty(),
+            JobType::Free => !self.addresses.is_empty(),
+        }
+    }
+
+    /// Sends ready batches to workers with a free slot (slots are per coordinator, shared by
+    /// every job it runs). Batches for a worker that is no longer ONLINE go to their units'
+    /// next candidates.
     fn dispatch(&mut self) {
-        let limit = self.ctx.config.max_tasks_per_worker;
+        for worker in self.batcher.queued_workers() {
+            if !self.addresses.contains_key(&worker) {
+                let units = self.batcher.drain_worker(&worker);
+                for unit in units {
+                    self.reroute(unit, &worker);
+                }
+            }
+        }
         loop {
-            let in_flight = &self.in_flight;
-            let Some((worker, units)) = self
-                .batcher
-                .take_ready(|worker| in_flight.get(worker).copied().unwrap_or(0) < limit)
-            else {
+            let slots = Arc::clone(&self.ctx.slots);
+            let mut slot = None;
+            let Some((worker, units)) = self.batcher.take_ready(|worker| {
+                slot = slots.try_take(worker);
+                slot.is_some()
+            }) else {
                 return;
             };
-            *self.in_flight.entry(worker.clone()).or_default() += 1;
-            self.ctx.metrics.task_started(&worker);
+            let Some(slot) = slot else { return };
             self.next_task_id += 1;
             let task_id = self.next_task_id;
-            let address = self.addresses.get(&worker).cloned();
+            let Some(address) = self.addresses.get(&worker).cloned() else {
+                drop(slot);
+                for unit in units {
+                    self.reroute(unit, &worker);
+                }
+                continue;
+            };
             let ctx = Arc::clone(&self.ctx);
             let job_id = self.record.job_id.clone();
             let job_type = self.record.job_type;
             let options = self.record.options.clone();
-            self.sent.spawn(async move {
-                let result = match address {
-                    None => Err(format!("worker {worker} is no longer registered")),
-                    Some(address) => send_task(&ctx, &address, job_type, &job_id, task_id, &units, &options).await,
-                };
-                Sent { worker, units, result }
+            let files: Vec<TaskFile> = units.iter().map(|unit| unit.file.clone()).collect();
+            self.in_flight.insert(task_id, (worker, units));
+            let handle = self.sent.spawn(async move {
+                let _slot = slot;
+                let result = send_task(&ctx, &address, job_type, &job_id, task_id, files, &options).await;
+                Sent { task_id, result }
             });
+            self.task_ids.insert(handle.id(), task_id);
+        }
+    }
+
+    /// A unit whose worker left the ring goes to its next candidate, without using an attempt.
+    fn reroute(&mut self, mut unit: Unit, from: &str) {
+        match unit.fallbacks.pop_front() {
+            Some(next) => {
+                let alone = unit.file.offset.is_some();
+                self.batcher.push(&next, unit, alone);
+            }
+            None => {
+                let reason = format!("worker {from} went OFFLINE and no other candidate is left");
+                self.tracker
+                    .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
+            }
+        }
+    }
+
+    /// A task that panicked or was cancelled: its units are retried.
+    fn lost_task(&mut self, id: tokio::task::Id, reason: String) {
+        let Some(task_id) = self.task_ids.remove(&id) else {
+            return;
+        };
+        let Some((worker, units)) = self.in_flight.remove(&task_id) else {
+            return;
+        };
+        for unit in units {
+            self.retry(unit, format!("{worker}: task failed: {reason}"));
         }
     }
 
     fn collect(&mut self, sent: Sent) {
-        if let Some(count) = self.in_flight.get_mut(&sent.worker) {
-            *count = count.saturating_sub(1);
-        }
-        self.ctx.metrics.task_finished(&sent.worker);
+        self.task_ids.retain(|_, task_id| *task_id != sent.task_id);
+        let Some((worker, units)) = self.in_flight.remove(&sent.task_id) else {
+            return;
+        };
+        let sent_units = units;
         match sent.result {
             Ok(results) => {
                 let answered = results.len();
-                let expected = sent.units.len();
+                let expected = sent_units.len();
                 let mut results = results.into_iter();
-                for unit in sent.units {
+                for unit in sent_units {
                     match results.next() {
                         Some(result) if result.ok => {
-                            let bytes = if !unit.counts_bytes {
+                            let bytes = if !unit.counts_bytes || self.record.options.metadata_only {
                                 0
                             } else if self.record.job_type == JobType::Free {
                                 result.freed_bytes
@@ -353,21 +457,18 @@ impl Run {
                                 self.tracker
                                     .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
                             } else {
-                                self.retry(unit, format!("{}: {reason}", sent.worker));
+                                self.retry(unit, format!("{worker}: {reason}"));
                             }
                         }
                         None => {
-                            let reason = format!(
-                                "worker {} answered {answered} results for {expected} files",
-                                sent.worker
-                            );
+                            let reason = format!("worker {worker} answered {answered} results for {expected} files");
                             self.retry(unit, reason);
                         }
                     }
                 }
             }
             Err(reason) => {
-                for unit in sent.units {
+                for unit in sent_units {
                     self.retry(unit, reason.clone());
                 }
             }
@@ -397,16 +498,21 @@ impl Run {
     fn requeue_due_retries(&mut self) {
         let now = Instant::now();
         let mut still_waiting = VecDeque::new();
+        let mut requeued = false;
         while let Some((due, worker, unit)) = self.retries.pop_front() {
             if due <= now {
                 let alone = unit.file.offset.is_some();
                 self.batcher.push(&worker, unit, alone);
+                requeued = true;
             } else {
                 still_waiting.push_back((due, worker, unit));
             }
         }
         self.retries = still_waiting;
-        self.batcher.flush();
+        // Retries go out now rather than wait for their batch to fill.
+        if requeued {
+            self.batcher.flush();
+        }
     }
 
     fn progress(&self, listing_done: bool) -> JobProgress {
@@ -432,8 +538,10 @@ impl Run {
                     tracing::info!(job_id = %self.record.job_id, "stop requested: no new tasks");
                     self.stopping = true;
                 }
+                // Another run of the job (reclaimed, or rerun, even back to this coordinator).
                 if current.record.state != JobState::Running
                     || current.record.owner.as_deref() != Some(self.ctx.coordinator_id.as_str())
+                    || current.record.runs != self.record.runs
                 {
                     self.taken_away = true;
                     return;
@@ -449,13 +557,24 @@ impl Run {
         self.record.failed_files = self.tracker.failed_files().to_vec();
         self.record.owner_heartbeat_ms = Some(now_millis());
         match self.ctx.store.checkpoint(&self.record, self.version).await {
-            Ok(version) => self.version = version,
+            Ok(version) => {
+                self.version = version;
+                self.last_checkpoint_ok = Instant::now();
+            }
             Err(JobError::Conflict(reason)) => {
                 tracing::warn!(job_id = %self.record.job_id, reason, "checkpoint refused");
                 self.taken_away = true;
             }
             Err(err) => {
-                tracing::warn!(job_id = %self.record.job_id, error = %err, "checkpoint failed; retrying next interval")
+                tracing::warn!(job_id = %self.record.job_id, error = %err, "checkpoint failed; retrying next interval");
+                if self.last_checkpoint_ok.elapsed() > STORE_LOSS_LIMIT {
+                    tracing::error!(
+                        job_id = %self.record.job_id,
+                        "no checkpoint for {}s: another coordinator may own the job now; giving it up",
+                        STORE_LOSS_LIMIT.as_secs()
+                    );
+                    self.taken_away = true;
+                }
             }
         }
         if let Ok(view) = self.ctx.cluster.view().await {
@@ -478,12 +597,23 @@ impl Run {
             Ok(()) => (JobState::Succeeded, None),
         };
         let job_id = self.record.job_id.clone();
-        match self
-            .ctx
-            .store
-            .finish(&self.record, self.version, state, error.clone(), now_millis())
-            .await
-        {
+        let mut attempt = 1;
+        let outcome = loop {
+            let outcome = self
+                .ctx
+                .store
+                .finish(&self.record, self.version, state, error.clone(), now_millis())
+                .await;
+            match outcome {
+                Err(err) if err.is_retryable() && attempt < FINISH_ATTEMPTS => {
+                    tracing::warn!(job_id, error = %err, "cannot record the end of the job yet; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        match outcome {
             Ok(record) => {
                 self.ctx.metrics.job_finished(state);
                 tracing::info!(
@@ -513,7 +643,7 @@ async fn send_task(
     job_type: JobType,
     job_id: &str,
     task_id: u64,
-    units: &[Unit],
+    files: Vec<TaskFile>,
     options: &hoard_meta::jobs::JobOptions,
 ) -> Result<Vec<FileResult>, String> {
     let (route, body) = match job_type {
@@ -522,7 +652,7 @@ async fn send_task(
             serde_json::to_vec(&LoadTask {
                 job_id: job_id.to_string(),
                 task_id,
-                files: units.iter().map(|unit| unit.file.clone()).collect(),
+                files,
                 skip_if_exists: options.skip_if_exists,
                 metadata_only: options.metadata_only,
             }),
@@ -532,7 +662,7 @@ async fn send_task(
             serde_json::to_vec(&FreeTask {
                 job_id: job_id.to_string(),
                 task_id,
-                paths: units.iter().map(|unit| unit.file.path.clone()).collect(),
+                paths: files.into_iter().map(|file| file.path).collect(),
             }),
         ),
     };

@@ -109,6 +109,7 @@ async fn check(
     let mut request = ctx
         .http
         .post(format!("http://{address}{}", tasks::CHECK_ROUTE))
+        .timeout(super::runner::TASK_TIMEOUT)
         .json(&task);
     if let Some(token) = &ctx.admin_token {
         request = request.bearer_auth(token);
