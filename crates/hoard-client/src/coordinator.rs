@@ -9,11 +9,13 @@ use hoard_meta::{CoordinatorRecord, Liveness, MemberRecord, Membership, MetaErro
 use crate::nodes::describe_reqwest;
 use crate::ClientError;
 
-/// A REST client for one coordinator.
+/// A REST client for the coordinators: `hoard.coordinator.addresses` (or the one coordinator's
+/// address), tried in order until one answers; the one that answered is tried first next time.
 #[derive(Debug, Clone)]
 pub struct CoordinatorClient {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
+    preferred: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: Option<String>,
 }
 
@@ -27,56 +29,91 @@ impl CoordinatorClient {
             .map_err(|err| ClientError::Setup(err.to_string()))?;
         Ok(CoordinatorClient {
             http,
-            base: format!("http://{}", config.coordinator.address()),
+            bases: config
+                .coordinator
+                .client_addresses()
+                .iter()
+                .map(|address| format!("http://{address}"))
+                .collect(),
+            preferred: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             token: config.security.admin_token.clone(),
         })
     }
 
+    /// The coordinator tried first.
     pub fn address(&self) -> &str {
-        &self.base
+        let index = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        self.bases.get(index).or(self.bases.first()).map_or("", String::as_str)
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request.send().await.map_err(|err| ClientError::Coordinator {
-            address: self.base.clone(),
-            reason: describe_reqwest(&err),
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json().await.map_err(|err| ClientError::Coordinator {
-                address: self.base.clone(),
-                reason: format!("unreadable answer: {}", describe_reqwest(&err)),
+    /// Sends `method route [body]` to the first coordinator that can be reached. Only failures
+    /// to reach one move on to the next: an answer (even an error) is final.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        route: &str,
+        body: Option<&(dyn erased::Json + Sync)>,
+    ) -> Result<T, ClientError> {
+        let start = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        let mut unreachable = Vec::new();
+        for offset in 0..self.bases.len() {
+            let index = (start + offset) % self.bases.len();
+            let base = &self.bases[index];
+            let mut request = self.http.request(method.clone(), format!("{base}{route}"));
+            if let Some(body) = body {
+                request = request.header("content-type", "application/json").body(body.to_json());
+            }
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(err) => {
+                    unreachable.push(format!("{base}: {}", describe_reqwest(&err)));
+                    continue;
+                }
+            };
+            self.preferred.store(index, std::sync::atomic::Ordering::Relaxed);
+            let status = response.status();
+            if status.is_success() {
+                return response.json().await.map_err(|err| ClientError::Coordinator {
+                    address: base.clone(),
+                    reason: format!("unreadable answer: {}", describe_reqwest(&err)),
+                });
+            }
+            let error: Option<ErrorBody> = response.json().await.ok();
+            return Err(match error {
+                Some(error) => ClientError::Rejected {
+                    code: error.code,
+                    message: error.error,
+                },
+                None => ClientError::Coordinator {
+                    address: base.clone(),
+                    reason: format!("answered {status}"),
+                },
             });
         }
-        let body: Option<ErrorBody> = response.json().await.ok();
-        Err(match body {
-            Some(body) => ClientError::Rejected {
-                code: body.code,
-                message: body.error,
-            },
-            None => ClientError::Coordinator {
-                address: self.base.clone(),
-                reason: format!("answered {status}"),
+        Err(ClientError::Coordinator {
+            address: self.bases.join(", "),
+            reason: if unreachable.len() == 1 {
+                unreachable.join("")
+            } else {
+                format!("none answered ({})", unreachable.join("; "))
             },
         })
     }
 
     pub async fn nodes(&self) -> Result<NodesResponse, ClientError> {
-        self.call(self.http.get(format!("{}{}", self.base, routes::NODES_ROUTE)))
-            .await
+        self.call(reqwest::Method::GET, routes::NODES_ROUTE, None).await
+    }
+
+    /// The coordinator holding the singleton duties.
+    pub async fn leader(&self) -> Result<hoard_common::api::coordinator::CoordinatorInfo, ClientError> {
+        self.call(reqwest::Method::GET, routes::LEADER_ROUTE, None).await
     }
 
     pub async fn submit_job(&self, submit: &SubmitJob) -> Result<SubmitResponse, ClientError> {
-        self.call(
-            self.http
-                .post(format!("{}{}", self.base, routes::JOBS_ROUTE))
-                .json(submit),
-        )
-        .await
+        self.call(reqwest::Method::POST, routes::JOBS_ROUTE, Some(submit)).await
     }
 
     /// Jobs, newest first, filtered by state, type and path (each optional).
@@ -96,34 +133,27 @@ impl CoordinatorClient {
                 query.push(format!("{name}={}", hoard_common::api::encode_path_for_url(value)));
             }
         }
-        let mut url = format!("{}{}", self.base, routes::JOBS_ROUTE);
+        let mut route = routes::JOBS_ROUTE.to_string();
         if !query.is_empty() {
-            url.push('?');
-            url.push_str(&query.join("&"));
+            route.push('?');
+            route.push_str(&query.join("&"));
         }
-        let jobs: Jobs = self.call(self.http.get(url)).await?;
+        let jobs: Jobs = self.call(reqwest::Method::GET, &route, None).await?;
         Ok(jobs.jobs)
     }
 
     pub async fn job(&self, job_id: &str) -> Result<JobView, ClientError> {
-        self.call(self.http.get(format!("{}{}", self.base, routes::job_route(job_id))))
-            .await
+        self.call(reqwest::Method::GET, &routes::job_route(job_id), None).await
     }
 
     pub async fn stop_job(&self, job_id: &str) -> Result<JobView, ClientError> {
-        self.call(
-            self.http
-                .post(format!("{}{}", self.base, routes::job_stop_route(job_id))),
-        )
-        .await
+        self.call(reqwest::Method::POST, &routes::job_stop_route(job_id), None)
+            .await
     }
 
     pub async fn rerun_job(&self, job_id: &str) -> Result<JobView, ClientError> {
-        self.call(
-            self.http
-                .post(format!("{}{}", self.base, routes::job_rerun_route(job_id))),
-        )
-        .await
+        self.call(reqwest::Method::POST, &routes::job_rerun_route(job_id), None)
+            .await
     }
 
     /// Deletes a worker's registration; the coordinator refuses while it is ONLINE unless
@@ -133,8 +163,8 @@ impl CoordinatorClient {
         struct Removed {
             removed: WorkerRegistration,
         }
-        let url = format!("{}{}?force={force}", self.base, routes::worker_route(worker_id));
-        let removed: Removed = self.call(self.http.delete(url)).await?;
+        let route = format!("{}?force={force}", routes::worker_route(worker_id));
+        let removed: Removed = self.call(reqwest::Method::DELETE, &route, None).await?;
         Ok(removed.removed)
     }
 }
@@ -196,5 +226,18 @@ impl Membership for CoordinatorMembership {
 
     fn kind(&self) -> &'static str {
         "COORDINATOR"
+    }
+}
+
+/// Request bodies as JSON without making `call` generic over them.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> Vec<u8>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Vec<u8> {
+            serde_json::to_vec(self).unwrap_or_default()
+        }
     }
 }

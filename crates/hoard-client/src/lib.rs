@@ -199,11 +199,13 @@ impl HoardClient {
         let members = self.inner.membership.members().await?;
         let workers = nodes::probe_members(&self.inner.http, members, &self.inner.user, true).await;
         let coordinators = self.inner.membership.coordinators().await?;
+        let singleton = hoard_meta::singleton_holder(&coordinators).map(|holder| holder.coordinator_id.clone());
         Ok(NodesReport {
             membership: self.membership_kind().to_string(),
             dynamic_ring: self.inner.user.dynamic_ring,
             workers,
             coordinators,
+            singleton,
         })
     }
 }
@@ -279,6 +281,8 @@ pub struct NodesReport {
     pub dynamic_ring: bool,
     pub workers: Vec<NodeStatus>,
     pub coordinators: Vec<hoard_meta::CoordinatorRecord>,
+    /// The coordinator holding the singleton duties (job cleanup).
+    pub singleton: Option<String>,
 }
 
 /// Builds a ring from nodes with the configured provider and virtual node count.

@@ -335,7 +335,13 @@ pub mod coordinator {
         pub membership: String,
         pub workers: Vec<WorkerInfo>,
         pub coordinators: Vec<CoordinatorInfo>,
+        /// The coordinator holding the singleton duties (job cleanup), when known.
+        #[serde(default)]
+        pub singleton: Option<String>,
     }
+
+    /// `GET`: the coordinator holding the singleton duties ([`CoordinatorInfo`]).
+    pub const LEADER_ROUTE: &str = "/api/v1/leader";
 
     /// `POST` a [`SubmitJob`]; `GET` the jobs (`?state=&type=&path=`).
     pub const JOBS_ROUTE: &str = "/api/v1/jobs";

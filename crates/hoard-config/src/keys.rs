@@ -26,6 +26,8 @@ pub const COORDINATOR_HOSTNAME: &str = "hoard.coordinator.hostname";
 pub const COORDINATOR_BIND_HOST: &str = "hoard.coordinator.bind.host";
 pub const COORDINATOR_WEB_PORT: &str = "hoard.coordinator.web.port";
 pub const COORDINATOR_METASTORE_DIR: &str = "hoard.coordinator.metastore.dir";
+pub const COORDINATOR_LEASE_TTL: &str = "hoard.coordinator.lease.ttl";
+pub const COORDINATOR_ADDRESSES: &str = "hoard.coordinator.addresses";
 pub const ETCD_ENDPOINTS: &str = "hoard.etcd.endpoints";
 pub const ETCD_ROOT: &str = "hoard.etcd.root";
 pub const ETCD_READ_TIMEOUT: &str = "hoard.coordinator.scheduler.etcd.read.timeout";
@@ -166,6 +168,16 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         COORDINATOR_METASTORE_DIR,
         "${hoard.work.dir}/coordinator",
         "Directory of the coordinator's embedded metastore (one redb file, meta.redb).",
+    ),
+    key(
+        COORDINATOR_LEASE_TTL,
+        "5s",
+        "TTL of a coordinator's liveness key in etcd: a coordinator silent this long is dead and its RUNNING jobs are reclaimed; at least 2s.",
+    ),
+    key(
+        COORDINATOR_ADDRESSES,
+        "",
+        "Comma-separated host:port of every coordinator, for the CLI and workers to try in order (HA); unset: hoard.coordinator.hostname:hoard.coordinator.web.port.",
     ),
     key(
         ETCD_ENDPOINTS,

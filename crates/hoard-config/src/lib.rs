@@ -222,6 +222,10 @@ pub struct CoordinatorConfig {
     pub web_port: u16,
     /// Holds the embedded metastore file.
     pub metastore_dir: PathBuf,
+    /// `hoard.coordinator.lease.ttl`.
+    pub lease_ttl: Duration,
+    /// `hoard.coordinator.addresses`: every coordinator, tried in order (empty: `address()`).
+    pub addresses: Vec<WorkerAddress>,
 }
 
 impl CoordinatorConfig {
@@ -240,6 +244,14 @@ impl CoordinatorConfig {
             port: self.web_port,
         }
         .to_string()
+    }
+
+    /// Where clients send REST requests, in the order to try them.
+    pub fn client_addresses(&self) -> Vec<WorkerAddress> {
+        if self.addresses.is_empty() {
+            return vec![self.address()];
+        }
+        self.addresses.clone()
     }
 
     /// The embedded metastore's file.
@@ -446,6 +458,28 @@ impl SiteConfig {
             })?,
             web_port: values.parse(keys::COORDINATOR_WEB_PORT, workers::parse_port)?,
             metastore_dir: values.path(keys::COORDINATOR_METASTORE_DIR)?,
+            lease_ttl: values.parse(keys::COORDINATOR_LEASE_TTL, |value| {
+                let ttl = parse_duration(value)?;
+                if ttl < Duration::from_secs(2) {
+                    return Err("must be at least 2s (etcd's shortest lease)".into());
+                }
+                Ok(ttl)
+            })?,
+            addresses: match values.optional(keys::COORDINATOR_ADDRESSES)? {
+                None => Vec::new(),
+                Some(raw) => {
+                    let mut addresses = Vec::new();
+                    let items =
+                        split_list(&raw).map_err(|reason| values.invalid(keys::COORDINATOR_ADDRESSES, &raw, reason))?;
+                    for item in items {
+                        let address = item.parse::<WorkerAddress>().map_err(|reason| {
+                            values.invalid(keys::COORDINATOR_ADDRESSES, &raw, format!("{item:?}: {reason}"))
+                        })?;
+                        addresses.push(address);
+                    }
+                    addresses
+                }
+            },
         };
         let etcd = parse_etcd_config(&mut values)?;
         if worker.membership_type == MembershipType::Etcd && etcd.endpoints.is_empty() {

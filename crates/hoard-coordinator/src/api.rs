@@ -31,6 +31,7 @@ pub fn router(state: SharedState) -> Router {
         .route(routes::METRICS_ROUTE, get(metrics))
         .route(routes::OPENAPI_ROUTE, get(openapi))
         .route(routes::NODES_ROUTE, get(nodes))
+        .route(routes::LEADER_ROUTE, get(leader))
         .route(routes::WORKERS_ROUTE, get(workers).post(register))
         .route(&format!("{}/{{id}}", routes::WORKERS_ROUTE), delete(remove))
         .route(&format!("{}/{{id}}/heartbeat", routes::WORKERS_ROUTE), put(heartbeat))
@@ -134,6 +135,15 @@ async fn openapi() -> Response {
 
 async fn nodes(State(state): State<SharedState>) -> Result<Response, ApiError> {
     Ok(Json(state.nodes().await.map_err(meta_error)?).into_response())
+}
+
+async fn leader(State(state): State<SharedState>) -> Result<Response, ApiError> {
+    match state.singleton_holder().await {
+        Some(holder) => Ok(Json(holder).into_response()),
+        None => Err(meta_error(MetaError::Unavailable(
+            "cannot tell which coordinator holds the singleton duties".into(),
+        ))),
+    }
 }
 
 async fn workers(State(state): State<SharedState>) -> Result<Response, ApiError> {

@@ -11,7 +11,7 @@ mod openapi;
 pub mod registry;
 
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hoard_client::ClusterView;
 use hoard_common::api::coordinator::{CoordinatorInfo, NodesResponse, WorkerInfo};
@@ -28,9 +28,6 @@ use tokio::sync::Mutex;
 pub use api::router;
 pub use metrics::{CoordinatorMetrics, InstrumentedStore};
 use registry::{HeartbeatError, Registry};
-
-/// How long a coordinator's own liveness key outlives it in etcd.
-const COORDINATOR_LEASE_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -107,7 +104,11 @@ impl CoordinatorState {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 start_time_ms,
             };
-            etcd_session = Some(store.register_coordinator(&record, COORDINATOR_LEASE_TTL).await?);
+            etcd_session = Some(
+                store
+                    .register_coordinator(&record, config.coordinator.lease_ttl)
+                    .await?,
+            );
             etcd_membership = Some(EtcdMembership::new(store));
         }
         let needs_embedded =
@@ -207,6 +208,8 @@ impl CoordinatorState {
             cluster: source.clone(),
             metrics: state.metrics.clone(),
             slots: jobs::WorkerSlots::new(config.jobs.max_tasks_per_worker, state.metrics.clone()),
+            ownership_window: (config.coordinator.lease_ttl / 2)
+                .max(config.jobs.scheduler_interval + std::time::Duration::from_millis(500)),
         });
         let _ = state.scheduler.set(jobs::Scheduler::new(context, source));
         Ok(state)
@@ -263,6 +266,27 @@ impl CoordinatorState {
         let members = self.members().await?;
         let nodes = hoard_client::probe_members(&self.http, members, &self.user, false).await;
         Ok(Arc::new(ClusterView::new(nodes, &self.user)))
+    }
+
+    /// The coordinator holding the singleton duties: this one without etcd (one coordinator
+    /// per embedded store); the longest-running live one on etcd. `None` when etcd cannot say.
+    pub async fn singleton_holder(&self) -> Option<CoordinatorInfo> {
+        let Some(membership) = &self.etcd_membership else {
+            return Some(self.self_info());
+        };
+        let records = match membership.coordinators().await {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list live coordinators");
+                return None;
+            }
+        };
+        hoard_meta::singleton_holder(&records).map(|record| CoordinatorInfo {
+            coordinator_id: record.coordinator_id.clone(),
+            address: record.address.clone(),
+            version: record.version.clone(),
+            start_time_ms: record.start_time_ms,
+        })
     }
 
     /// The coordinators alive now; `None` when etcd cannot say.
@@ -346,10 +370,12 @@ impl CoordinatorState {
         };
         let online = workers.iter().filter(|worker| worker.state == "ONLINE").count();
         self.metrics.set_workers(workers.len(), online);
+        let singleton = self.singleton_holder().await.map(|holder| holder.coordinator_id);
         Ok(NodesResponse {
             membership: self.membership_kind().to_string(),
             workers,
             coordinators,
+            singleton,
         })
     }
 
@@ -508,6 +534,14 @@ impl jobs::ClusterSource for StateSource {
 impl jobs::OwnerLiveness for StateSource {
     async fn live_owners(&self) -> Option<Vec<String>> {
         self.0.upgrade()?.live_coordinators().await
+    }
+
+    async fn holds_singleton(&self) -> bool {
+        let Some(state) = self.0.upgrade() else { return false };
+        state
+            .singleton_holder()
+            .await
+            .is_some_and(|holder| holder.coordinator_id == state.id)
     }
 }
 

@@ -26,9 +26,10 @@ mod tests {
             ("/api/v1/jobs/{id}", "get"),
             ("/api/v1/jobs/{id}/stop", "post"),
             ("/api/v1/jobs/{id}/rerun", "post"),
+            (routes::LEADER_ROUTE, "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is not documented");
         }
-        assert_eq!(paths.len(), 11, "a documented path the router does not serve");
+        assert_eq!(paths.len(), 12, "a documented path the router does not serve");
     }
 }

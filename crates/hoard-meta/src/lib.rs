@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hoard_config::WorkerAddress;
 
-pub use records::{keys, now_millis, CoordinatorRecord, LiveWorker, WorkerRegistration};
+pub use records::{keys, now_millis, singleton_holder, CoordinatorRecord, LiveWorker, WorkerRegistration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {

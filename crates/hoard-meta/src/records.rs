@@ -74,6 +74,16 @@ pub struct CoordinatorRecord {
     pub start_time_ms: u64,
 }
 
+/// The coordinator that holds the singleton duties (cleanup of expired jobs, later recurring
+/// work): the longest-running live one (earliest start, then smallest id). Every coordinator
+/// computes the same answer from the same liveness keys in etcd; when the holder dies its lease
+/// expires and the next oldest takes over.
+pub fn singleton_holder(coordinators: &[CoordinatorRecord]) -> Option<&CoordinatorRecord> {
+    coordinators
+        .iter()
+        .min_by(|a, b| (a.start_time_ms, &a.coordinator_id).cmp(&(b.start_time_ms, &b.coordinator_id)))
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_millis() -> u64 {
     std::time::SystemTime::now()
@@ -120,5 +130,30 @@ impl CoordinatorRecord {
 
     pub fn decode(entry: &Entry) -> Result<CoordinatorRecord, MetaError> {
         decode(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, start: u64) -> CoordinatorRecord {
+        CoordinatorRecord {
+            coordinator_id: id.into(),
+            address: format!("{id}:1"),
+            version: "v".into(),
+            start_time_ms: start,
+        }
+    }
+
+    #[test]
+    fn the_oldest_live_coordinator_holds_the_singleton_duties() {
+        assert_eq!(singleton_holder(&[]), None);
+        let all = [record("c", 5), record("b", 3), record("a", 3)];
+        assert_eq!(singleton_holder(&all).map(|r| r.coordinator_id.as_str()), Some("a"));
+        assert_eq!(
+            singleton_holder(&all[..1]).map(|r| r.coordinator_id.as_str()),
+            Some("c")
+        );
     }
 }

@@ -64,9 +64,14 @@ async fn nodes(config: &SiteConfig, format: Format) -> anyhow::Result<()> {
                 coordinator.coordinator_id.clone(),
                 coordinator.address.clone(),
                 coordinator.version.clone(),
+                if report.singleton.as_deref() == Some(coordinator.coordinator_id.as_str()) {
+                    "singleton duties".to_string()
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
-    print_table(&["COORDINATOR ID", "ADDRESS", "VERSION"], &rows);
+    print_table(&["COORDINATOR ID", "ADDRESS", "VERSION", "ROLE"], &rows);
     Ok(())
 }

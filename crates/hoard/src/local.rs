@@ -76,6 +76,9 @@ pub struct StartArgs {
     /// worker into conf/workers (the coordinator still starts).
     #[arg(long, value_enum)]
     pub membership: Option<LocalMembership>,
+    /// Coordinators to start (more than one needs --etcd: they share the job queue there).
+    #[arg(long, default_value_t = 1)]
+    pub coordinators: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -257,8 +260,33 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
             .map_or_else(|| std::net::TcpListener::bind(("127.0.0.1", 0)), Ok)
             .with_context(|| format!("cannot bind a loopback port for {name}"))
     };
-    let coordinator_listener = bind(COORDINATOR_NAME)?;
-    let coordinator_port = coordinator_listener.local_addr()?.port();
+    if args.coordinators == 0 {
+        bail!("--coordinators must be at least 1");
+    }
+    if args.coordinators > 1 && membership != LocalMembership::Etcd {
+        bail!(
+            "several coordinators share their jobs through etcd: --coordinators {} needs --etcd",
+            args.coordinators
+        );
+    }
+    let coordinator_names: Vec<String> = (0..args.coordinators)
+        .map(|index| {
+            if index == 0 {
+                COORDINATOR_NAME.to_string()
+            } else {
+                format!("{COORDINATOR_NAME}-{index}")
+            }
+        })
+        .collect();
+    let mut coordinator_listeners = Vec::new();
+    for name in &coordinator_names {
+        coordinator_listeners.push(bind(name)?);
+    }
+    let mut coordinator_ports = Vec::new();
+    for listener in &coordinator_listeners {
+        coordinator_ports.push(listener.local_addr()?.port());
+    }
+    let coordinator_port = coordinator_ports[0];
     let mut listeners = Vec::with_capacity(args.workers);
     for index in 0..args.workers {
         listeners.push(bind(&format!("worker-{index}"))?);
@@ -284,6 +312,15 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     if let Some(endpoints) = &args.etcd {
         shared.insert("hoard.etcd.endpoints".to_string(), endpoints.clone());
     }
+    if args.coordinators > 1 {
+        // Jobs must be shared: every coordinator claims from the same queue in etcd.
+        shared.insert("hoard.coordinator.job.meta.store.type".to_string(), "ETCD".to_string());
+        let all: Vec<String> = coordinator_ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        shared.insert("hoard.coordinator.addresses".to_string(), all.join(","));
+    }
     let client_conf = home.join("conf");
     let mut client_properties = shared.clone();
     client_properties.insert("hoard.work.dir".to_string(), home.display().to_string());
@@ -292,39 +329,52 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
 
     let mut processes = Vec::new();
     let mut children = Vec::new();
+    for ((name, listener), port) in coordinator_names
+        .iter()
+        .zip(&coordinator_listeners)
+        .zip(&coordinator_ports)
     {
-        let work_dir = home.join(COORDINATOR_NAME);
+        let work_dir = home.join(name);
         let conf_dir = work_dir.join("conf");
         let mut properties = shared.clone();
         properties.insert("hoard.work.dir".to_string(), work_dir.display().to_string());
         properties.insert("hoard.coordinator.bind.host".to_string(), "127.0.0.1".to_string());
+        properties.insert("hoard.coordinator.web.port".to_string(), port.to_string());
         properties.extend(user_properties.clone());
         write_conf(&conf_dir, &properties, &workers_file)?;
-        let log_file = logs.join(format!("{COORDINATOR_NAME}.log"));
-        let child = spawn_daemon("coordinator", &conf_dir, &log_file, &coordinator_listener)?;
+        let log_file = logs.join(format!("{name}.log"));
+        let child = match spawn_daemon("coordinator", &conf_dir, &log_file, listener) {
+            Ok(child) => child,
+            Err(err) => {
+                kill_all(&mut children);
+                return Err(err);
+            }
+        };
         processes.push(LocalProcess {
             role: "coordinator".to_string(),
-            name: COORDINATOR_NAME.to_string(),
+            name: name.clone(),
             id: None,
             pid: child.id(),
-            address: format!("127.0.0.1:{coordinator_port}"),
+            address: format!("127.0.0.1:{port}"),
             conf_dir,
             log_file,
         });
         children.push(child);
     }
-    drop(coordinator_listener);
+    drop(coordinator_listeners);
     // Workers register with the coordinator as they start: it must answer first.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .no_proxy()
         .build()?;
-    match wait_healthy(&http, &processes[0], &mut children[0], deadline).await {
-        Ok(id) => processes[0].id = Some(id),
-        Err(err) => {
-            kill_all(&mut children);
-            return Err(err);
+    for index in 0..args.coordinators {
+        match wait_healthy(&http, &processes[index], &mut children[index], deadline).await {
+            Ok(id) => processes[index].id = Some(id),
+            Err(err) => {
+                kill_all(&mut children);
+                return Err(err);
+            }
         }
     }
 
@@ -370,7 +420,12 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     };
     write_state(&state)?;
 
-    for (process, child) in state.processes.iter_mut().zip(children.iter_mut()).skip(1) {
+    for (process, child) in state
+        .processes
+        .iter_mut()
+        .zip(children.iter_mut())
+        .skip(args.coordinators)
+    {
         match wait_healthy(&http, process, child, deadline).await {
             Ok(id) => process.id = Some(id),
             Err(err) => {
@@ -758,6 +813,7 @@ async fn demo(home: &Path, workers: usize, keep: bool) -> anyhow::Result<()> {
         timeout_secs: 60,
         etcd: None,
         membership: None,
+        coordinators: 1,
     };
     let state = start(&args).await?;
     print_started(&state);

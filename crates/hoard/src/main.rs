@@ -56,7 +56,8 @@ enum Command {
     Process(process::ProcessCommand),
     /// Run a worker in the foreground.
     Worker(worker::WorkerArgs),
-    /// Run the coordinator in the foreground.
+    /// Run the coordinator in the foreground; `coordinator leader` prints which one holds the
+    /// singleton duties.
     Coordinator(coordinator::CoordinatorArgs),
     /// Run a whole cluster on this machine as background processes.
     #[command(subcommand)]
@@ -65,7 +66,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let is_daemon = matches!(cli.command, Command::Worker(_) | Command::Coordinator(_));
+    let is_daemon = matches!(cli.command, Command::Worker(_))
+        || matches!(&cli.command, Command::Coordinator(args) if args.is_daemon());
     init_tracing(is_daemon);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

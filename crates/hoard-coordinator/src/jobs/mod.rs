@@ -36,6 +36,8 @@ pub trait OwnerLiveness: Send + Sync {
     /// The ids of the coordinators alive now (this one included), or `None` when unknown (a
     /// reclaim then waits).
     async fn live_owners(&self) -> Option<Vec<String>>;
+    /// Whether this coordinator holds the singleton duties (cleanup) now.
+    async fn holds_singleton(&self) -> bool;
 }
 
 /// Task slots per worker, shared by every job this coordinator runs:
@@ -103,6 +105,9 @@ pub struct JobContext {
     pub cluster: Arc<dyn ClusterSource>,
     pub metrics: CoordinatorMetrics,
     pub slots: Arc<WorkerSlots>,
+    /// How long a job runs without confirming in the store that it still owns the job before
+    /// it must confirm again (half the coordinator's lease TTL, at least one scheduler interval).
+    pub ownership_window: Duration,
 }
 
 pub struct Scheduler {
@@ -228,6 +233,10 @@ impl Scheduler {
     async fn cleanup_loop(&self) {
         loop {
             tokio::time::sleep(self.ctx.config.cleanup_interval).await;
+            // One coordinator at a time (the singleton holder) deletes expired jobs.
+            if !self.liveness.holds_singleton().await {
+                continue;
+            }
             match self.ctx.store.cleanup(self.ctx.config.retention, now_millis()).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "deleted finished jobs past their retention"),

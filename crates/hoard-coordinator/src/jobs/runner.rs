@@ -156,6 +156,21 @@ impl Run {
         let mut listing_done = false;
         let mut failure: Option<String> = None;
         loop {
+            // A coordinator that was paused (SIGSTOP, a long GC-like stall, a frozen VM) may
+            // have lost the job meanwhile: confirm it still owns it before sending anything.
+            if self.last_checkpoint_ok.elapsed() > self.ctx.ownership_window {
+                next_checkpoint = Instant::now() + interval;
+                self.checkpoint(listing_done).await;
+                if self.taken_away {
+                    self.sent.abort_all();
+                    return Ok(());
+                }
+                if self.last_checkpoint_ok.elapsed() > self.ctx.ownership_window {
+                    // The store cannot be reached: send nothing until it can.
+                    tokio::time::sleep(interval.min(Duration::from_millis(500))).await;
+                    continue;
+                }
+            }
             self.dispatch();
             let has_workers = self.has_workers();
             let list_ahead = !listing_done

@@ -1,0 +1,286 @@
+//! Several coordinators on one etcd: every job runs exactly once, a dead or paused
+//! coordinator's job is taken over, and one coordinator holds the singleton duties.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hoard_testkit::Etcd;
+
+const KIB: usize = 1 << 10;
+
+fn start(etcd: &Etcd, coordinators: usize, workers: usize, ufs: &Path, properties: &[&str]) -> Cluster {
+    let mut props = vec![
+        "hoard.worker.failure.detection.timeout=3s",
+        "hoard.coordinator.scheduler.job.etcd.poll.interval=100ms",
+        "hoard.coordinator.scheduler.interval.time=200ms",
+    ];
+    props.extend_from_slice(properties);
+    let endpoint = etcd.endpoint();
+    let count = coordinators.to_string();
+    Cluster::start_with(
+        workers,
+        &ufs.display().to_string(),
+        &props,
+        &["--etcd", &endpoint, "--coordinators", &count],
+    )
+}
+
+fn coordinators(cluster: &Cluster) -> Vec<Process> {
+    cluster
+        .all_processes()
+        .into_iter()
+        .filter(|process| process.role == "coordinator")
+        .collect()
+}
+
+fn get_json(address: &str, target: &str) -> serde_json::Value {
+    let (status, _, body) = http_get(address, target).expect("get");
+    assert_eq!(status, 200, "{target}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("json")
+}
+
+fn post_job(address: &str, path: &str) -> String {
+    let body = format!(r#"{{"type":"load","path":"{path}","options":{{"batchSize":2}}}}"#);
+    let request = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, answer) = http_request(address, &request).expect("post");
+    assert!(status == 201 || status == 200, "{}", String::from_utf8_lossy(&answer));
+    let json: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    json["job"]["jobId"].as_str().expect("id").to_string()
+}
+
+fn many_files(root: &Path, dir: &str, count: usize, size: usize) -> u64 {
+    for i in 0..count {
+        let path = root
+            .join(dir)
+            .join(format!("{:03}", i / 100))
+            .join(format!("f{i:05}.bin"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, content(i as u64, size)).expect("write");
+    }
+    (count * size) as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_coordinators_run_300_jobs_exactly_once() {
+    let etcd = Etcd::start().await;
+    let ufs = tempfile::tempdir().expect("ufs");
+    for i in 0..300 {
+        std::fs::write(ufs.path().join(format!("j{i:03}")), content(i, 100)).expect("file");
+    }
+    tokio::task::block_in_place(|| {
+        let cluster = start(&etcd, 3, 2, ufs.path(), &[]);
+        let all = coordinators(&cluster);
+        assert_eq!(all.len(), 3);
+        let nodes = cluster.nodes();
+        assert_eq!(nodes["coordinators"].as_array().map(Vec::len), Some(3), "{nodes}");
+        let ids: Vec<String> = (0..300)
+            .map(|i| post_job(&all[i % 3].address, &format!("/j{i:03}")))
+            .collect();
+        let mut jobs = Vec::new();
+        wait_until("300 jobs SUCCEEDED", Duration::from_secs(180), || {
+            let listed = get_json(&all[0].address, "/api/v1/jobs");
+            jobs = listed["jobs"].as_array().cloned().unwrap_or_default();
+            jobs.len() == 300 && jobs.iter().all(|job| job["state"] == "SUCCEEDED")
+        });
+        for job in &jobs {
+            assert_eq!(job["runs"], 1, "claimed exactly once: {job}");
+            assert_eq!(job["filesProcessed"], 1);
+            assert!(ids.contains(&job["jobId"].as_str().unwrap_or_default().to_string()));
+        }
+        let owners: std::collections::BTreeSet<String> = jobs
+            .iter()
+            .filter_map(|job| job["owner"].as_str().map(String::from))
+            .collect();
+        assert!(owners.len() >= 2, "jobs spread over the coordinators: {owners:?}");
+        // Each file was read from the UFS once, across both workers.
+        let read: f64 = cluster
+            .processes()
+            .iter()
+            .map(|worker| metric(&worker.address, "hoard_worker_ufs_bytes_read_total"))
+            .sum();
+        assert_eq!(read, 300.0 * 100.0);
+    });
+}
+
+const FILES: usize = 3000;
+const FILE_SIZE: usize = 16 * KIB;
+
+fn owner_process(cluster: &Cluster, owner: &str) -> Process {
+    coordinators(cluster)
+        .into_iter()
+        .find(|process| process.id == owner)
+        .expect("owner is one of the coordinators")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_coordinators_job_is_taken_over_within_10s() {
+    let etcd = Etcd::start().await;
+    let ufs = tempfile::tempdir().expect("ufs");
+    let total = many_files(ufs.path(), "k", FILES, FILE_SIZE);
+    tokio::task::block_in_place(|| {
+        let cluster = start(
+            &etcd,
+            2,
+            3,
+            ufs.path(),
+            &["hoard.coordinator.scheduler.max.tasks.per.worker=1"],
+        );
+        let all = coordinators(&cluster);
+        let job_id = post_job(&all[0].address, "/k");
+        let mut job = serde_json::Value::Null;
+        wait_until("job running with progress", Duration::from_secs(60), || {
+            job = get_json(&all[0].address, &format!("/api/v1/jobs/{job_id}"));
+            job["state"] == "RUNNING" && job["filesProcessed"].as_u64().unwrap_or(0) >= 200
+        });
+        let owner = job["owner"].as_str().expect("owner").to_string();
+        let victim = owner_process(&cluster, &owner);
+        let survivor = all
+            .iter()
+            .find(|process| process.id != owner)
+            .expect("survivor")
+            .clone();
+        kill9(victim.pid);
+        let killed = Instant::now();
+        wait_until("taken over", Duration::from_secs(30), || {
+            job = get_json(&survivor.address, &format!("/api/v1/jobs/{job_id}"));
+            job["state"] == "RUNNING" && job["owner"] == survivor.id.as_str()
+        });
+        let failover = killed.elapsed();
+        eprintln!("failover in {failover:?}");
+        assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
+        wait_until("job ends", Duration::from_secs(120), || {
+            job = get_json(&survivor.address, &format!("/api/v1/jobs/{job_id}"));
+            job["state"] != "RUNNING" && job["state"] != "WAITING"
+        });
+        assert_eq!(job["state"], "SUCCEEDED", "{job}");
+        assert_eq!(job["runs"], 2);
+        assert_eq!(job["filesProcessed"].as_u64(), Some(FILES as u64));
+        assert_eq!(job["bytesProcessed"].as_u64(), Some(total));
+        let read: f64 = cluster
+            .processes()
+            .iter()
+            .map(|worker| metric(&worker.address, "hoard_worker_ufs_bytes_read_total"))
+            .sum();
+        assert_eq!(read, total as f64, "every file cached once");
+        let reclaimed = metric(&survivor.address, "hoard_scheduler_etcd_reclaim_total");
+        assert_eq!(reclaimed, 1.0);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_coordinator_stops_working_on_the_job_it_lost() {
+    let etcd = Etcd::start().await;
+    let ufs = tempfile::tempdir().expect("ufs");
+    let total = many_files(ufs.path(), "p", FILES, FILE_SIZE);
+    tokio::task::block_in_place(|| {
+        let cluster = start(
+            &etcd,
+            2,
+            3,
+            ufs.path(),
+            &[
+                "hoard.coordinator.scheduler.max.tasks.per.worker=1",
+                "hoard.coordinator.lease.ttl=2s",
+            ],
+        );
+        let all = coordinators(&cluster);
+        let job_id = post_job(&all[0].address, "/p");
+        let mut job = serde_json::Value::Null;
+        wait_until("job running with progress", Duration::from_secs(60), || {
+            job = get_json(&all[0].address, &format!("/api/v1/jobs/{job_id}"));
+            job["state"] == "RUNNING" && job["filesProcessed"].as_u64().unwrap_or(0) >= 200
+        });
+        let owner = job["owner"].as_str().expect("owner").to_string();
+        let paused = owner_process(&cluster, &owner);
+        let survivor = all
+            .iter()
+            .find(|process| process.id != owner)
+            .expect("survivor")
+            .clone();
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &paused.pid.to_string()])
+            .status();
+        wait_until("taken over while paused", Duration::from_secs(30), || {
+            job = get_json(&survivor.address, &format!("/api/v1/jobs/{job_id}"));
+            job["owner"] == survivor.id.as_str() && job["state"] == "RUNNING"
+        });
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &paused.pid.to_string()])
+            .status();
+        // Once it runs again it must notice and send nothing more for the job.
+        wait_until("the paused coordinator drops the job", Duration::from_secs(10), || {
+            metric(&paused.address, "hoard_coordinator_worker_tasks_in_flight") == 0.0
+        });
+        let loaded_then = metric(&paused.address, "hoard_coordinator_job_files_loaded_total");
+        let mut still_running = false;
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(
+                metric(&paused.address, "hoard_coordinator_worker_tasks_in_flight"),
+                0.0,
+                "two coordinators dispatching for one job"
+            );
+            job = get_json(&survivor.address, &format!("/api/v1/jobs/{job_id}"));
+            still_running |= job["state"] == "RUNNING";
+        }
+        assert_eq!(
+            metric(&paused.address, "hoard_coordinator_job_files_loaded_total"),
+            loaded_then,
+            "the paused coordinator loaded nothing more"
+        );
+        let _ = still_running;
+        wait_until("job ends", Duration::from_secs(120), || {
+            job = get_json(&survivor.address, &format!("/api/v1/jobs/{job_id}"));
+            job["state"] != "RUNNING" && job["state"] != "WAITING"
+        });
+        assert_eq!(job["state"], "SUCCEEDED", "{job}");
+        assert_eq!(job["owner"], survivor.id.as_str());
+        assert_eq!(job["filesProcessed"].as_u64(), Some(FILES as u64));
+        assert_eq!(job["bytesProcessed"].as_u64(), Some(total));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_coordinator_holds_the_singleton_duties() {
+    let etcd = Etcd::start().await;
+    let ufs = tempfile::tempdir().expect("ufs");
+    std::fs::write(ufs.path().join("x"), b"x").expect("file");
+    tokio::task::block_in_place(|| {
+        let cluster = start(&etcd, 2, 1, ufs.path(), &[]);
+        let leader = cluster.hoard(&["coordinator", "leader", "--format", "json"]);
+        assert!(leader.status.success(), "{}", describe(&leader));
+        let leader: serde_json::Value = serde_json::from_slice(&leader.stdout).expect("json");
+        let nodes = cluster.nodes();
+        assert_eq!(nodes["singleton"], leader["coordinatorId"], "{nodes}");
+        assert_eq!(nodes["coordinators"].as_array().map(Vec::len), Some(2));
+        // Every coordinator names the same one.
+        for coordinator in coordinators(&cluster) {
+            assert_eq!(
+                get_json(&coordinator.address, "/api/v1/leader")["coordinatorId"],
+                leader["coordinatorId"]
+            );
+        }
+        // It dies: the other takes the duties over once its lease expires.
+        let holder = owner_process(&cluster, leader["coordinatorId"].as_str().expect("id"));
+        let other = coordinators(&cluster)
+            .into_iter()
+            .find(|p| p.id != holder.id)
+            .expect("other");
+        kill9(holder.pid);
+        wait_until(
+            "the other coordinator holds the duties",
+            Duration::from_secs(20),
+            || get_json(&other.address, "/api/v1/leader")["coordinatorId"] == other.id.as_str(),
+        );
+        // The CLI finds the live coordinator through hoard.coordinator.addresses.
+        let leader = cluster.hoard(&["coordinator", "leader"]);
+        assert!(leader.status.success(), "{}", describe(&leader));
+        assert!(String::from_utf8_lossy(&leader.stdout).contains(&other.id));
+    });
+}
