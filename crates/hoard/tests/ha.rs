@@ -284,3 +284,100 @@ async fn one_coordinator_holds_the_singleton_duties() {
         assert!(String::from_utf8_lossy(&leader.stdout).contains(&other.id));
     });
 }
+
+fn wait_state(address: &str, job_id: &str, limit: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let mut job = serde_json::Value::Null;
+    wait_until(&format!("job {job_id}"), limit, || {
+        job = get_json(address, &format!("/api/v1/jobs/{job_id}"));
+        done(&job)
+    });
+    job
+}
+
+fn ended(job: &serde_json::Value) -> bool {
+    matches!(job["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "STOPPED"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_restarted_mid_job_the_job_still_succeeds() {
+    let mut etcd = Etcd::start().await;
+    let ufs = tempfile::tempdir().expect("ufs");
+    let total = many_files(ufs.path(), "e", FILES, FILE_SIZE);
+    let cluster = tokio::task::block_in_place(|| {
+        start(&etcd, 2, 3, ufs.path(), &["hoard.coordinator.scheduler.max.tasks.per.worker=1"])
+    });
+    let all = coordinators(&cluster);
+    let job_id = post_job(&all[0].address, "/e");
+    let before = tokio::task::block_in_place(|| {
+        wait_state(&all[0].address, &job_id, Duration::from_secs(60), |job| {
+            job["filesProcessed"].as_u64().unwrap_or(0) >= 200 || ended(job)
+        })
+    });
+    assert_eq!(before["state"], "RUNNING", "{before}");
+    etcd.kill();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    etcd.start_again().await;
+    let job = tokio::task::block_in_place(|| wait_state(&all[0].address, &job_id, Duration::from_secs(120), ended));
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    assert_eq!(job["filesProcessed"].as_u64(), Some(FILES as u64));
+    assert_eq!(job["bytesProcessed"].as_u64(), Some(total));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_coordinators_killed_then_one_started_every_job_finishes() {
+    let etcd = Etcd::start().await;
+    let ufs = tempfile::tempdir().expect("ufs");
+    for dir in ["a", "b", "c"] {
+        many_files(ufs.path(), dir, 1000, FILE_SIZE);
+    }
+    tokio::task::block_in_place(|| {
+        let cluster = start(
+            &etcd,
+            2,
+            2,
+            ufs.path(),
+            &["hoard.coordinator.scheduler.max.tasks.per.worker=1", "hoard.coordinator.lease.ttl=2s"],
+        );
+        let all = coordinators(&cluster);
+        let ids: Vec<String> = ["/a", "/b", "/c"].iter().map(|path| post_job(&all[0].address, path)).collect();
+        for id in &ids {
+            let job = wait_state(&all[0].address, id, Duration::from_secs(60), |job| job["state"] != "WAITING");
+            assert_eq!(job["state"], "RUNNING", "{job}");
+        }
+        for coordinator in &all {
+            kill9(coordinator.pid);
+        }
+        let _restarted = restart_worker(&all[1]);
+        for id in &ids {
+            let job = wait_state(&all[1].address, id, Duration::from_secs(120), ended);
+            assert_eq!(job["state"], "SUCCEEDED", "{job}");
+            assert_eq!(job["filesProcessed"], 1000);
+            assert!(job["runs"].as_u64().unwrap_or(0) >= 2, "reclaimed and run again: {job}");
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rerun_of_a_job_stuck_running_with_a_dead_owner() {
+    let etcd = Etcd::start().await;
+    let ufs = tempfile::tempdir().expect("ufs");
+    many_files(ufs.path(), "s", 1000, FILE_SIZE);
+    tokio::task::block_in_place(|| {
+        let cluster = start(&etcd, 1, 2, ufs.path(), &["hoard.coordinator.scheduler.max.tasks.per.worker=1", "hoard.coordinator.job.meta.store.type=ETCD"]);
+        let coordinator = coordinators(&cluster).remove(0);
+        let job_id = post_job(&coordinator.address, "/s");
+        let job = wait_state(&coordinator.address, &job_id, Duration::from_secs(60), |job| {
+            job["filesProcessed"].as_u64().unwrap_or(0) >= 100 || ended(job)
+        });
+        assert_eq!(job["state"], "RUNNING", "{job}");
+        kill9(coordinator.pid);
+        // No coordinator: the CLI edits the job store in etcd itself.
+        let output = hoard_with_conf(&coordinator.conf_dir, &["job", "rerun", &job_id]);
+        assert!(output.status.success(), "{}", describe(&output));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("editing the job store directly"));
+        let _restarted = restart_worker(&coordinator);
+        let job = wait_state(&coordinator.address, &job_id, Duration::from_secs(120), ended);
+        assert_eq!(job["state"], "SUCCEEDED", "{job}");
+        assert_eq!(job["filesProcessed"], 1000);
+    });
+}
