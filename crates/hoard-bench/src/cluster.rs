@@ -12,8 +12,11 @@ pub struct LocalCluster {
     restarted: Vec<Child>,
 }
 
+#[derive(Debug, Clone)]
 pub struct WorkerProcess {
     pub pid: u32,
+    pub id: String,
+    pub address: String,
     pub conf_dir: PathBuf,
 }
 
@@ -48,9 +51,31 @@ impl LocalCluster {
         self.processes("worker")
     }
 
-    /// The coordinator's pid and address.
+    /// The (first) coordinator's pid and address.
     pub fn coordinator(&self) -> anyhow::Result<WorkerProcess> {
-        self.processes("coordinator")?.pop().context("no coordinator")
+        self.processes("coordinator")?
+            .into_iter()
+            .next()
+            .context("no coordinator")
+    }
+
+    pub fn coordinators(&self) -> anyhow::Result<Vec<WorkerProcess>> {
+        self.processes("coordinator")
+    }
+
+    /// Starts a process again by hand (`hoard --conf <its conf> <role>`); returns its pid.
+    pub fn restart_process(&mut self, process: &WorkerProcess, role: &str) -> anyhow::Result<u32> {
+        let child = Command::new(&self.hoard)
+            .arg("--conf")
+            .arg(&process.conf_dir)
+            .arg(role)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("restart {role}"))?;
+        let pid = child.id();
+        self.restarted.push(child);
+        Ok(pid)
     }
 
     fn processes(&self, role: &str) -> anyhow::Result<Vec<WorkerProcess>> {
@@ -62,6 +87,8 @@ impl LocalCluster {
             .filter(|p| p["role"] == role)
             .map(|p| WorkerProcess {
                 pid: p["pid"].as_u64().unwrap_or_default() as u32,
+                id: p["id"].as_str().unwrap_or_default().to_string(),
+                address: p["address"].as_str().unwrap_or_default().to_string(),
                 conf_dir: PathBuf::from(p["confDir"].as_str().unwrap_or_default()),
             })
             .collect())

@@ -5,6 +5,7 @@
 //! `nginx` (scripts/setup-test-deps.sh installs both).
 
 mod cluster;
+mod ha_bench;
 mod jobs_bench;
 mod membership_bench;
 mod peers;
@@ -51,6 +52,8 @@ enum Scenario {
     /// Jobs: a load onto 3 workers vs `cp -r` of the same data; the coordinator's CPU and
     /// memory per files scheduled; job store operations per second, embedded vs etcd.
     Jobs(jobs_bench::JobsArgs),
+    /// High availability on a real etcd: failover time and claim throughput with 1-3 coordinators.
+    Ha(ha_bench::HaArgs),
     /// Ring lookup, build time, memory, balance and movement at 10/100/1000 workers.
     Ring {
         /// Paths used for balance and movement figures.
@@ -66,6 +69,10 @@ fn main() -> anyhow::Result<()> {
             let rows = ring_bench::run(paths);
             println!("{}", ring_bench::to_markdown(&rows));
             Ok(())
+        }
+        Scenario::Ha(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(ha_bench::run(args))
         }
         Scenario::Jobs(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -208,6 +208,7 @@ impl CoordinatorState {
             cluster: source.clone(),
             metrics: state.metrics.clone(),
             slots: jobs::WorkerSlots::new(config.jobs.max_tasks_per_worker, state.metrics.clone()),
+            reclaim_interval: config.coordinator.lease_ttl / 4,
             ownership_window: (config.coordinator.lease_ttl / 2)
                 .max(config.jobs.scheduler_interval + std::time::Duration::from_millis(500)),
         });

@@ -285,7 +285,12 @@ async fn one_coordinator_holds_the_singleton_duties() {
     });
 }
 
-fn wait_state(address: &str, job_id: &str, limit: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn wait_state(
+    address: &str,
+    job_id: &str,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let mut job = serde_json::Value::Null;
     wait_until(&format!("job {job_id}"), limit, || {
         job = get_json(address, &format!("/api/v1/jobs/{job_id}"));
@@ -304,7 +309,13 @@ async fn etcd_restarted_mid_job_the_job_still_succeeds() {
     let ufs = tempfile::tempdir().expect("ufs");
     let total = many_files(ufs.path(), "e", FILES, FILE_SIZE);
     let cluster = tokio::task::block_in_place(|| {
-        start(&etcd, 2, 3, ufs.path(), &["hoard.coordinator.scheduler.max.tasks.per.worker=1"])
+        start(
+            &etcd,
+            2,
+            3,
+            ufs.path(),
+            &["hoard.coordinator.scheduler.max.tasks.per.worker=1"],
+        )
     });
     let all = coordinators(&cluster);
     let job_id = post_job(&all[0].address, "/e");
@@ -336,12 +347,20 @@ async fn all_coordinators_killed_then_one_started_every_job_finishes() {
             2,
             2,
             ufs.path(),
-            &["hoard.coordinator.scheduler.max.tasks.per.worker=1", "hoard.coordinator.lease.ttl=2s"],
+            &[
+                "hoard.coordinator.scheduler.max.tasks.per.worker=1",
+                "hoard.coordinator.lease.ttl=2s",
+            ],
         );
         let all = coordinators(&cluster);
-        let ids: Vec<String> = ["/a", "/b", "/c"].iter().map(|path| post_job(&all[0].address, path)).collect();
+        let ids: Vec<String> = ["/a", "/b", "/c"]
+            .iter()
+            .map(|path| post_job(&all[0].address, path))
+            .collect();
         for id in &ids {
-            let job = wait_state(&all[0].address, id, Duration::from_secs(60), |job| job["state"] != "WAITING");
+            let job = wait_state(&all[0].address, id, Duration::from_secs(60), |job| {
+                job["state"] != "WAITING"
+            });
             assert_eq!(job["state"], "RUNNING", "{job}");
         }
         for coordinator in &all {
@@ -363,7 +382,16 @@ async fn rerun_of_a_job_stuck_running_with_a_dead_owner() {
     let ufs = tempfile::tempdir().expect("ufs");
     many_files(ufs.path(), "s", 1000, FILE_SIZE);
     tokio::task::block_in_place(|| {
-        let cluster = start(&etcd, 1, 2, ufs.path(), &["hoard.coordinator.scheduler.max.tasks.per.worker=1", "hoard.coordinator.job.meta.store.type=ETCD"]);
+        let cluster = start(
+            &etcd,
+            1,
+            2,
+            ufs.path(),
+            &[
+                "hoard.coordinator.scheduler.max.tasks.per.worker=1",
+                "hoard.coordinator.job.meta.store.type=ETCD",
+            ],
+        );
         let coordinator = coordinators(&cluster).remove(0);
         let job_id = post_job(&coordinator.address, "/s");
         let job = wait_state(&coordinator.address, &job_id, Duration::from_secs(60), |job| {

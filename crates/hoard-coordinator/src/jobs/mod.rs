@@ -105,6 +105,8 @@ pub struct JobContext {
     pub cluster: Arc<dyn ClusterSource>,
     pub metrics: CoordinatorMetrics,
     pub slots: Arc<WorkerSlots>,
+    /// How often RUNNING jobs of dead coordinators are looked for (a quarter of the lease TTL).
+    pub reclaim_interval: Duration,
     /// How long a job runs without confirming in the store that it still owns the job before
     /// it must confirm again (half the coordinator's lease TTL, at least one scheduler interval).
     pub ownership_window: Duration,
@@ -144,18 +146,26 @@ impl Scheduler {
     }
 
     async fn poll_loop(&self) {
-        // Reclaim checks list every job: do them at start and every few polls, not every poll.
-        let mut polls_since_reclaim = u32::MAX;
+        // Reclaim checks list every job: at a quarter of the lease TTL (a dead owner's jobs are
+        // back in the queue within TTL + TTL/4), not on every poll. Polls keep their own
+        // interval, with up to 20% jitter.
+        let mut next_reclaim = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now();
         loop {
-            if polls_since_reclaim >= 10 {
-                self.reclaim_stale().await;
-                polls_since_reclaim = 0;
+            let now = tokio::time::Instant::now();
+            if now >= next_reclaim {
+                next_reclaim = now + self.ctx.reclaim_interval;
+                if self.reclaim_stale().await > 0 {
+                    // Claim what was just reclaimed now rather than at the next poll.
+                    next_poll = now;
+                }
             }
-            polls_since_reclaim += 1;
-            self.poll_once().await;
-            let interval = self.ctx.config.poll_interval;
-            let jitter = interval.mul_f64(rand::random::<f64>() * 0.2);
-            tokio::time::sleep(interval + jitter).await;
+            if tokio::time::Instant::now() >= next_poll {
+                self.poll_once().await;
+                let interval = self.ctx.config.poll_interval;
+                next_poll = tokio::time::Instant::now() + interval + interval.mul_f64(rand::random::<f64>() * 0.2);
+            }
+            tokio::time::sleep_until(next_poll.min(next_reclaim)).await;
         }
     }
 
@@ -201,17 +211,19 @@ impl Scheduler {
 
     /// RUNNING jobs whose owner is not alive go back to WAITING (one transaction each, which
     /// also checks the owner is unchanged); the next claim resumes them from their checkpoint.
-    pub async fn reclaim_stale(&self) {
+    /// Returns how many were reclaimed.
+    pub async fn reclaim_stale(&self) -> usize {
         let Some(live) = self.liveness.live_owners().await else {
-            return;
+            return 0;
         };
         let jobs = match self.ctx.store.list().await {
             Ok(jobs) => jobs,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot list jobs to reclaim");
-                return;
+                return 0;
             }
         };
+        let mut reclaimed = 0;
         let mine: Vec<String> = self.running.lock().await.keys().cloned().collect();
         for job in jobs.into_iter().filter(|job| job.state == JobState::Running) {
             let Some(owner) = job.owner.clone() else { continue };
@@ -221,6 +233,7 @@ impl Scheduler {
             }
             match self.ctx.store.reclaim(&job.job_id, &owner, now_millis()).await {
                 Ok(true) => {
+                    reclaimed += 1;
                     self.ctx.metrics.reclaim.inc();
                     tracing::info!(job_id = %job.job_id, dead_owner = %owner, "reclaimed a job of a coordinator that is gone");
                 }
@@ -228,6 +241,7 @@ impl Scheduler {
                 Err(err) => tracing::warn!(job_id = %job.job_id, error = %err, "cannot reclaim"),
             }
         }
+        reclaimed
     }
 
     async fn cleanup_loop(&self) {

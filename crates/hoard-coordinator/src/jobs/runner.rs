@@ -155,6 +155,7 @@ impl Run {
         let mut next_checkpoint = Instant::now() + interval;
         let mut listing_done = false;
         let mut failure: Option<String> = None;
+        let mut waiting_file: Option<hoard_ufs::UfsStatus> = None;
         loop {
             // A coordinator that was paused (SIGSTOP, a long GC-like stall, a frozen VM) may
             // have lost the job meanwhile: confirm it still owns it before sending anything.
@@ -173,14 +174,20 @@ impl Run {
             }
             self.dispatch();
             let has_workers = self.has_workers();
+            // A listed file waits here while no worker is ONLINE (an empty tree needs none).
             let list_ahead = !listing_done
                 && !self.stopping
                 && failure.is_none()
-                && has_workers
+                && (has_workers || waiting_file.is_none())
                 && self.batcher.queued_units() < self.batcher_capacity()
                 && self.tracker.unfolded() < self.batcher_capacity() * UNFOLDED_WINDOWS;
             if list_ahead {
-                match lister.next().await {
+                let next = match waiting_file.take() {
+                    Some(file) => Some(Ok(file)),
+                    None => lister.next().await,
+                };
+                match next {
+                    Some(Ok(status)) if !has_workers => waiting_file = Some(status),
                     Some(Ok(status)) => self.plan_file(status.path.as_str(), status.length),
                     Some(Err(err)) => {
                         failure = Some(describe_ufs(&err, &self.record.path));
@@ -195,7 +202,7 @@ impl Run {
                     continue;
                 }
             }
-            if !has_workers && !self.stopping && failure.is_none() {
+            if waiting_file.is_some() && !has_workers && !self.stopping && failure.is_none() {
                 let since = *self.no_workers_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > NO_WORKERS_LIMIT {
                     failure = Some(format!("no worker was ONLINE for {}s", NO_WORKERS_LIMIT.as_secs()));
@@ -208,13 +215,15 @@ impl Run {
                 // a rerun.
                 self.batcher.clear();
                 self.retries.clear();
+                waiting_file = None;
             } else if listing_done || (self.sent.is_empty() && self.batcher.ready_batches() == 0) {
                 // The listing ended, or nothing is in flight and nothing is full: send partial
                 // batches rather than wait.
                 self.batcher.flush();
             }
             self.dispatch();
-            let idle = self.sent.is_empty() && self.retries.is_empty() && self.batcher.is_empty();
+            let idle =
+                self.sent.is_empty() && self.retries.is_empty() && self.batcher.is_empty() && waiting_file.is_none();
             if idle && (listing_done || self.stopping || failure.is_some()) {
                 break;
             }
