@@ -73,7 +73,13 @@ pub struct CoordinatorState {
     pub job_store: Arc<JobStore>,
     scheduler: OnceLock<Arc<jobs::Scheduler>>,
     scheduler_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The ring jobs use, shared by every job for a moment (many short jobs would otherwise
+    /// each read membership).
+    view_cache: parking_lot::Mutex<Option<(Arc<ClusterView>, Instant)>>,
 }
+
+/// How long jobs share one view of the ring.
+const VIEW_CACHE_AGE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl std::fmt::Debug for CoordinatorState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,6 +201,7 @@ impl CoordinatorState {
             job_store,
             scheduler: OnceLock::new(),
             scheduler_tasks: Mutex::new(Vec::new()),
+            view_cache: parking_lot::Mutex::new(None),
         });
         let source = Arc::new(StateSource(Arc::downgrade(&state)));
         let context = Arc::new(jobs::JobContext {
@@ -264,9 +271,16 @@ impl CoordinatorState {
 
     /// The ring jobs place files with (the client's, over this coordinator's membership).
     pub async fn cluster_view(&self) -> Result<Arc<ClusterView>, MetaError> {
+        if let Some((view, built)) = self.view_cache.lock().as_ref() {
+            if built.elapsed() < VIEW_CACHE_AGE {
+                return Ok(Arc::clone(view));
+            }
+        }
         let members = self.members().await?;
         let nodes = hoard_client::probe_members(&self.http, members, &self.user, false).await;
-        Ok(Arc::new(ClusterView::new(nodes, &self.user)))
+        let view = Arc::new(ClusterView::new(nodes, &self.user));
+        *self.view_cache.lock() = Some((Arc::clone(&view), Instant::now()));
+        Ok(view)
     }
 
     /// The coordinator holding the singleton duties: this one without etcd (one coordinator
