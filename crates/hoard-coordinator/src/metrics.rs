@@ -272,6 +272,13 @@ impl MetaStore for InstrumentedStore {
         result
     }
 
+    async fn list_limited(&self, prefix: &str, limit: usize) -> Result<Vec<Entry>, MetaError> {
+        let started = Instant::now();
+        let result = self.inner.list_limited(prefix, limit).await;
+        self.record("list", started);
+        result
+    }
+
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), MetaError> {
         let started = Instant::now();
         let result = self.inner.put(key, value).await;

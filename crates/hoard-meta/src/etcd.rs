@@ -425,15 +425,28 @@ impl EtcdStore {
         prefix: &str,
         revision: i64,
     ) -> Result<(Vec<Entry>, i64), MetaError> {
+        self.range_limited(operation, prefix, revision, usize::MAX).await
+    }
+
+    /// Like `range`, stopping after `limit` entries.
+    async fn range_limited(
+        &self,
+        operation: &'static str,
+        prefix: &str,
+        revision: i64,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, i64), MetaError> {
         let full = self.full(prefix);
         let end = prefix_range_end(full.as_bytes());
         let mut start = full.clone().into_bytes();
         let mut revision = revision;
         let mut entries = Vec::new();
         loop {
+            let left = limit.saturating_sub(entries.len());
+            let page = i64::try_from(left).map_or(LIST_PAGE, |left| left.min(LIST_PAGE));
             let options = GetOptions::new()
                 .with_range(end.clone())
-                .with_limit(LIST_PAGE)
+                .with_limit(page)
                 .with_revision(revision);
             let from = start.clone();
             let response = self
@@ -449,7 +462,7 @@ impl EtcdStore {
             let kvs = response.kvs();
             entries.extend(kvs.iter().map(|kv| self.entry(kv)));
             match kvs.last() {
-                Some(last) if response.more() => {
+                Some(last) if response.more() && entries.len() < limit => {
                     start = last.key().to_vec();
                     start.push(0);
                 }
@@ -704,6 +717,10 @@ impl MetaStore for EtcdStore {
 
     async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError> {
         Ok(self.range("list", prefix, 0).await?.0)
+    }
+
+    async fn list_limited(&self, prefix: &str, limit: usize) -> Result<Vec<Entry>, MetaError> {
+        Ok(self.range_limited("list", prefix, 0, limit).await?.0)
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), MetaError> {

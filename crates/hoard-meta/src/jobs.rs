@@ -713,7 +713,7 @@ impl JobStore {
 
     /// The ids of up to `limit` WAITING jobs, oldest (first queued) first.
     pub async fn waiting(&self, limit: usize) -> Result<Vec<String>, JobError> {
-        let entries = self.store.list(&self.key(keys::WAITING)).await?;
+        let entries = self.store.list_limited(&self.key(keys::WAITING), limit).await?;
         let mut ids = Vec::with_capacity(entries.len().min(limit));
         for entry in entries.iter().take(limit) {
             ids.push(Self::index_value(entry)?);

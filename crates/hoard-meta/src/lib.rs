@@ -82,6 +82,13 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn get(&self, key: &str) -> Result<Option<Entry>, MetaError>;
     /// Every key starting with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<Entry>, MetaError>;
+    /// The first `limit` keys starting with `prefix`, in key order (a queue's head without
+    /// reading the whole queue).
+    async fn list_limited(&self, prefix: &str, limit: usize) -> Result<Vec<Entry>, MetaError> {
+        let mut entries = self.list(prefix).await?;
+        entries.truncate(limit);
+        Ok(entries)
+    }
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), MetaError>;
     /// Whether the key existed.
     async fn delete(&self, key: &str) -> Result<bool, MetaError>;

@@ -116,7 +116,13 @@ pub struct Scheduler {
     ctx: Arc<JobContext>,
     liveness: Arc<dyn OwnerLiveness>,
     running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The live coordinators at the last full reclaim check, and when it was.
+    reclaim_state: Mutex<Option<(std::collections::BTreeSet<String>, std::time::Instant)>>,
 }
+
+/// A full reclaim check (listing every job) runs at least this many reclaim intervals apart
+/// when no coordinator died meanwhile.
+const FULL_RECLAIM_EVERY: u32 = 20;
 
 impl Scheduler {
     pub fn new(ctx: Arc<JobContext>, liveness: Arc<dyn OwnerLiveness>) -> Arc<Scheduler> {
@@ -124,6 +130,7 @@ impl Scheduler {
             ctx,
             liveness,
             running: Mutex::new(HashMap::new()),
+            reclaim_state: Mutex::new(None),
         })
     }
 
@@ -216,6 +223,26 @@ impl Scheduler {
         let Some(live) = self.liveness.live_owners().await else {
             return 0;
         };
+        // Listing every job is the expensive part: do it at start, when a coordinator that was
+        // alive at the last check is gone, and otherwise only now and then (a safety net).
+        let live_set: std::collections::BTreeSet<String> = live.iter().cloned().collect();
+        {
+            let mut state = self.reclaim_state.lock().await;
+            let full_due = match state.as_ref() {
+                None => true,
+                Some((previous, at)) => {
+                    previous.iter().any(|owner| !live_set.contains(owner))
+                        || at.elapsed() >= self.ctx.reclaim_interval * FULL_RECLAIM_EVERY
+                }
+            };
+            if !full_due {
+                *state = state
+                    .take()
+                    .map(|(previous, at)| (previous.union(&live_set).cloned().collect(), at));
+                return 0;
+            }
+            *state = Some((live_set, std::time::Instant::now()));
+        }
         let jobs = match self.ctx.store.list().await {
             Ok(jobs) => jobs,
             Err(err) => {
