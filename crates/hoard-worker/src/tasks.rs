@@ -97,47 +97,49 @@ impl<S: Send + Sync> FromRequest<S> for TaskBody {
     }
 }
 
+/// Every task needs the admin token when one is set: load and free change what the worker
+/// holds, and check refreshes cached UFS status (which version is served) and can ask the UFS
+/// about thousands of files.
+struct Authorized;
+
+impl axum::extract::FromRequestParts<SharedState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &SharedState,
+    ) -> Result<Authorized, ApiError> {
+        match state
+            .admin_token()
+            .and_then(|token| hoard_common::api::check_admin_token(&parts.headers, token))
+        {
+            Some(refused) => Err(refused),
+            None => Ok(Authorized),
+        }
+    }
+}
+
 async fn load_handler(
     State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
+    _authorized: Authorized,
     body: Result<TaskBody, ApiError>,
 ) -> Response {
-    if let Some(refused) = state
-        .admin_token()
-        .and_then(|token| hoard_common::api::check_admin_token(&headers, token))
-    {
-        return refused.into_response();
-    }
     handle(&state, "load", body, |task: &LoadTask| task.files.len(), run_load).await
 }
 
 async fn free_handler(
     State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
+    _authorized: Authorized,
     body: Result<TaskBody, ApiError>,
 ) -> Response {
-    if let Some(refused) = state
-        .admin_token()
-        .and_then(|token| hoard_common::api::check_admin_token(&headers, token))
-    {
-        return refused.into_response();
-    }
     handle(&state, "free", body, |task: &FreeTask| task.paths.len(), run_free).await
 }
 
 async fn check_handler(
     State(state): State<SharedState>,
-    headers: axum::http::HeaderMap,
+    _authorized: Authorized,
     body: Result<TaskBody, ApiError>,
 ) -> Response {
-    // It refreshes cached UFS status (which version is served) and can ask the UFS about
-    // thousands of files: guarded like load and free.
-    if let Some(refused) = state
-        .admin_token()
-        .and_then(|token| hoard_common::api::check_admin_token(&headers, token))
-    {
-        return refused.into_response();
-    }
     handle(&state, "check", body, |task: &CheckTask| task.paths.len(), run_check).await
 }
 

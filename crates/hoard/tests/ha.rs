@@ -54,18 +54,6 @@ fn post_job(address: &str, path: &str) -> String {
     json["job"]["jobId"].as_str().expect("id").to_string()
 }
 
-fn many_files(root: &Path, dir: &str, count: usize, size: usize) -> u64 {
-    for i in 0..count {
-        let path = root
-            .join(dir)
-            .join(format!("{:03}", i / 100))
-            .join(format!("f{i:05}.bin"));
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, content(i as u64, size)).expect("write");
-    }
-    (count * size) as u64
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn three_coordinators_run_300_jobs_exactly_once() {
     let etcd = Etcd::start().await;

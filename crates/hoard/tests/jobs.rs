@@ -35,19 +35,6 @@ fn start_cluster(workers: usize, ufs: &Path, etcd: Option<&Etcd>, properties: &[
     Cluster::start_with(workers, &ufs.display().to_string(), &props, &extra)
 }
 
-/// `count` files of `size` bytes under `dir/`, in subdirectories of 100.
-fn many_files(root: &Path, dir: &str, count: usize, size: usize) -> u64 {
-    for i in 0..count {
-        let path = root
-            .join(dir)
-            .join(format!("{:03}", i / 100))
-            .join(format!("f{i:05}.bin"));
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, content(i as u64, size)).expect("write");
-    }
-    (count * size) as u64
-}
-
 fn coordinator_address(cluster: &Cluster) -> String {
     cluster.process_named("coordinator").address
 }

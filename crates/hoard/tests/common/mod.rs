@@ -270,6 +270,19 @@ pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
     panic!("timed out waiting for: {what}");
 }
 
+/// `count` files of `size` bytes under `dir/`, in subdirectories of 100; returns the bytes.
+pub fn many_files(root: &Path, dir: &str, count: usize, size: usize) -> u64 {
+    for i in 0..count {
+        let path = root
+            .join(dir)
+            .join(format!("{:03}", i / 100))
+            .join(format!("f{i:05}.bin"));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, content(i as u64, size)).expect("write");
+    }
+    (count * size) as u64
+}
+
 /// Deterministic pseudo-random content.
 pub fn content(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
