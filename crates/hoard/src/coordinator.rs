@@ -68,14 +68,7 @@ pub async fn run(args: CoordinatorArgs, config: SiteConfig) -> anyhow::Result<()
         served = hoard_coordinator::serve(listener, std::sync::Arc::clone(&state)) => {
             served.context("coordinator server failed")
         }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted, stopping");
-            Ok(())
-        }
-        _ = terminate.recv() => {
-            tracing::info!("terminated, stopping");
-            Ok(())
-        }
+        () = crate::worker::stop_requested(&mut terminate) => Ok(()),
     };
     state.shutdown().await;
     outcome

@@ -54,19 +54,20 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         () = hoard_worker::serve(listener, state, max_header, event_loops) => Ok(()),
         reason = lost => Err(anyhow::anyhow!("worker {worker_id} stops: {reason}")),
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted, stopping");
-            Ok(())
-        }
-        _ = terminate.recv() => {
-            tracing::info!("terminated, stopping");
-            Ok(())
-        }
+        () = stop_requested(&mut terminate) => Ok(()),
     };
     if let Some(registration) = registration {
         registration.close().await;
     }
     outcome
+}
+
+/// Resolves on Ctrl-C or SIGTERM: a daemon then stops cleanly (deregisters, revokes leases).
+pub(crate) async fn stop_requested(terminate: &mut tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+        _ = terminate.recv() => tracing::info!("terminated, stopping"),
+    }
 }
 
 /// The socket a daemon serves on: inherited on `listen_fd` (from `hoard local`, tests), or

@@ -21,7 +21,7 @@ use super::plan::{partitions, Batcher, Counters, Tracker, Unit, UnitOutcome};
 use super::JobContext;
 
 /// How long one task may take on a worker before it counts as failed (and is retried).
-pub(super) const TASK_TIMEOUT: Duration = Duration::from_secs(600);
+const TASK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Files listed ahead of what is sent, per worker and task slot, so listing never runs away
 /// from dispatching (memory stays flat in the number of files).
 const LIST_AHEAD_TASKS: usize = 2;
@@ -690,7 +690,17 @@ async fn send_task(
             }),
         ),
     };
-    let body = body.map_err(|err| err.to_string())?;
+    post_task(ctx, address, route, body.map_err(|err| err.to_string())?).await
+}
+
+/// POSTs one task's JSON body to a worker (with the admin token when one is set) and returns
+/// its per-file results; any failure to get them is the reason, naming the worker.
+pub(super) async fn post_task(
+    ctx: &JobContext,
+    address: &str,
+    route: &str,
+    body: Vec<u8>,
+) -> Result<Vec<FileResult>, String> {
     let mut request = ctx
         .http
         .post(format!("http://{address}{route}"))

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hoard_client::ClusterView;
-use hoard_common::api::tasks::{self, CheckTask, TaskResponse};
+use hoard_common::api::tasks::{self, CheckTask};
 use hoard_common::HoardPath;
 use hoard_meta::jobs::JobRecord;
 
@@ -106,28 +106,14 @@ async fn check(
     let task = CheckTask {
         paths: batch.iter().map(|(path, _)| path.clone()).collect(),
     };
-    let mut request = ctx
-        .http
-        .post(format!("http://{address}{}", tasks::CHECK_ROUTE))
-        .timeout(super::runner::TASK_TIMEOUT)
-        .json(&task);
-    if let Some(token) = &ctx.admin_token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|err| format!("{address}: {}", hoard_client::describe_reqwest(&err)))?;
-    if !response.status().is_success() {
-        return Err(format!("{address} answered {}", response.status()));
-    }
-    let answer: TaskResponse = response.json().await.map_err(|err| err.to_string())?;
-    if answer.results.len() != batch.len() {
+    let body = serde_json::to_vec(&task).map_err(|err| err.to_string())?;
+    let results = super::runner::post_task(ctx, address, tasks::CHECK_ROUTE, body).await?;
+    if results.len() != batch.len() {
         return Err(format!(
             "{address} answered {} results for {} files",
-            answer.results.len(),
+            results.len(),
             batch.len()
         ));
     }
-    Ok(answer.results)
+    Ok(results)
 }
