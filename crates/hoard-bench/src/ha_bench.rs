@@ -19,9 +19,12 @@ pub struct HaArgs {
     /// Empty jobs per claim-throughput measurement.
     #[arg(long, default_value_t = 600)]
     jobs: usize,
-    /// Only the claim-throughput part.
-    #[arg(long)]
-    claims_only: bool,
+    /// Parts to run: failover, claims, idle.
+    #[arg(long, value_delimiter = ',', default_value = "failover,claims,idle")]
+    only: Vec<String>,
+    /// Seconds over which etcd requests of idle coordinators are counted.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
 }
 
 fn http() -> anyhow::Result<reqwest::Client> {
@@ -156,9 +159,16 @@ async fn failovers(hoard: &Path, ufs: &Path, lease: &str, runs: usize) -> anyhow
     Ok(times)
 }
 
+/// What one claim-throughput run measured.
+struct ClaimRun {
+    jobs_per_second: f64,
+    /// Jobs each coordinator ran, most first.
+    per_coordinator: Vec<usize>,
+}
+
 /// Empty jobs put in the etcd job store first, then K coordinators started: jobs finished per
 /// second between the first start and the last end, from the jobs' own times.
-async fn claim_throughput(hoard: &Path, ufs: &Path, coordinators: usize, jobs: usize) -> anyhow::Result<f64> {
+async fn claim_throughput(hoard: &Path, ufs: &Path, coordinators: usize, jobs: usize) -> anyhow::Result<ClaimRun> {
     let etcd = Etcd::start().await;
     let config = hoard_config::EtcdConfig {
         endpoints: vec![etcd.endpoint()],
@@ -207,7 +217,16 @@ async fn claim_throughput(hoard: &Path, ufs: &Path, coordinators: usize, jobs: u
             if all.iter().any(|job| job.runs != 1) {
                 bail!("a job ran more than once");
             }
-            return Ok(jobs as f64 / ((last.saturating_sub(first)).max(1) as f64 / 1000.0));
+            let mut by_owner = std::collections::HashMap::<String, usize>::new();
+            for job in &all {
+                *by_owner.entry(job.owner.clone().unwrap_or_default()).or_default() += 1;
+            }
+            let mut per_coordinator: Vec<usize> = by_owner.into_values().collect();
+            per_coordinator.sort_unstable_by(|a, b| b.cmp(a));
+            return Ok(ClaimRun {
+                jobs_per_second: jobs as f64 / ((last.saturating_sub(first)).max(1) as f64 / 1000.0),
+                per_coordinator,
+            });
         }
         if Instant::now() > deadline {
             bail!("jobs did not finish in 300s");
@@ -216,42 +235,79 @@ async fn claim_throughput(hoard: &Path, ufs: &Path, coordinators: usize, jobs: u
     }
 }
 
+/// etcd requests per second (every gRPC message etcd received, lease keep-alives included)
+/// with 3 workers and `coordinators` idle coordinators on the etcd job store, defaults
+/// otherwise, over `idle`.
+async fn idle_rate(hoard: &Path, coordinators: usize, idle: Duration) -> anyhow::Result<f64> {
+    let etcd = Etcd::start().await;
+    let count = coordinators.to_string();
+    let _cluster = LocalCluster::start(
+        hoard,
+        &["--etcd", &etcd.endpoint(), "--coordinators", &count],
+        &["hoard.coordinator.job.meta.store.type=ETCD".to_string()],
+    )?;
+    let http = http()?;
+    // Start-up (registrations, first full reclaim checks) is not idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = crate::membership_bench::etcd_messages(&http, &etcd).await?;
+    tokio::time::sleep(idle).await;
+    let after = crate::membership_bench::etcd_messages(&http, &etcd).await?;
+    Ok((after - before) / idle.as_secs_f64())
+}
+
 pub async fn run(args: HaArgs) -> anyhow::Result<()> {
     let hoard = crate::peers::hoard_binary()?;
     let temp = tempfile::Builder::new().prefix("hoard-bench-ha").tempdir()?;
-    // A long job for the failovers: many small files, one per task, one task per worker.
-    let files = temp.path().join("files");
-    for i in 0..20_000 {
-        let dir = files.join(format!("{:03}", i / 1000));
-        if i % 1000 == 0 {
-            std::fs::create_dir_all(&dir)?;
+    let wants = |name: &str| args.only.iter().any(|only| only == name);
+    if wants("failover") {
+        // A long job for the failovers: many small files, one per task, one task per worker.
+        let files = temp.path().join("files");
+        for i in 0..20_000 {
+            let dir = files.join(format!("{:03}", i / 1000));
+            if i % 1000 == 0 {
+                std::fs::create_dir_all(&dir)?;
+            }
+            std::fs::write(dir.join(format!("f{i:05}")), [i as u8; 64])?;
         }
-        std::fs::write(dir.join(format!("f{i:05}")), [i as u8; 64])?;
+        println!("| lease TTL | failover median | max | goal |\n| --- | --- | --- | --- |");
+        for (lease, goal) in [("2s", "< 3s"), ("5s", "< 10s (default)")] {
+            let mut times: Vec<f64> = failovers(&hoard, &files, lease, args.runs)
+                .await?
+                .iter()
+                .map(Duration::as_secs_f64)
+                .collect();
+            let max = times.iter().copied().fold(0.0, f64::max);
+            println!("| {lease} | {:.2}s | {max:.2}s | {goal} |", crate::median(&mut times));
+        }
     }
-    let empty = temp.path().join("empty");
-    for i in 0..args.jobs {
-        std::fs::create_dir_all(empty.join(format!("e{i:05}")))?;
+    if wants("claims") {
+        let empty = temp.path().join("empty");
+        for i in 0..args.jobs {
+            std::fs::create_dir_all(empty.join(format!("e{i:05}")))?;
+        }
+        println!("\n| coordinators | empty jobs claimed and finished per second | jobs per coordinator |\n| --- | --- | --- |");
+        for coordinators in 1..=3 {
+            let run = claim_throughput(&hoard, &empty, coordinators, args.jobs).await?;
+            eprintln!(
+                "{coordinators} coordinator(s): {:.0} jobs/s, per coordinator {:?}",
+                run.jobs_per_second, run.per_coordinator
+            );
+            println!(
+                "| {coordinators} | {:.0} | {:?} |",
+                run.jobs_per_second, run.per_coordinator
+            );
+        }
     }
-    let leases: &[(&str, &str)] = if args.claims_only {
-        &[]
-    } else {
-        &[("2s", "< 3s"), ("5s", "< 10s (default)")]
-    };
-    println!("| lease TTL | failover median | max | goal |\n| --- | --- | --- | --- |");
-    for &(lease, goal) in leases {
-        let mut times: Vec<f64> = failovers(&hoard, &files, lease, args.runs)
-            .await?
-            .iter()
-            .map(Duration::as_secs_f64)
-            .collect();
-        let max = times.iter().copied().fold(0.0, f64::max);
-        println!("| {lease} | {:.2}s | {max:.2}s | {goal} |", crate::median(&mut times));
-    }
-    println!("\n| coordinators | empty jobs claimed and finished per second |\n| --- | --- |");
-    for coordinators in 1..=3 {
-        let rate = claim_throughput(&hoard, &empty, coordinators, args.jobs).await?;
-        eprintln!("{coordinators} coordinator(s): {rate:.0} jobs/s");
-        println!("| {coordinators} | {rate:.0} |");
+    if wants("idle") {
+        let idle = Duration::from_secs(args.idle_seconds);
+        let one = idle_rate(&hoard, 1, idle).await?;
+        let three = idle_rate(&hoard, 3, idle).await?;
+        println!(
+            "\netcd requests/s at rest, 3 workers, defaults, {}s window:\n\n| coordinators | etcd requests/s, total | per idle coordinator (the 2nd and 3rd's cost) |\n| --- | --- | --- |",
+            args.idle_seconds
+        );
+        println!("| 1 | {one:.2} | |");
+        println!("| 3 | {three:.2} | {:.2} |", (three - one) / 2.0);
     }
     Ok(())
 }

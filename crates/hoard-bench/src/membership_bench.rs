@@ -121,7 +121,7 @@ async fn kill_restart_cycles(
 }
 
 /// Sum of `grpc_server_msg_received_total` on etcd: every request message, streams included.
-async fn etcd_messages(http: &reqwest::Client, etcd: &Etcd) -> anyhow::Result<f64> {
+pub(crate) async fn etcd_messages(http: &reqwest::Client, etcd: &Etcd) -> anyhow::Result<f64> {
     let text = http
         .get(format!("{}/metrics", etcd.endpoint()))
         .send()

@@ -293,7 +293,14 @@ impl MetaStore for InstrumentedStore {
         result
     }
 
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool, MetaError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, MetaError> {
+        let started = Instant::now();
+        let result = self.inner.get_many(keys).await;
+        self.record("get", started);
+        result
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<Option<u64>, MetaError> {
         let started = Instant::now();
         let result = self.inner.txn(compares, ops).await;
         self.record("txn", started);

@@ -95,12 +95,13 @@ impl EmbeddedStore {
 
     /// One write transaction: `body` gets the kv table and the revision this commit writes
     /// with; it returns whether to commit (false aborts, leaving everything as it was).
+    /// `Some(revision)` when it committed.
     fn write(
         &self,
         body: impl FnOnce(&mut redb::Table<'_, &str, &[u8]>, u64) -> Result<bool, MetaError>,
-    ) -> Result<bool, MetaError> {
+    ) -> Result<Option<u64>, MetaError> {
         let txn = self.db.begin_write().map_err(|err| self.error(err))?;
-        let apply = {
+        let committed = {
             let mut counters = txn.open_table(COUNTERS).map_err(|err| self.error(err))?;
             let revision = counters
                 .get(REVISION)
@@ -108,29 +109,34 @@ impl EmbeddedStore {
                 .map_or(0, |value| value.value())
                 + 1;
             let mut kv = txn.open_table(KV).map_err(|err| self.error(err))?;
-            let apply = body(&mut kv, revision)?;
-            if apply {
+            if body(&mut kv, revision)? {
                 counters.insert(REVISION, revision).map_err(|err| self.error(err))?;
+                Some(revision)
+            } else {
+                None
             }
-            apply
         };
-        if apply {
+        if committed.is_some() {
             txn.commit().map_err(|err| self.error(err))?;
         } else {
             txn.abort().map_err(|err| self.error(err))?;
         }
-        Ok(apply)
+        Ok(committed)
     }
 
-    fn txn_blocking(&self, compares: &[Compare], ops: &[Op]) -> Result<bool, MetaError> {
+    fn txn_blocking(&self, compares: &[Compare], ops: &[Op]) -> Result<Option<u64>, MetaError> {
         self.write(|kv, revision| {
             for compare in compares {
-                let Compare::Version { key, version } = compare;
-                let current = match kv.get(key.as_str()).map_err(|err| self.error(err))? {
-                    Some(value) => Some(self.decode(key, value.value())?.version),
+                let key = compare.key();
+                let current = match kv.get(key).map_err(|err| self.error(err))? {
+                    Some(value) => Some(self.decode(key, value.value())?),
                     None => None,
                 };
-                if current != *version {
+                let holds = match compare {
+                    Compare::Version { version, .. } => current.map(|entry| entry.version) == *version,
+                    Compare::Value { value, .. } => current.is_some_and(|entry| entry.value == *value),
+                };
+                if !holds {
                     return Ok(false);
                 }
             }
@@ -198,7 +204,24 @@ impl MetaStore for EmbeddedStore {
         .await
     }
 
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool, MetaError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, MetaError> {
+        let keys = keys.to_vec();
+        self.blocking(move |store| {
+            let txn = store.db.begin_read().map_err(|err| store.error(err))?;
+            let table = txn.open_table(KV).map_err(|err| store.error(err))?;
+            let mut entries = Vec::with_capacity(keys.len());
+            for key in &keys {
+                entries.push(match table.get(key.as_str()).map_err(|err| store.error(err))? {
+                    Some(value) => Some(store.decode(key, value.value())?),
+                    None => None,
+                });
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<Option<u64>, MetaError> {
         self.blocking(move |store| store.txn_blocking(&compares, &ops)).await
     }
 
@@ -248,45 +271,82 @@ mod tests {
             key: "jobs/1".into(),
             version: None,
         };
-        assert!(store
+        let created = store
             .txn(
                 vec![absent.clone()],
-                vec![put("jobs/1", "waiting"), put("index/1", "x")]
+                vec![put("jobs/1", "waiting"), put("index/1", "x")],
             )
             .await
-            .unwrap());
+            .unwrap()
+            .expect("applied");
         // The same create again fails and changes nothing.
-        assert!(!store
-            .txn(vec![absent], vec![put("jobs/1", "other"), put("index/2", "y")])
-            .await
-            .unwrap());
+        assert_eq!(
+            store
+                .txn(vec![absent], vec![put("jobs/1", "other"), put("index/2", "y")])
+                .await
+                .unwrap(),
+            None
+        );
         let job = store.get("jobs/1").await.unwrap().unwrap();
         assert_eq!(job.value, b"waiting");
+        assert_eq!(job.version, created, "the txn returns the version it wrote");
         assert_eq!(store.get("index/2").await.unwrap(), None);
-        // Compare-and-set on the version read.
+        // Compare-and-set on the version read, and on a value.
         let stale = job.version;
-        assert!(store
+        let at_stale = Compare::Version {
+            key: "jobs/1".into(),
+            version: Some(stale),
+        };
+        let index_is_x = Compare::Value {
+            key: "index/1".into(),
+            value: b"x".to_vec(),
+        };
+        assert_eq!(
+            store
+                .txn(
+                    vec![
+                        at_stale.clone(),
+                        Compare::Value {
+                            key: "index/1".into(),
+                            value: b"y".to_vec()
+                        }
+                    ],
+                    vec![put("jobs/1", "wrong value compared")],
+                )
+                .await
+                .unwrap(),
+            None
+        );
+        let running = store
             .txn(
-                vec![Compare::Version {
-                    key: "jobs/1".into(),
-                    version: Some(stale),
-                }],
+                vec![at_stale.clone(), index_is_x.clone()],
                 vec![put("jobs/1", "running"), Op::Delete { key: "index/1".into() }],
             )
             .await
-            .unwrap());
-        assert!(!store
-            .txn(
-                vec![Compare::Version {
-                    key: "jobs/1".into(),
-                    version: Some(stale),
-                }],
-                vec![put("jobs/1", "claimed twice")],
-            )
+            .unwrap()
+            .expect("applied");
+        assert!(running > stale);
+        assert_eq!(
+            store
+                .txn(vec![at_stale], vec![put("jobs/1", "claimed twice")])
+                .await
+                .unwrap(),
+            None
+        );
+        // A value compare on an absent key fails.
+        assert_eq!(
+            store.txn(vec![index_is_x], vec![put("jobs/2", "no")]).await.unwrap(),
+            None
+        );
+        let many = store
+            .get_many(&["index/1".to_string(), "jobs/1".to_string(), "jobs/2".to_string()])
             .await
-            .unwrap());
-        assert_eq!(store.get("jobs/1").await.unwrap().unwrap().value, b"running");
-        assert_eq!(store.get("index/1").await.unwrap(), None);
+            .unwrap();
+        assert_eq!(many.len(), 3);
+        assert_eq!(many[0], None);
+        let job = many[1].clone().unwrap();
+        assert_eq!((job.value.as_slice(), job.version), (b"running".as_slice(), running));
+        assert_eq!(many[2], None);
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use futures::StreamExt;
 use hoard_config::EtcdConfig;
@@ -481,7 +481,7 @@ impl EtcdStore {
         key: &str,
         compares: Vec<EtcdCompare>,
         ops: Vec<TxnOp>,
-    ) -> Result<bool, MetaError> {
+    ) -> Result<Option<u64>, MetaError> {
         let txn = Txn::new().when(compares).and_then(ops);
         let mut maybe_applied = false;
         let mut attempts_made = 0u32;
@@ -504,7 +504,16 @@ impl EtcdStore {
                  and the retry found the compares false); read the keys again"
             )));
         }
-        Ok(response.succeeded())
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        // The revision of the txn's own commit: what every key it put now has as mod_revision.
+        match response.header().map(|header| header.revision()) {
+            Some(revision) => Ok(Some(u64::try_from(revision).unwrap_or_default())),
+            None => Err(MetaError::Unavailable(format!(
+                "etcd {operation} {key}: applied, but the answer has no header to tell the new revision; read the keys again"
+            ))),
+        }
     }
 
     async fn grant(&self, ttl_seconds: i64, key: &str) -> Result<i64, MetaError> {
@@ -595,7 +604,11 @@ impl EtcdStore {
                     Some(PutOptions::new().with_lease(lease_id)),
                 ),
             ];
-            match self.txn_raw("register worker", &live_key, vec![compare], ops).await {
+            match self
+                .txn_raw("register worker", &live_key, vec![compare], ops)
+                .await
+                .map(|applied| applied.is_some())
+            {
                 Ok(true) => return Ok(lease_id),
                 Ok(false) => {
                     tracing::debug!(worker_id = %worker_id, "live key changed while registering, trying again");
@@ -702,6 +715,9 @@ impl EtcdStore {
     }
 }
 
+/// Gets per txn of [`MetaStore::get_many`], under etcd's default `--max-txn-ops` (128).
+const GETS_PER_TXN: usize = 64;
+
 #[async_trait::async_trait]
 impl MetaStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, MetaError> {
@@ -745,10 +761,46 @@ impl MetaStore for EtcdStore {
         Ok(response.deleted() > 0)
     }
 
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool, MetaError> {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, MetaError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut entries = Vec::with_capacity(keys.len());
+        // One txn of gets per chunk: one round trip each (etcd allows 128 ops per txn).
+        for chunk in keys.chunks(GETS_PER_TXN) {
+            let gets: Vec<TxnOp> = chunk.iter().map(|key| TxnOp::get(self.full(key), None)).collect();
+            let txn = Txn::new().and_then(gets);
+            let response = self
+                .call("get many", &chunk[0], self.inner.read_timeout, move |mut client| {
+                    let txn = txn.clone();
+                    async move { client.txn(txn).await }
+                })
+                .await?;
+            for answer in response.op_responses() {
+                match answer {
+                    TxnOpResponse::Get(get) => entries.push(get.kvs().first().map(|kv| self.entry(kv))),
+                    _ => {
+                        return Err(MetaError::Unavailable(
+                            "etcd answered a txn of gets with something else".into(),
+                        ))
+                    }
+                }
+            }
+        }
+        if entries.len() != keys.len() {
+            return Err(MetaError::Unavailable(format!(
+                "etcd answered {} of {} gets",
+                entries.len(),
+                keys.len()
+            )));
+        }
+        Ok(entries)
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<Option<u64>, MetaError> {
         let first_key = compares
             .iter()
-            .map(|Compare::Version { key, .. }| key.as_str())
+            .map(Compare::key)
             .chain(ops.iter().map(|op| match op {
                 Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
             }))
@@ -757,13 +809,18 @@ impl MetaStore for EtcdStore {
             .to_string();
         let compares = compares
             .into_iter()
-            .map(|Compare::Version { key, version }| match version {
-                None => EtcdCompare::version(self.full(&key), CompareOp::Equal, 0),
-                Some(version) => EtcdCompare::mod_revision(
+            .map(|compare| match compare {
+                Compare::Version { key, version: None } => EtcdCompare::version(self.full(&key), CompareOp::Equal, 0),
+                Compare::Version {
+                    key,
+                    version: Some(version),
+                } => EtcdCompare::mod_revision(
                     self.full(&key),
                     CompareOp::Equal,
                     i64::try_from(version).unwrap_or(i64::MAX),
                 ),
+                // etcd fails a value compare on an absent key, as the trait says.
+                Compare::Value { key, value } => EtcdCompare::value(self.full(&key), CompareOp::Equal, value),
             })
             .collect();
         let ops = ops
@@ -1185,7 +1242,7 @@ impl EtcdMembership {
                 }
                 None => compares.push(EtcdCompare::version(store.full(&live_key), CompareOp::Equal, 0)),
             }
-            if store.txn_raw("remove worker", &key, compares, ops).await? {
+            if store.txn_raw("remove worker", &key, compares, ops).await?.is_some() {
                 tracing::info!(worker_id, address = %registration.address(), force, "removed worker registration");
                 return Ok(registration);
             }

@@ -503,7 +503,8 @@ impl JobStore {
         Ok(records)
     }
 
-    /// Runs one txn that writes `intended` as the job's record (or, with `None`, deletes it).
+    /// Runs one txn that writes `intended` as the job's record (or, with `None`, deletes it):
+    /// `Some(version)` of the record written when it was applied, `None` when a compare failed.
     /// When the store fails in a way that may have applied it anyway (etcd: a timeout, "outcome
     /// unknown"), reads the record back: exactly `intended` means it was applied; otherwise the
     /// store's error is returned.
@@ -513,7 +514,7 @@ impl JobStore {
         compares: Vec<Compare>,
         ops: Vec<Op>,
         intended: Option<&[u8]>,
-    ) -> Result<bool, JobError> {
+    ) -> Result<Option<u64>, JobError> {
         let err = match self.store.txn(compares, ops).await {
             Ok(applied) => return Ok(applied),
             Err(err) if err.is_retryable() => err,
@@ -522,13 +523,14 @@ impl JobStore {
         match self.store.get(&self.record_key(job_id)).await {
             Ok(current) => {
                 let applied = match (current, intended) {
-                    (Some(entry), Some(value)) => entry.value == value,
-                    (None, None) => true,
-                    _ => false,
+                    (Some(entry), Some(value)) if entry.value == value => Some(entry.version),
+                    // Deleted: no version to tell.
+                    (None, None) => Some(0),
+                    _ => None,
                 };
-                if applied {
+                if applied.is_some() {
                     tracing::debug!(job_id, error = %err, "job store txn failed but was applied");
-                    Ok(true)
+                    Ok(applied)
                 } else {
                     Err(err.into())
                 }
@@ -581,9 +583,13 @@ impl JobStore {
     }
 
     fn record_at(&self, job: &Versioned<JobRecord>) -> Compare {
+        self.record_key_at(&job.record.job_id, job.version)
+    }
+
+    fn record_key_at(&self, job_id: &str, version: u64) -> Compare {
         Compare::Version {
-            key: self.record_key(&job.record.job_id),
-            version: Some(job.version),
+            key: self.record_key(job_id),
+            version: Some(version),
         }
     }
 
@@ -641,7 +647,7 @@ impl JobStore {
                     value: job_id.clone().into_bytes(),
                 },
             ];
-            if self.commit(&job_id, compares, ops, Some(&value)).await? {
+            if self.commit(&job_id, compares, ops, Some(&value)).await?.is_some() {
                 tracing::info!(job_id, job_type = %job_type, path, "job submitted");
                 return Ok((record, true));
             }
@@ -726,6 +732,26 @@ impl JobStore {
         Ok(self.store.list(&self.key(keys::WAITING)).await?.len())
     }
 
+    /// The records of `job_ids` (read in one request where the store can), in that order; a
+    /// job that is gone is left out, and so is an unreadable record (logged: it can never be
+    /// claimed, and `hoard job list` names it).
+    pub async fn records(&self, job_ids: &[String]) -> Result<Vec<Versioned<JobRecord>>, JobError> {
+        let keys: Vec<String> = job_ids.iter().map(|job_id| self.record_key(job_id)).collect();
+        let entries = self.store.get_many(&keys).await?;
+        let mut records = Vec::with_capacity(entries.len());
+        for (job_id, entry) in job_ids.iter().zip(entries) {
+            let Some(entry) = entry else { continue };
+            match Self::decode_record(&entry, job_id) {
+                Ok(record) => records.push(Versioned {
+                    record,
+                    version: entry.version,
+                }),
+                Err(err) => tracing::warn!(job_id, error = %err, "skipping an unreadable job record"),
+            }
+        }
+        Ok(records)
+    }
+
     /// WAITING -> RUNNING by `owner`: heartbeat and run start `now_ms`, `started_ms` on the first
     /// run, `runs` + 1, the waiting index deleted, in one txn comparing the record's version.
     /// `Ok(None)` when the job is gone, no longer WAITING, or another claimer won. Returns the
@@ -747,32 +773,49 @@ impl JobStore {
             if current.record.state != JobState::Waiting {
                 return Ok(None);
             }
-            let mut record = current.record.clone();
-            record.state = JobState::Running;
-            record.owner = Some(owner.to_string());
-            record.owner_heartbeat_ms = Some(now_ms);
-            record.started_ms.get_or_insert(now_ms);
-            record.run_started_ms = Some(now_ms);
-            record.runs = record.runs.saturating_add(1);
-            record.ended_ms = None;
-            let value = record.encode();
-            let ops = vec![
-                self.put_record(&record, &value),
-                Op::Delete {
-                    key: self.waiting_key(&current.record),
-                },
-            ];
-            if self
-                .commit(job_id, vec![self.record_at(&current)], ops, Some(&value))
-                .await?
-            {
-                tracing::info!(job_id, owner, run = record.runs, "job claimed");
-                // The txn does not return the new version: read it (a stop request may already
-                // be in it).
-                return Ok(self.get(job_id).await?.filter(|job| owns(&job.record, &record)));
+            if let Some(claimed) = self.claim_read(&current, owner, now_ms).await? {
+                return Ok(Some(claimed));
             }
         }
         Ok(None)
+    }
+
+    /// [`JobStore::claim`] of a record already read (e.g. by [`JobStore::records`]): one txn,
+    /// `Ok(None)` when the job is not WAITING or its record changed since it was read (another
+    /// claimer won).
+    pub async fn claim_read(
+        &self,
+        current: &Versioned<JobRecord>,
+        owner: &str,
+        now_ms: u64,
+    ) -> Result<Option<Versioned<JobRecord>>, JobError> {
+        if current.record.state != JobState::Waiting {
+            return Ok(None);
+        }
+        let job_id = current.record.job_id.as_str();
+        let mut record = current.record.clone();
+        record.state = JobState::Running;
+        record.owner = Some(owner.to_string());
+        record.owner_heartbeat_ms = Some(now_ms);
+        record.started_ms.get_or_insert(now_ms);
+        record.run_started_ms = Some(now_ms);
+        record.runs = record.runs.saturating_add(1);
+        record.ended_ms = None;
+        let value = record.encode();
+        let ops = vec![
+            self.put_record(&record, &value),
+            Op::Delete {
+                key: self.waiting_key(&current.record),
+            },
+        ];
+        let Some(version) = self
+            .commit(job_id, vec![self.record_at(current)], ops, Some(&value))
+            .await?
+        else {
+            return Ok(None);
+        };
+        tracing::info!(job_id, owner, run = record.runs, "job claimed");
+        Ok(Some(Versioned { record, version }))
     }
 
     /// The owner writes `record` (progress, heartbeat) over the version it last read or wrote.
@@ -781,12 +824,19 @@ impl JobStore {
     /// kept) and the write retried; when it is no longer RUNNING by this owner in this run (the
     /// job was reclaimed, rerun or deleted) -> [`JobError::Conflict`]. Returns the new version.
     /// The owner must not write one job concurrently with itself.
+    ///
+    /// `expected_version` must be the version the owner's own claim or last write returned,
+    /// and `record` the record as stored then plus the owner's changes: while the stored
+    /// version is still that one, the write goes through without reading the record (one txn).
+    /// A coordinator that lost the job holds an older version, so its write fails the compare
+    /// and is refused once the record is read.
     pub async fn checkpoint(&self, record: &JobRecord, expected_version: u64) -> Result<u64, JobError> {
         Ok(self.checkpoint_record(record, expected_version).await?.version)
     }
 
     /// [`JobStore::checkpoint`], returning the record as stored after the write (with a stop
-    /// request merged in) and its version.
+    /// request merged in) and its version. When nothing changed the record since
+    /// `expected_version` (the common case) this is one txn and no read.
     pub async fn checkpoint_record(
         &self,
         record: &JobRecord,
@@ -794,21 +844,18 @@ impl JobStore {
     ) -> Result<Versioned<JobRecord>, JobError> {
         check_owned_write(record, "checkpoint")?;
         let job_id = record.job_id.as_str();
+        let mut next = record.clone();
+        let mut expected = expected_version;
         for _ in 0..CAS_ROUNDS {
-            let current = self.owned_current(record, expected_version).await?;
-            let mut next = record.clone();
-            next.stop_requested |= current.record.stop_requested;
             let value = next.encode();
+            let compares = vec![self.record_key_at(job_id, expected)];
             let ops = vec![self.put_record(&next, &value)];
-            if self
-                .commit(job_id, vec![self.record_at(&current)], ops, Some(&value))
-                .await?
-            {
-                return match self.get(job_id).await? {
-                    Some(stored) if owns(&stored.record, record) => Ok(stored),
-                    other => Err(taken_away(record, other.as_ref().map(|job| &job.record))),
-                };
+            if let Some(version) = self.commit(job_id, compares, ops, Some(&value)).await? {
+                return Ok(Versioned { record: next, version });
             }
+            let current = self.owned_current(record, expected).await?;
+            next.stop_requested |= current.record.stop_requested;
+            expected = current.version;
         }
         Err(JobError::Conflict(format!(
             "checkpoint of job {job_id}: its record kept changing during {CAS_ROUNDS} attempts"
@@ -818,7 +865,8 @@ impl JobStore {
     /// The owner ends its RUNNING job: SUCCEEDED, FAILED or STOPPED, with `ended_ms` and `error`
     /// (the rest of `record` is written as it is, e.g. the final progress); the active index is
     /// deleted in the same txn. Same compare-and-set and merge rules as
-    /// [`JobStore::checkpoint`]. Returns the record as written.
+    /// [`JobStore::checkpoint`]; one txn and no read when nothing changed the record since
+    /// `expected_version`. Returns the record as written.
     pub async fn finish(
         &self,
         record: &JobRecord,
@@ -836,13 +884,34 @@ impl JobStore {
         }
         check_owned_write(record, "finish")?;
         let job_id = record.job_id.as_str();
-        for _ in 0..CAS_ROUNDS {
-            let current = self.owned_current(record, expected_version).await?;
+        let finished = |stop_requested: bool| {
             let mut next = record.clone();
-            next.stop_requested |= current.record.stop_requested;
+            next.stop_requested |= stop_requested;
             next.state = state;
             next.error = error.clone();
             next.ended_ms = Some(now_ms);
+            next
+        };
+        // The common case first: the record is as this owner last wrote it, and the active index
+        // names the job (it does while the job is active).
+        let next = finished(false);
+        let value = next.encode();
+        let active_key = self.active_key(next.job_type, &next.path);
+        let compares = vec![
+            self.record_key_at(job_id, expected_version),
+            Compare::Value {
+                key: active_key.clone(),
+                value: job_id.as_bytes().to_vec(),
+            },
+        ];
+        let ops = vec![self.put_record(&next, &value), Op::Delete { key: active_key }];
+        if self.commit(job_id, compares, ops, Some(&value)).await?.is_some() {
+            tracing::info!(job_id, state = %state, error = ?next.error, "job finished");
+            return Ok(next);
+        }
+        for _ in 0..CAS_ROUNDS {
+            let current = self.owned_current(record, expected_version).await?;
+            let next = finished(current.record.stop_requested);
             let value = next.encode();
             let mut compares = vec![self.record_at(&current)];
             let mut ops = vec![self.put_record(&next, &value)];
@@ -850,7 +919,7 @@ impl JobStore {
                 compares.push(compare);
                 ops.push(op);
             }
-            if self.commit(job_id, compares, ops, Some(&value)).await? {
+            if self.commit(job_id, compares, ops, Some(&value)).await?.is_some() {
                 tracing::info!(job_id, state = %state, error = ?next.error, "job finished");
                 return Ok(next);
             }
@@ -918,7 +987,7 @@ impl JobStore {
             }
             let value = next.encode();
             ops.insert(0, self.put_record(&next, &value));
-            if self.commit(job_id, compares, ops, Some(&value)).await? {
+            if self.commit(job_id, compares, ops, Some(&value)).await?.is_some() {
                 tracing::info!(job_id, state = %next.state, "job stop requested");
                 return Ok(next);
             }
@@ -997,7 +1066,7 @@ impl JobStore {
                     value: job_id.as_bytes().to_vec(),
                 },
             ];
-            if self.commit(job_id, compares, ops, Some(&value)).await? {
+            if self.commit(job_id, compares, ops, Some(&value)).await?.is_some() {
                 tracing::info!(job_id, previous_state = %state, "job rerun: back to WAITING");
                 return Ok(next);
             }
@@ -1047,7 +1116,7 @@ impl JobStore {
             let value = next.encode();
             let mut ops = vec![self.put_record(&next, &value)];
             ops.extend(index_ops);
-            if self.commit(job_id, compares, ops, Some(&value)).await? {
+            if self.commit(job_id, compares, ops, Some(&value)).await?.is_some() {
                 tracing::info!(job_id, dead_owner, state = %next.state, "job reclaimed from a dead owner");
                 return Ok(true);
             }
@@ -1085,7 +1154,11 @@ impl JobStore {
                 key: key.clone(),
                 version: Some(entry.version),
             }];
-            if self.commit(&job_id, compares, vec![Op::Delete { key }], None).await? {
+            if self
+                .commit(&job_id, compares, vec![Op::Delete { key }], None)
+                .await?
+                .is_some()
+            {
                 tracing::debug!(job_id, state = %record.state, ended, "deleted an expired job");
                 deleted += 1;
             }
@@ -1187,8 +1260,8 @@ mod tests {
             async fn delete(&self, _: &str) -> Result<bool, MetaError> {
                 Ok(false)
             }
-            async fn txn(&self, _: Vec<Compare>, _: Vec<Op>) -> Result<bool, MetaError> {
-                Ok(false)
+            async fn txn(&self, _: Vec<Compare>, _: Vec<Op>) -> Result<Option<u64>, MetaError> {
+                Ok(None)
             }
             fn kind(&self) -> &'static str {
                 "NONE"

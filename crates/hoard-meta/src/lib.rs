@@ -66,6 +66,16 @@ pub struct Entry {
 pub enum Compare {
     /// The key's version is this (`None`: the key does not exist).
     Version { key: String, version: Option<u64> },
+    /// The key exists and holds exactly this value.
+    Value { key: String, value: Vec<u8> },
+}
+
+impl Compare {
+    pub fn key(&self) -> &str {
+        match self {
+            Compare::Version { key, .. } | Compare::Value { key, .. } => key,
+        }
+    }
 }
 
 /// A write of a transaction.
@@ -89,11 +99,22 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         entries.truncate(limit);
         Ok(entries)
     }
+    /// Each key's entry (`None` where absent), in the order asked: one read transaction on
+    /// the embedded store, one request per 64 keys to etcd.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, MetaError> {
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            entries.push(self.get(key).await?);
+        }
+        Ok(entries)
+    }
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), MetaError>;
     /// Whether the key existed.
     async fn delete(&self, key: &str) -> Result<bool, MetaError>;
-    /// Applies every op, atomically, only if every compare holds; returns whether it did.
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool, MetaError>;
+    /// Applies every op, atomically, only if every compare holds. `Some(version)` when it did:
+    /// every key the txn put now has this version (so a compare-and-set loop needs no read
+    /// back); `None` when a compare failed and nothing changed.
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<Option<u64>, MetaError>;
     /// `EMBEDDED` or `ETCD`.
     fn kind(&self) -> &'static str;
 }

@@ -200,15 +200,16 @@ async fn txn_compares_versions() {
         )
     };
     let (compares, ops) = create("first");
-    assert!(store.txn(compares, ops).await.unwrap());
+    let created = store.txn(compares, ops).await.unwrap().expect("applied");
     let j1 = store.get("jobs/j1").await.unwrap().expect("jobs/j1");
     assert_eq!(j1.value, b"first");
+    assert_eq!(j1.version, created, "the txn returns the version it wrote");
     assert!(store.get("index/j1").await.unwrap().is_some());
 
     // ...and fails, applying nothing, once it does.
     store.delete("index/j1").await.unwrap();
     let (compares, ops) = create("second");
-    assert!(!store.txn(compares, ops).await.unwrap());
+    assert_eq!(store.txn(compares, ops).await.unwrap(), None);
     assert_eq!(store.get("jobs/j1").await.unwrap().unwrap().value, b"first");
     assert_eq!(store.get("index/j1").await.unwrap(), None, "a failed txn applied an op");
 
@@ -229,10 +230,46 @@ async fn txn_compares_versions() {
         )
         .await
         .unwrap();
-    assert!(ok);
     let claimed = store.get("jobs/j1").await.unwrap().unwrap();
     assert_eq!(claimed.value, b"claimed");
     assert!(claimed.version > j1.version);
+    assert_eq!(ok, Some(claimed.version));
+
+    // Value compares: a different value or an absent key fails; the stored value applies.
+    for (key, value) in [("index/j1", b"x".as_slice()), ("jobs/j1", b"first".as_slice())] {
+        let compare = Compare::Value {
+            key: key.into(),
+            value: value.to_vec(),
+        };
+        let put = Op::Put {
+            key: "jobs/j1".into(),
+            value: b"by value".to_vec(),
+        };
+        assert_eq!(store.txn(vec![compare], vec![put]).await.unwrap(), None, "{key}");
+    }
+    let by_value = store
+        .txn(
+            vec![Compare::Value {
+                key: "jobs/j1".into(),
+                value: b"claimed".to_vec(),
+            }],
+            vec![Op::Put {
+                key: "jobs/j1".into(),
+                value: b"claimed".to_vec(),
+            }],
+        )
+        .await
+        .unwrap()
+        .expect("the value compare holds");
+    let claimed = store.get("jobs/j1").await.unwrap().unwrap();
+    assert_eq!(claimed.version, by_value);
+
+    // Many keys in one read, in the order asked, absent ones as None.
+    let many = store
+        .get_many(&["absent".to_string(), "jobs/j1".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(many, vec![None, Some(claimed.clone())]);
 
     // A stale version fails and applies nothing (not even the other ops).
     store.put("other", b"keep".to_vec()).await.unwrap();
@@ -258,7 +295,7 @@ async fn txn_compares_versions() {
         )
         .await
         .unwrap();
-    assert!(!ok);
+    assert_eq!(ok, None);
     assert_eq!(store.get("jobs/j1").await.unwrap().unwrap().value, b"claimed");
     assert_eq!(store.get("other").await.unwrap().unwrap().value, b"keep");
 
@@ -276,8 +313,33 @@ async fn txn_compares_versions() {
         )
         .await
         .unwrap();
-    assert!(!ok);
+    assert_eq!(ok, None);
     assert_eq!(store.get("absent").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn get_many_reads_more_keys_than_one_txn_holds() {
+    let etcd = Etcd::start().await;
+    let store = store(&etcd, "/hoard/many/").await;
+    let keys: Vec<String> = (0..150).map(|i| format!("jobs/{i:03}")).collect();
+    for key in keys.iter().step_by(2) {
+        store.put(key, key.as_bytes().to_vec()).await.unwrap();
+    }
+    let entries = store.get_many(&keys).await.unwrap();
+    assert_eq!(entries.len(), keys.len());
+    for (i, (key, entry)) in keys.iter().zip(&entries).enumerate() {
+        match entry {
+            Some(entry) => {
+                assert_eq!(i % 2, 0, "{key} was never written");
+                assert_eq!(
+                    (entry.key.as_str(), entry.value.as_slice()),
+                    (key.as_str(), key.as_bytes())
+                );
+            }
+            None => assert_eq!(i % 2, 1, "{key} was written but not read"),
+        }
+    }
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -243,12 +243,25 @@ async fn concurrent_claims_win_each_job_exactly_once(meta: Arc<dyn MetaStore>) {
             let owner = format!("coordinator-{c}");
             let mut won = Vec::new();
             start.wait().await;
-            // Every claimer tries every job, starting at a different one.
-            for k in 0..ids.len() {
-                let job_id = &ids[(c + k) % ids.len()];
-                if let Some(claimed) = store.claim(job_id, &owner, 5_000).await.expect("claim") {
-                    assert_eq!(claimed.record.owner.as_deref(), Some(owner.as_str()));
-                    won.push((job_id.clone(), claimed.version));
+            // Every claimer tries every job, starting at a different one. Half of them claim
+            // by id; the others read every record first, in one request, and claim what they
+            // read (as the scheduler does), so their reads are often stale.
+            let order: Vec<String> = (0..ids.len()).map(|k| ids[(c + k) % ids.len()].clone()).collect();
+            if c % 2 == 0 {
+                for job_id in &order {
+                    if let Some(claimed) = store.claim(job_id, &owner, 5_000).await.expect("claim") {
+                        assert_eq!(claimed.record.owner.as_deref(), Some(owner.as_str()));
+                        won.push((job_id.clone(), claimed.version));
+                    }
+                }
+            } else {
+                let read = store.records(&order).await.expect("records");
+                assert_eq!(read.len(), order.len());
+                for job in &read {
+                    if let Some(claimed) = store.claim_read(job, &owner, 5_000).await.expect("claim") {
+                        assert_eq!(claimed.record.owner.as_deref(), Some(owner.as_str()));
+                        won.push((job.record.job_id.clone(), claimed.version));
+                    }
                 }
             }
             (owner, won)
@@ -297,13 +310,19 @@ async fn checkpoint_by_a_non_owner_or_after_reclaim_conflicts(meta: Arc<dyn Meta
     assert_eq!(now.version, v2);
     assert_eq!(now.record, mine);
 
-    // Someone else writing as if it owned the job.
+    // Someone else writing as if it owned the job, with a version it saw earlier (a version
+    // is only current for the owner whose write returned it: see `JobStore::checkpoint`).
     let mut impostor = mine.clone();
     impostor.owner = Some("c2".into());
-    assert_conflict(store.checkpoint(&impostor, v2).await, "checkpoint by a non-owner");
+    assert_conflict(store.checkpoint(&impostor, version).await, "checkpoint by a non-owner");
     assert_conflict(
-        store.finish(&impostor, v2, JobState::Succeeded, None, 3_500).await,
+        store.finish(&impostor, version, JobState::Succeeded, None, 3_500).await,
         "finish by a non-owner",
+    );
+    assert_eq!(
+        store.get(&job.job_id).await.unwrap().unwrap().record,
+        mine,
+        "nothing written"
     );
     // A record that is not RUNNING cannot be written by an owner.
     let mut waiting = mine.clone();
@@ -360,8 +379,12 @@ async fn stop_request_survives_a_checkpoint(meta: Arc<dyn MetaStore>) {
     assert_eq!(now.version, v);
     assert!(now.record.stop_requested);
 
-    // The owner finishes it STOPPED: the path is free.
-    let finished = store.finish(&mine, v, JobState::Stopped, None, 4_000).await.unwrap();
+    // The owner finishes it STOPPED (from the record as stored at its version): the path is
+    // free.
+    let finished = store
+        .finish(&now.record, v, JobState::Stopped, None, 4_000)
+        .await
+        .unwrap();
     assert_eq!(finished.state, JobState::Stopped);
     assert!(finished.stop_requested);
     assert_eq!(finished.ended_ms, Some(4_000));
@@ -786,7 +809,7 @@ impl MetaStore for Flaky {
     async fn delete(&self, key: &str) -> Result<bool, MetaError> {
         self.inner.delete(key).await
     }
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool, MetaError> {
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<Option<u64>, MetaError> {
         let fail = self
             .fail_txns
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -12,6 +12,18 @@ use hoard_testkit::Etcd;
 const KIB: usize = 1 << 10;
 
 fn start(etcd: &Etcd, coordinators: usize, workers: usize, ufs: &Path, properties: &[&str]) -> Cluster {
+    start_logging(etcd, coordinators, workers, ufs, properties, "info")
+}
+
+/// [`start`] with `RUST_LOG` set for every process.
+fn start_logging(
+    etcd: &Etcd,
+    coordinators: usize,
+    workers: usize,
+    ufs: &Path,
+    properties: &[&str],
+    rust_log: &str,
+) -> Cluster {
     let mut props = vec![
         "hoard.worker.failure.detection.timeout=3s",
         "hoard.coordinator.scheduler.job.etcd.poll.interval=100ms",
@@ -20,11 +32,12 @@ fn start(etcd: &Etcd, coordinators: usize, workers: usize, ufs: &Path, propertie
     props.extend_from_slice(properties);
     let endpoint = etcd.endpoint();
     let count = coordinators.to_string();
-    Cluster::start_with(
+    Cluster::start_with_env(
         workers,
         &ufs.display().to_string(),
         &props,
         &["--etcd", &endpoint, "--coordinators", &count],
+        &[("RUST_LOG", rust_log)],
     )
 }
 
@@ -167,7 +180,9 @@ async fn a_paused_coordinator_stops_working_on_the_job_it_lost() {
     let ufs = tempfile::tempdir().expect("ufs");
     let total = many_files(ufs.path(), "p", FILES, FILE_SIZE);
     tokio::task::block_in_place(|| {
-        let cluster = start(
+        // Every task a coordinator creates is logged ("task sent"), so the paused one's log
+        // tells what it sent after it ran again.
+        let cluster = start_logging(
             &etcd,
             2,
             3,
@@ -176,6 +191,7 @@ async fn a_paused_coordinator_stops_working_on_the_job_it_lost() {
                 "hoard.coordinator.scheduler.max.tasks.per.worker=1",
                 "hoard.coordinator.lease.ttl=2s",
             ],
+            "info,hoard_coordinator::jobs::runner=debug",
         );
         let all = coordinators(&cluster);
         let job_id = post_job(&all[0].address, "/p");
@@ -198,6 +214,17 @@ async fn a_paused_coordinator_stops_working_on_the_job_it_lost() {
             job = get_json(&survivor.address, &format!("/api/v1/jobs/{job_id}"));
             job["owner"] == survivor.id.as_str() && job["state"] == "RUNNING"
         });
+        // A stopped process writes nothing: everything after this offset is from after SIGCONT.
+        let log_before = std::fs::read_to_string(&paused.log_file).expect("paused coordinator's log");
+        let sent_line = format!("job_id={job_id}");
+        let sent_before = log_before
+            .lines()
+            .filter(|line| line.contains("task sent") && line.contains(&sent_line))
+            .count();
+        assert!(
+            sent_before > 0,
+            "the paused coordinator logged no task before the pause"
+        );
         let _ = std::process::Command::new("kill")
             .args(["-CONT", &paused.pid.to_string()])
             .status();
@@ -223,6 +250,16 @@ async fn a_paused_coordinator_stops_working_on_the_job_it_lost() {
             "the paused coordinator loaded nothing more"
         );
         let _ = still_running;
+        let log_after = std::fs::read(&paused.log_file).expect("paused coordinator's log");
+        let after_pause = String::from_utf8_lossy(&log_after[log_before.len()..]).to_string();
+        let sent_after: Vec<&str> = after_pause
+            .lines()
+            .filter(|line| line.contains("task sent") && line.contains(&sent_line))
+            .collect();
+        assert!(
+            sent_after.is_empty(),
+            "the paused coordinator sent tasks for the job it lost: {sent_after:?}"
+        );
         wait_until("job ends", Duration::from_secs(120), || {
             job = get_json(&survivor.address, &format!("/api/v1/jobs/{job_id}"));
             job["state"] != "RUNNING" && job["state"] != "WAITING"

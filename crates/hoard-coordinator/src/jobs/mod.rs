@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use hoard_client::ClusterView;
 use hoard_common::api::coordinator::{FailedFileView, JobOptionsView, JobView};
 use hoard_config::{JobConfig, UserConfig};
@@ -23,6 +24,37 @@ use crate::metrics::{state_name, CoordinatorMetrics};
 
 /// Jobs one coordinator runs at once; more wait in the queue (or go to other coordinators).
 pub const MAX_RUNNING_JOBS: usize = 64;
+
+/// Claim transactions one poll has in flight at once.
+const CLAIM_CONCURRENCY: usize = 16;
+
+/// Which waiting jobs to try to claim, in order, at most `room`: first this coordinator's
+/// share of the queue's head (a job id hashed onto the sorted live coordinators), oldest
+/// first, then the others' share from the back (stealing where the others' owners are
+/// least likely to be). Several coordinators reading the same head thus mostly claim
+/// different jobs instead of racing for the same ones; every job is still anyone's to claim.
+pub fn claim_order(waiting: &[String], me: &str, live: &[String], room: usize) -> Vec<String> {
+    let mut peers: Vec<&str> = live.iter().map(String::as_str).chain([me]).collect();
+    peers.sort_unstable();
+    peers.dedup();
+    let share = peers.len() as u64;
+    let mine_index = peers.iter().position(|peer| *peer == me).unwrap_or(0) as u64;
+    let is_mine = |job_id: &str| xxhash_rust::xxh3::xxh3_64(job_id.as_bytes()) % share == mine_index;
+    let (mine, others): (Vec<&String>, Vec<&String>) = waiting.iter().partition(|job_id| is_mine(job_id));
+    mine.into_iter()
+        .chain(others.into_iter().rev())
+        .take(room)
+        .cloned()
+        .collect()
+}
+
+/// What one poll did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollOutcome {
+    pub claimed: usize,
+    /// No room for another job: the next poll waits for one to end.
+    pub full: bool,
+}
 
 /// Where a job gets the current ring from.
 #[async_trait::async_trait]
@@ -116,6 +148,10 @@ pub struct Scheduler {
     ctx: Arc<JobContext>,
     liveness: Arc<dyn OwnerLiveness>,
     running: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Signalled whenever a job this coordinator ran ends (a full scheduler polls again).
+    job_ended: Arc<tokio::sync::Notify>,
+    /// The live coordinators as last seen (by the reclaim check), to share the queue's head.
+    peers: parking_lot::Mutex<Vec<String>>,
     /// The live coordinators at the last full reclaim check, and when it was.
     reclaim_state: Mutex<Option<(std::collections::BTreeSet<String>, std::time::Instant)>>,
 }
@@ -130,6 +166,8 @@ impl Scheduler {
             ctx,
             liveness,
             running: Mutex::new(HashMap::new()),
+            job_ended: Arc::new(tokio::sync::Notify::new()),
+            peers: parking_lot::Mutex::new(Vec::new()),
             reclaim_state: Mutex::new(None),
         })
     }
@@ -153,11 +191,13 @@ impl Scheduler {
     }
 
     async fn poll_loop(&self) {
-        // Reclaim checks list every job: at a quarter of the lease TTL (a dead owner's jobs are
-        // back in the queue within TTL + TTL/4), not on every poll. Polls keep their own
-        // interval, with up to 20% jitter.
+        // Reclaim checks at a quarter of the lease TTL (a dead owner's jobs are back in the
+        // queue within TTL + TTL/4), not on every poll. An idle queue is polled every interval,
+        // with up to 20% jitter; a poll that claimed jobs is followed by another at once (the
+        // queue may hold more), and a full scheduler polls when one of its jobs ends.
         let mut next_reclaim = tokio::time::Instant::now();
         let mut next_poll = tokio::time::Instant::now();
+        let mut full = false;
         loop {
             let now = tokio::time::Instant::now();
             if now >= next_reclaim {
@@ -168,16 +208,26 @@ impl Scheduler {
                 }
             }
             if tokio::time::Instant::now() >= next_poll {
-                self.poll_once().await;
+                let outcome = self.poll_once().await;
+                full = outcome.full;
                 let interval = self.ctx.config.poll_interval;
-                next_poll = tokio::time::Instant::now() + interval + interval.mul_f64(rand::random::<f64>() * 0.2);
+                next_poll = if outcome.claimed > 0 && !full {
+                    tokio::time::Instant::now()
+                } else {
+                    tokio::time::Instant::now() + interval + interval.mul_f64(rand::random::<f64>() * 0.2)
+                };
             }
-            tokio::time::sleep_until(next_poll.min(next_reclaim)).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(next_poll.min(next_reclaim)) => {}
+                () = self.job_ended.notified(), if full => next_poll = tokio::time::Instant::now(),
+            }
         }
     }
 
-    /// Claims waiting jobs while there is room and starts them.
-    pub async fn poll_once(&self) {
+    /// Claims waiting jobs while there is room and starts them: reads the queue's head, picks
+    /// this coordinator's share first ([`claim_order`]), reads those records in one request and
+    /// claims them with concurrent compare-and-set transactions.
+    pub async fn poll_once(&self) -> PollOutcome {
         self.ctx.metrics.poll.inc();
         let room = {
             let mut running = self.running.lock().await;
@@ -185,34 +235,73 @@ impl Scheduler {
             MAX_RUNNING_JOBS.saturating_sub(running.len())
         };
         if room == 0 {
-            return;
+            return PollOutcome { claimed: 0, full: true };
         }
-        let waiting = match self.ctx.store.waiting(room).await {
+        let peers = self.peers.lock().clone();
+        let head = room.saturating_mul(peers.len().max(1));
+        let waiting = match self.ctx.store.waiting(head).await {
             Ok(waiting) => waiting,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot poll the job queue");
-                return;
+                return PollOutcome {
+                    claimed: 0,
+                    full: false,
+                };
             }
         };
-        for job_id in waiting {
-            match self
-                .ctx
-                .store
-                .claim(&job_id, &self.ctx.coordinator_id, now_millis())
-                .await
-            {
-                Ok(Some(claimed)) => {
-                    self.ctx.metrics.claim.inc();
-                    let ctx = Arc::clone(&self.ctx);
-                    let handle = tokio::spawn(runner::run(ctx, claimed));
-                    // A job rerun while this coordinator still ran it: the old run must stop.
-                    if let Some(previous) = self.running.lock().await.insert(job_id, handle) {
-                        previous.abort();
-                    }
+        if waiting.is_empty() {
+            return PollOutcome {
+                claimed: 0,
+                full: false,
+            };
+        }
+        let chosen = claim_order(&waiting, &self.ctx.coordinator_id, &peers, room);
+        let records = match self.ctx.store.records(&chosen).await {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the waiting jobs");
+                return PollOutcome {
+                    claimed: 0,
+                    full: false,
+                };
+            }
+        };
+        let store = &self.ctx.store;
+        let owner = self.ctx.coordinator_id.as_str();
+        let mut claims = futures::stream::iter(records)
+            .map(|job| async move {
+                let outcome = store.claim_read(&job, owner, now_millis()).await;
+                (job.record.job_id, outcome)
+            })
+            .buffer_unordered(CLAIM_CONCURRENCY);
+        let mut claimed = 0;
+        while let Some((job_id, outcome)) = claims.next().await {
+            match outcome {
+                Ok(Some(job)) => {
+                    claimed += 1;
+                    self.run_claimed(job_id, job).await;
                 }
                 Ok(None) => {}
                 Err(err) => tracing::warn!(job_id, error = %err, "cannot claim a job"),
             }
+        }
+        PollOutcome {
+            claimed,
+            full: claimed >= room,
+        }
+    }
+
+    async fn run_claimed(&self, job_id: String, claimed: hoard_meta::jobs::Versioned<JobRecord>) {
+        self.ctx.metrics.claim.inc();
+        let ctx = Arc::clone(&self.ctx);
+        let ended = Arc::clone(&self.job_ended);
+        let handle = tokio::spawn(async move {
+            runner::run(ctx, claimed).await;
+            ended.notify_one();
+        });
+        // A job rerun while this coordinator still ran it: the old run must stop.
+        if let Some(previous) = self.running.lock().await.insert(job_id, handle) {
+            previous.abort();
         }
     }
 
@@ -223,6 +312,7 @@ impl Scheduler {
         let Some(live) = self.liveness.live_owners().await else {
             return 0;
         };
+        *self.peers.lock() = live.clone();
         // Listing every job is the expensive part: do it at start, when a coordinator that was
         // alive at the last check is gone, and otherwise only now and then (a safety net).
         let live_set: std::collections::BTreeSet<String> = live.iter().cloned().collect();
@@ -371,3 +461,60 @@ pub fn worker_addresses(view: &ClusterView) -> HashMap<String, String> {
 
 /// Idle time between checks for a job's end when waiting on it.
 pub const WAIT_POLL: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("job-{i:04}")).collect()
+    }
+
+    #[test]
+    fn coordinators_take_disjoint_shares_of_the_head_first() {
+        let waiting = ids(300);
+        let live: Vec<String> = ["c-b", "c-a", "c-c"].iter().map(|id| id.to_string()).collect();
+        let mut covered = Vec::new();
+        for me in &live {
+            let order = claim_order(&waiting, me, &live, waiting.len());
+            // Every waiting job is in every coordinator's order exactly once.
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, waiting);
+            // Its share (sorted peers c-a, c-b, c-c) comes first, oldest first.
+            let index = ["c-a", "c-b", "c-c"].iter().position(|peer| peer == me).unwrap() as u64;
+            let share: Vec<String> = waiting
+                .iter()
+                .filter(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % 3 == index)
+                .cloned()
+                .collect();
+            assert!(
+                share.len() > 60 && share.len() < 140,
+                "share of {} out of 300",
+                share.len()
+            );
+            assert_eq!(order[..share.len()], share[..]);
+            covered.extend(share);
+        }
+        covered.sort();
+        assert_eq!(covered, waiting, "the shares partition the head");
+    }
+
+    #[test]
+    fn room_bounds_the_order_and_others_are_stolen_from_the_back() {
+        let waiting = ids(10);
+        let live = vec!["c-a".to_string(), "c-b".to_string()];
+        let order = claim_order(&waiting, "c-a", &live, 4);
+        assert_eq!(order.len(), 4);
+        let full = claim_order(&waiting, "c-a", &live, 10);
+        let mine = full
+            .iter()
+            .take_while(|id| xxhash_rust::xxh3::xxh3_64(id.as_bytes()).is_multiple_of(2))
+            .count();
+        let stolen = &full[mine..];
+        assert!(stolen.windows(2).all(|pair| pair[0] > pair[1]), "{stolen:?}");
+        // Alone (or not yet knowing the others), a coordinator takes the queue in order.
+        assert_eq!(claim_order(&waiting, "c-a", &[], 10), waiting);
+        assert_eq!(claim_order(&waiting, "c-a", &["c-a".to_string()], 3), waiting[..3]);
+    }
+}

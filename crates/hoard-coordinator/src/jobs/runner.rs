@@ -405,6 +405,7 @@ impl Run {
             let job_type = self.record.job_type;
             let options = self.record.options.clone();
             let files: Vec<TaskFile> = units.iter().map(|unit| unit.file.clone()).collect();
+            tracing::debug!(job_id = %job_id, run = self.record.runs, task_id, worker = %worker, files = files.len(), "task sent");
             self.in_flight.insert(task_id, (worker, units));
             let handle = self.sent.spawn(async move {
                 let _slot = slot;
@@ -554,37 +555,23 @@ impl Run {
         }
     }
 
-    /// Writes progress (and the owner's heartbeat), and picks up a stop request.
+    /// Writes progress (and the owner's heartbeat), and picks up a stop request. The write
+    /// compares the version this run last wrote, so it also proves the job is still this run's.
     async fn checkpoint(&mut self, listing_done: bool) {
-        match self.ctx.store.get(&self.record.job_id).await {
-            Ok(Some(current)) => {
-                if current.record.stop_requested && !self.stopping {
-                    tracing::info!(job_id = %self.record.job_id, "stop requested: no new tasks");
-                    self.stopping = true;
-                }
-                // Another run of the job (reclaimed, or rerun, even back to this coordinator).
-                if current.record.state != JobState::Running
-                    || current.record.owner.as_deref() != Some(self.ctx.coordinator_id.as_str())
-                    || current.record.runs != self.record.runs
-                {
-                    self.taken_away = true;
-                    return;
-                }
-            }
-            Ok(None) => {
-                self.taken_away = true;
-                return;
-            }
-            Err(err) => tracing::warn!(job_id = %self.record.job_id, error = %err, "cannot read the job"),
-        }
         self.record.progress = self.progress(listing_done);
         self.record.failed_files = self.tracker.failed_files().to_vec();
         self.record.owner_heartbeat_ms = Some(now_millis());
-        match self.ctx.store.checkpoint(&self.record, self.version).await {
-            Ok(version) => {
-                self.version = version;
+        match self.ctx.store.checkpoint_record(&self.record, self.version).await {
+            Ok(stored) => {
+                if stored.record.stop_requested && !self.stopping {
+                    tracing::info!(job_id = %self.record.job_id, "stop requested: no new tasks");
+                    self.stopping = true;
+                }
+                self.record.stop_requested = stored.record.stop_requested;
+                self.version = stored.version;
                 self.last_checkpoint_ok = Instant::now();
             }
+            // Another run of the job (reclaimed, or rerun, even back to this coordinator).
             Err(JobError::Conflict(reason)) => {
                 tracing::warn!(job_id = %self.record.job_id, reason, "checkpoint refused");
                 self.taken_away = true;

@@ -38,6 +38,18 @@ impl Cluster {
 
     /// Starts a cluster with extra `hoard local start` arguments (`--etcd`, `--membership`).
     pub fn start_with(workers: usize, ufs: &str, properties: &[&str], extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(workers, ufs, properties, extra, &[])
+    }
+
+    /// [`Cluster::start_with`], with environment variables for every process it starts (e.g.
+    /// `RUST_LOG`).
+    pub fn start_with_env(
+        workers: usize,
+        ufs: &str,
+        properties: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let home = tempfile::Builder::new()
             .prefix("hoard-test")
             .tempdir()
@@ -49,7 +61,8 @@ impl Cluster {
             .arg("--ufs")
             .arg(ufs)
             .args(["--timeout-secs", "60"])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         for property in properties {
             command.args(["--property", property]);
         }
