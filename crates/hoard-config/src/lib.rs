@@ -177,6 +177,8 @@ pub struct WorkerConfig {
     pub ufs_read_timeout: Duration,
     /// Page files kept mapped for zero-copy reads (0 = always `pread`).
     pub mapped_pages: u32,
+    /// Bytes of verified hot pages kept in process memory (0 = no memory tier).
+    pub memory_size: u64,
     /// `hoard.worker.failure.detection.timeout`.
     pub failure_detection_timeout: Duration,
 }
@@ -863,6 +865,7 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         max_request_header_bytes: values.size(keys::WORKER_MAX_HEADER_SIZE, MIN_HEADER_SIZE, MAX_HEADER_SIZE)?,
         ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
         mapped_pages: values.parse(keys::WORKER_MAPPED_PAGES, parse_mapped_pages)?,
+        memory_size: values.size(keys::WORKER_MEMORY_SIZE, 0, u64::MAX)?,
         failure_detection_timeout: values.parse(keys::WORKER_FAILURE_DETECTION_TIMEOUT, |value| {
             let timeout = parse_duration(value)?;
             if timeout < Duration::from_secs(1) {

@@ -67,6 +67,7 @@ fn defaults() {
     assert_eq!(worker.max_request_header_bytes, 16 << 10);
     assert_eq!(worker.ufs_read_timeout, Duration::from_secs(30));
     assert_eq!(worker.mapped_pages, 4096);
+    assert_eq!(worker.memory_size, 1 << 30);
     assert_eq!(
         worker.address(),
         WorkerAddress {

@@ -40,6 +40,9 @@ pub(crate) struct Slot {
     pub next: u32,
     pub dir: u8,
     pub state: State,
+    /// 4KiB chunks read from the page since it was last copied into the memory tier
+    /// (saturating): it earns a copy once readers have verified a page's worth of it.
+    pub chunks_read: u16,
 }
 
 impl Slot {
@@ -316,6 +319,21 @@ impl Index {
         }
     }
 
+    /// Counts `chunks` read from slot `s`; true (and the count starts again) once they add up
+    /// to the page's own chunk count: a copy of the whole page into the memory tier then costs
+    /// no more hashing than the reads have already done.
+    pub fn note_read(&mut self, s: u32, chunks: usize) -> bool {
+        let slot = &mut self.slots[s as usize];
+        let read = usize::from(slot.chunks_read).saturating_add(chunks);
+        let page_chunks = crate::page::chunks(slot.len).clamp(1, usize::from(u16::MAX));
+        if read >= page_chunks {
+            slot.chunks_read = 0;
+            return true;
+        }
+        slot.chunks_read = read as u16;
+        false
+    }
+
     fn lru_unlink(&mut self, s: u32) {
         let Slot { prev, next, dir, .. } = self.slots[s as usize];
         let d = &mut self.dirs[dir as usize];
@@ -386,6 +404,7 @@ impl Index {
             next: NIL,
             dir,
             state: State::Pending,
+            chunks_read: 0,
         };
         let s = if self.free_slot != NIL {
             let s = self.free_slot;

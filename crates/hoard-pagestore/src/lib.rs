@@ -20,6 +20,7 @@
 mod index;
 mod layout;
 mod mapped;
+mod memory;
 mod page;
 mod recover;
 
@@ -163,6 +164,11 @@ pub struct PageStoreStats {
     pub missing_files: u64,
     /// `get`s that returned a page.
     pub hits: u64,
+    /// Of `hits`, those served from the memory tier.
+    pub memory_hits: u64,
+    /// Bytes of pages held in the memory tier, and its capacity (0 when off).
+    pub memory_used_bytes: u64,
+    pub memory_capacity_bytes: u64,
     /// `get`s that returned `None` (absent, being written, or dropped as corrupt).
     pub misses: u64,
     /// Pages written by `put` (puts of a key already present or being written excluded).
@@ -195,6 +201,7 @@ struct Counters {
     checksum_failures: AtomicU64,
     missing_files: AtomicU64,
     hits: AtomicU64,
+    memory_hits: AtomicU64,
     misses: AtomicU64,
     puts: AtomicU64,
 }
@@ -212,6 +219,8 @@ pub struct PageStore {
     mmap_threshold: AtomicU64,
     /// Read-only mappings of hot page files (see `set_mapped_pages`).
     mapped: mapped::MappedPages,
+    /// Verified copies of hot pages in process memory (see `set_memory_capacity`).
+    memory: memory::MemoryPages,
     /// flock'ed lock files, released on drop.
     _locks: Vec<File>,
 }
@@ -330,6 +339,7 @@ impl PageStore {
             recovery_discarded: discarded,
             mmap_threshold: AtomicU64::new(DEFAULT_MMAP_THRESHOLD),
             mapped: mapped::MappedPages::new(0),
+            memory: memory::MemoryPages::new(0, page_size),
             _locks: prepared.into_iter().map(|p| p.lock).collect(),
         };
         if !evicted.is_empty() {
@@ -386,20 +396,32 @@ impl PageStore {
             match idx.lookup(key) {
                 Some(s) if idx.slot(s).state == State::Complete => {
                     idx.touch(s);
-                    let slot = idx.slot(s);
-                    Some((slot.dir, slot.name()))
+                    let slot = *idx.slot(s);
+                    let end = range.end.min(u64::from(slot.len));
+                    let start = range.start.min(end);
+                    let chunks = (end as usize).div_ceil(page::CHUNK) - start as usize / page::CHUNK;
+                    let promote = self.memory.enabled() && idx.note_read(s, chunks);
+                    Some((slot.dir, slot.name(), promote))
                 }
                 _ => None,
             }
         };
-        let Some((dir, name)) = found else {
+        let Some((dir, name, promote)) = found else {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(CachedRead::Absent);
         };
-        let path = layout::page_path(&self.dirs[dir as usize].pages, key.file, &name);
         let len = u64::from(name.len);
         let end = range.end.min(len);
         let start = range.start.min(end);
+        if let Some(page) = self.memory.get(key, name.gen) {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(CachedRead::Hit(page.slice(start as usize..end as usize)));
+        }
+        let path = layout::page_path(&self.dirs[dir as usize].pages, key.file, &name);
+        if promote {
+            return self.read_into_memory(key, &name, &path, start as usize..end as usize, nowait);
+        }
         if self.mapped.enabled() {
             return self.read_through_mapping(key, &name, &path, start as usize..end as usize, nowait);
         }
@@ -417,6 +439,32 @@ impl PageStore {
                 Ok(CachedRead::Hit(bytes))
             }
             Err(failure) => self.read_failed(key, name.gen, &path, failure),
+        }
+    }
+
+    /// Reads and verifies the whole page into process memory, keeps it in the memory tier,
+    /// and serves `range` of it.
+    fn read_into_memory(
+        &self,
+        key: &PageKey,
+        name: &PageName,
+        path: &Path,
+        range: Range<usize>,
+        nowait: bool,
+    ) -> Result<CachedRead, PageStoreError> {
+        // Never a mapping: its bytes are the OS page cache's, which the kernel may reread
+        // from disk after the check.
+        match page::read(path, name.len, name.checksum, 0..name.len as usize, false, nowait) {
+            Ok(page) => {
+                self.memory.insert(*key, name.gen, page.clone());
+                // Evicted or deleted meanwhile: don't hold its bytes.
+                if !self.holds(key, name.gen) {
+                    self.memory.remove(key);
+                }
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(CachedRead::Hit(page.slice(range)))
+            }
+            Err(failure) => self.read_failed(key, name.gen, path, failure),
         }
     }
 
@@ -488,6 +536,14 @@ impl PageStore {
     /// `0` (the default) reads with `pread`. Call before sharing the store.
     pub fn set_mapped_pages(&mut self, pages: usize) {
         self.mapped = mapped::MappedPages::new(pages);
+    }
+
+    /// Keeps verified copies of hot pages, up to `bytes` in all, in process memory and serves
+    /// them without verifying them again. A page earns its copy once readers have read as
+    /// many of its 4KiB chunks as it has (so copying costs at most as much hashing as reading
+    /// did). `0` (the default) turns the tier off. Call before sharing the store.
+    pub fn set_memory_capacity(&mut self, bytes: u64) {
+        self.memory = memory::MemoryPages::new(bytes, self.page_size);
     }
 
     /// Page files currently mapped.
@@ -677,6 +733,7 @@ impl PageStore {
         }
         let mut first_err = None;
         for r in &removed {
+            self.forget_copies(r);
             let path = layout::page_path(&self.dirs[r.dir as usize].pages, r.file, &r.name);
             if let Err(e) = fs::remove_file(&path) {
                 if e.kind() != io::ErrorKind::NotFound && first_err.is_none() {
@@ -707,6 +764,9 @@ impl PageStore {
             checksum_failures: c.checksum_failures.load(Ordering::Relaxed),
             missing_files: c.missing_files.load(Ordering::Relaxed),
             hits: c.hits.load(Ordering::Relaxed),
+            memory_hits: c.memory_hits.load(Ordering::Relaxed),
+            memory_used_bytes: self.memory.used_bytes(),
+            memory_capacity_bytes: self.memory.capacity_bytes(),
             misses: c.misses.load(Ordering::Relaxed),
             puts: c.puts.load(Ordering::Relaxed),
             recovered_pages: self.recovered_pages,
@@ -724,14 +784,21 @@ impl PageStore {
         }
     }
 
+    /// Drops the mapping and the memory copy of a page removed from the index.
+    fn forget_copies(&self, removed: &Removed) {
+        let key = PageKey {
+            file: removed.file,
+            index: removed.name.index,
+        };
+        self.mapped.remove(&key);
+        self.memory.remove(&key);
+    }
+
     /// Deletes the files of pages removed from the index (best effort), and the directory of
     /// a file that has no pages left.
     fn delete_removed(&self, removed: &[Removed]) {
         for r in removed {
-            self.mapped.remove(&PageKey {
-                file: r.file,
-                index: r.name.index,
-            });
+            self.forget_copies(r);
             let pages = &self.dirs[r.dir as usize].pages;
             let path = layout::page_path(pages, r.file, &r.name);
             if let Err(e) = fs::remove_file(&path) {

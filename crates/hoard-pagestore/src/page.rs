@@ -184,13 +184,18 @@ pub(crate) fn read_mapped(
 /// Checks `table` against the page checksum and `body` (whole chunks from chunk `first` on)
 /// against the table.
 fn verify(table: &[u8], checksum: u64, body: &[u8], first: usize) -> Result<(), ReadFailure> {
+    prefetch(&body[..body.len().min(CHUNK)]);
     let actual = xxh3_64(table);
     if actual != checksum {
         return Err(ReadFailure::Corrupt(format!(
             "chunk table checksum {actual:016x}, expected {checksum:016x}"
         )));
     }
-    for (i, chunk) in body.chunks(CHUNK).enumerate() {
+    let mut chunks = body.chunks(CHUNK).enumerate().peekable();
+    while let Some((i, chunk)) = chunks.next() {
+        if let Some((_, next)) = chunks.peek() {
+            prefetch(next);
+        }
         let at = 8 * (first + i);
         let expected = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
         let actual = xxh3_64(chunk);
@@ -202,6 +207,23 @@ fn verify(table: &[u8], checksum: u64, body: &[u8], first: usize) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Asks the CPU to start loading `chunk` into its caches. Hashing a chunk that is in DRAM
+/// but not in cache stalls on each cache line; loading the next chunk while the current one
+/// is hashed cut verification time by about a tenth (docs/benchmarks.md).
+#[inline(always)]
+fn prefetch(chunk: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in chunk.chunks(64) {
+        // SAFETY: a prefetch is a hint that never faults, even for an unmapped address, and
+        // SSE (which has it) is part of the x86-64 baseline.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = chunk;
 }
 
 /// Reads exactly `len` bytes at `offset` into `buf` (cleared first), without zeroing it. A

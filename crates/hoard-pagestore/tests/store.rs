@@ -3,11 +3,11 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use hoard_pagestore::{FileId, PageStore, PageStoreError};
+use hoard_pagestore::{FileId, PageKey, PageStore, PageStoreError};
 
 const PS: u64 = 4096;
 
@@ -664,10 +664,7 @@ fn mapped_pages_serve_verified_bytes_and_follow_eviction() {
     );
 
     // A page corrupted on disk is caught through its mapping, dropped, and never served.
-    let path = find_page_file(tmp.path(), PS, last).unwrap();
-    let mut raw = fs::read(&path).unwrap();
-    raw[100] ^= 0xff;
-    fs::write(&path, raw).unwrap();
+    corrupt_page_file(tmp.path(), PS, last);
     assert_eq!(store.get_range_nowait(last, 0..200).unwrap(), CachedRead::Absent);
     assert_eq!(store.stats().checksum_failures, 1);
     assert!(!store.contains(last));
@@ -682,4 +679,105 @@ fn mapped_pages_serve_verified_bytes_and_follow_eviction() {
     assert!(!store.contains(&mapped));
     assert_eq!(store.mapped_pages(), 0);
     assert!(store.stats().used_bytes <= 4 * PS);
+}
+
+/// Pages of 16 checksummed chunks, for the memory tier.
+const MPS: u64 = 64 * 1024;
+
+/// Corrupts one byte of the page's file on disk.
+fn corrupt_page_file(root: &Path, page_size: u64, key: &PageKey) {
+    let path = find_page_file(root, page_size, key).unwrap();
+    let mut raw = fs::read(&path).unwrap();
+    raw[100] ^= 0xff;
+    fs::write(&path, raw).unwrap();
+}
+
+#[test]
+fn memory_tier_copies_a_page_once_it_has_been_read_whole_and_serves_only_verified_bytes() {
+    use hoard_pagestore::CachedRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open1(tmp.path(), 8 * MPS, MPS);
+    store.set_mapped_pages(4);
+    store.set_memory_capacity(2 * MPS);
+    let chunk = 4096u64;
+    let chunks_per_page = MPS / chunk;
+    let keys: Vec<_> = (0..4).map(|i| key(fid(11), i)).collect();
+    for k in &keys {
+        store.put(k, &page_data(k, MPS as usize)).unwrap();
+    }
+    let hot = keys[0];
+    let data = page_data(&hot, MPS as usize);
+
+    // Reads of one chunk each: the page is copied by the read that brings the count to the
+    // page's chunk count, and served from memory after that.
+    for i in 0..chunks_per_page {
+        let at = (i * 7919 * 64) % (MPS - 10);
+        let got = store.get_range(&hot, at..at + 10).unwrap().unwrap();
+        assert_eq!(&got[..], &data[at as usize..at as usize + 10]);
+    }
+    assert_eq!(store.stats().memory_hits, 0, "no copy before a page's worth of reads");
+    assert_eq!(store.stats().memory_used_bytes, MPS);
+    assert_eq!(
+        store.get_range_nowait(&hot, 5..5000).unwrap(),
+        CachedRead::Hit(bytes::Bytes::copy_from_slice(&data[5..5000]))
+    );
+    assert_eq!(store.stats().memory_hits, 1);
+
+    // The copy was verified when it was made: a later corruption of the file on disk is not
+    // served (the verified bytes are), and is caught once the page leaves memory.
+    corrupt_page_file(tmp.path(), MPS, &hot);
+    assert_eq!(&store.get(&hot).unwrap().unwrap()[..], &data[..]);
+    assert_eq!(store.stats().checksum_failures, 0);
+
+    // A page corrupted on disk before it earns its copy is dropped, never copied or served.
+    let bad = keys[1];
+    corrupt_page_file(tmp.path(), MPS, &bad);
+    assert_eq!(store.get_range(&bad, 0..MPS).unwrap(), None);
+    assert_eq!(store.stats().checksum_failures, 1);
+    assert!(!store.contains(&bad));
+    assert_eq!(store.stats().memory_used_bytes, MPS);
+
+    // Whole-page reads earn a copy at once; the tier stays within its capacity.
+    for k in &keys[2..] {
+        for _ in 0..3 {
+            assert_eq!(&store.get(k).unwrap().unwrap()[..], &page_data(k, MPS as usize)[..]);
+        }
+    }
+    assert!(store.stats().memory_used_bytes <= 2 * MPS);
+    assert!(store.stats().memory_hits > 1);
+
+    // A deleted file's pages leave memory; a new version of a page is never answered with the
+    // old copy.
+    store.delete_file(fid(11)).unwrap();
+    assert_eq!(store.stats().memory_used_bytes, 0);
+    assert_eq!(store.get(&hot).unwrap(), None);
+    let new_data: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+    store.put(&hot, &new_data).unwrap();
+    for _ in 0..3 {
+        assert_eq!(&store.get(&hot).unwrap().unwrap()[..], &new_data[..]);
+    }
+}
+
+#[test]
+fn memory_tier_drops_evicted_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open1(tmp.path(), 2 * MPS, MPS);
+    store.set_memory_capacity(4 * MPS);
+    let first = key(fid(12), 0);
+    let data = page_data(&first, MPS as usize);
+    store.put(&first, &data).unwrap();
+    assert_eq!(&store.get(&first).unwrap().unwrap()[..], &data[..]);
+    assert_eq!(store.stats().memory_used_bytes, MPS);
+    // Two more pages push the first out of the (two-page) store and so out of memory too.
+    for i in 1..3 {
+        let k = key(fid(12), i);
+        store.put(&k, &page_data(&k, MPS as usize)).unwrap();
+    }
+    assert!(!store.contains(&first));
+    assert_eq!(store.stats().memory_used_bytes, 0);
+    assert_eq!(store.get(&first).unwrap(), None);
+    for i in 1..3 {
+        let k = key(fid(12), i);
+        assert_eq!(&store.get(&k).unwrap().unwrap()[..], &page_data(&k, MPS as usize)[..]);
+    }
 }

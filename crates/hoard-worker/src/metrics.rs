@@ -42,6 +42,9 @@ pub struct WorkerMetrics {
     pub task_bytes_freed: Counter,
     evictions: Counter,
     checksum_failures: Counter,
+    memory_hits: Counter,
+    memory_used_bytes: Gauge,
+    memory_capacity_bytes: Gauge,
     page_store_used_bytes: Gauge,
     page_store_capacity_bytes: Gauge,
     page_store_pages: Gauge,
@@ -55,12 +58,16 @@ impl WorkerMetrics {
         self.evictions.inc_by(evictions_delta);
         let failures_delta = store.checksum_failures.saturating_sub(self.checksum_failures.get());
         self.checksum_failures.inc_by(failures_delta);
+        let memory_hits_delta = store.memory_hits.saturating_sub(self.memory_hits.get());
+        self.memory_hits.inc_by(memory_hits_delta);
+        self.memory_used_bytes.set(clamp_i64(store.memory_used_bytes));
+        self.memory_capacity_bytes.set(clamp_i64(store.memory_capacity_bytes));
         self.page_store_used_bytes.set(clamp_i64(store.used_bytes));
         self.page_store_capacity_bytes.set(clamp_i64(store.capacity_bytes));
         self.page_store_pages.set(clamp_i64(store.pages));
 
         let mut registry = Registry::with_prefix("hoard_worker");
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             ("page_hits", "Pages served from the page store", &self.page_hits),
             (
                 "page_misses",
@@ -101,6 +108,11 @@ impl WorkerMetrics {
                 &self.checksum_failures,
             ),
             (
+                "page_memory_hits",
+                "Page reads served from the memory tier, without verifying them again",
+                &self.memory_hits,
+            ),
+            (
                 "task_files_loaded",
                 "Files (ranges) load tasks made present in the page store",
                 &self.task_files_loaded,
@@ -131,7 +143,7 @@ impl WorkerMetrics {
             "File (range) results of tasks that failed, by task kind",
             self.task_files_failed.clone(),
         );
-        let gauges: [(&str, &str, &Gauge); 3] = [
+        let gauges: [(&str, &str, &Gauge); 5] = [
             (
                 "page_store_used_bytes",
                 "Bytes of pages stored",
@@ -143,6 +155,16 @@ impl WorkerMetrics {
                 &self.page_store_capacity_bytes,
             ),
             ("page_store_pages", "Pages stored", &self.page_store_pages),
+            (
+                "page_memory_used_bytes",
+                "Bytes of verified pages held in the memory tier",
+                &self.memory_used_bytes,
+            ),
+            (
+                "page_memory_capacity_bytes",
+                "Configured memory tier capacity",
+                &self.memory_capacity_bytes,
+            ),
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());

@@ -233,6 +233,15 @@ fn corrupt_page_is_detected_and_refetched() {
     let misses = metric(&worker.address, "hoard_worker_page_misses_total");
     assert!(cluster.hoard(&["fs", "cat", "/f.bin"]).stdout == data);
     assert_eq!(metric(&worker.address, "hoard_worker_page_misses_total"), misses);
+    // That read earned each page a verified copy in memory: the next one is served from there.
+    assert_eq!(metric(&worker.address, "hoard_worker_page_memory_hits_total"), 0.0);
+    assert_eq!(
+        metric(&worker.address, "hoard_worker_page_memory_used_bytes"),
+        data.len() as f64
+    );
+    assert!(cluster.hoard(&["fs", "cat", "/f.bin"]).stdout == data);
+    assert!(metric(&worker.address, "hoard_worker_page_memory_hits_total") >= 3.0);
+    assert_eq!(metric(&worker.address, "hoard_worker_checksum_failures_total"), 3.0);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

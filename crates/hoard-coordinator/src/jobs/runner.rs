@@ -159,14 +159,14 @@ impl Run {
         loop {
             // A coordinator that was paused (SIGSTOP, a long GC-like stall, a frozen VM) may
             // have lost the job meanwhile: confirm it still owns it before sending anything.
-            if self.last_checkpoint_ok.elapsed() > self.ctx.ownership_window {
+            if !self.ownership_confirmed() {
                 next_checkpoint = Instant::now() + interval;
                 self.checkpoint(listing_done).await;
                 if self.taken_away {
                     self.sent.abort_all();
                     return Ok(());
                 }
-                if self.last_checkpoint_ok.elapsed() > self.ctx.ownership_window {
+                if !self.ownership_confirmed() {
                     // The store cannot be reached: send nothing until it can.
                     tokio::time::sleep(interval.min(Duration::from_millis(500))).await;
                     continue;
@@ -362,6 +362,12 @@ impl Run {
         }
     }
 
+    /// True while the last successful checkpoint is recent enough that no other coordinator
+    /// can have taken the job over since.
+    fn ownership_confirmed(&self) -> bool {
+        self.last_checkpoint_ok.elapsed() <= self.ctx.ownership_window
+    }
+
     fn has_workers(&self) -> bool {
         match self.record.job_type {
             JobType::Load => self.view.ring_size() > 0 && !self.addresses.is_empty(),
@@ -373,6 +379,12 @@ impl Run {
     /// every job it runs). Batches for a worker that is no longer ONLINE go to their units'
     /// next candidates.
     fn dispatch(&mut self) {
+        // Checked here, with no await before the tasks are spawned, as well as at the top of
+        // the loop: a pause during an await between the two (listing, say) must not be
+        // followed by a send before the next checkpoint.
+        if !self.ownership_confirmed() {
+            return;
+        }
         for worker in self.batcher.queued_workers() {
             if !self.addresses.contains_key(&worker) {
                 let units = self.batcher.drain_worker(&worker);

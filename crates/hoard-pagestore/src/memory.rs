@@ -1,0 +1,78 @@
+//! The memory tier: whole pages, verified against their checksums when they were copied in,
+//! kept in process memory and served without hashing them again.
+//!
+//! Verifying a 64KiB read costs more CPU than sending it (docs/benchmarks.md), and the OS page
+//! cache cannot be trusted to keep verified bytes: the kernel may drop a clean page and read
+//! it again from a disk that has since gone bad. Bytes copied into process memory after their
+//! check stay what was checked. Entries are keyed by page and generation, so a replaced page
+//! never answers with its predecessor's bytes; the page store removes evicted and deleted
+//! pages from here. The cache is quick_cache's scan-resistant policy, so one pass over a large
+//! dataset does not flush the hot pages.
+
+use bytes::Bytes;
+
+use crate::PageKey;
+
+#[derive(Clone)]
+struct PageWeighter;
+
+impl quick_cache::Weighter<PageKey, (u32, Bytes)> for PageWeighter {
+    fn weight(&self, _key: &PageKey, (_, bytes): &(u32, Bytes)) -> u64 {
+        // Empty pages still take an entry; weight 0 would make them unevictable.
+        (bytes.len() as u64).max(1)
+    }
+}
+
+type Cache = quick_cache::sync::Cache<PageKey, (u32, Bytes), PageWeighter>;
+
+pub(crate) struct MemoryPages {
+    /// `None` when the tier is off (capacity 0).
+    cache: Option<Cache>,
+}
+
+impl MemoryPages {
+    /// A tier of at most `capacity` bytes of pages of up to `page_size` bytes.
+    pub fn new(capacity: u64, page_size: u64) -> MemoryPages {
+        if capacity == 0 {
+            return MemoryPages { cache: None };
+        }
+        let estimated_pages = usize::try_from(capacity / page_size.max(1))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        MemoryPages {
+            cache: Some(Cache::with_weighter(estimated_pages, capacity, PageWeighter)),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    /// The page's bytes, if this generation of it is held.
+    pub fn get(&self, key: &PageKey, gen: u32) -> Option<Bytes> {
+        let (held_gen, bytes) = self.cache.as_ref()?.get(key)?;
+        (held_gen == gen).then_some(bytes)
+    }
+
+    /// Holds `bytes`, which the caller has just verified, as generation `gen` of the page.
+    pub fn insert(&self, key: PageKey, gen: u32, bytes: Bytes) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key, (gen, bytes));
+        }
+    }
+
+    pub fn remove(&self, key: &PageKey) {
+        if let Some(cache) = &self.cache {
+            cache.remove(key);
+        }
+    }
+
+    /// Bytes of pages held.
+    pub fn used_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, Cache::weight)
+    }
+
+    pub fn capacity_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, Cache::capacity)
+    }
+}
