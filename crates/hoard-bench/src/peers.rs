@@ -148,10 +148,22 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM: the master stops its worker processes before it exits (SIGKILL would leave
+        // them running, still bound to the port). SIGKILL only if it does not exit in time.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid; it has not been waited for, so the pid
+            // cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // nginx's worker processes follow their master; give them a moment to exit.
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

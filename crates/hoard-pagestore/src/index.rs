@@ -319,19 +319,21 @@ impl Index {
         }
     }
 
-    /// Counts `chunks` read from slot `s`; true (and the count starts again) once they add up
-    /// to the page's own chunk count: a copy of the whole page into the memory tier then costs
-    /// no more hashing than the reads have already done.
-    pub fn note_read(&mut self, s: u32, chunks: usize) -> bool {
+    /// Counts `chunks` read from slot `s`; true once they add up to the page's own chunk
+    /// count: a copy of the whole page into the memory tier then costs no more hashing than
+    /// the reads have already done. With `restart`, the count then starts again (the caller
+    /// makes the copy); without, it stays due for the next read.
+    pub fn note_read(&mut self, s: u32, chunks: usize, restart: bool) -> bool {
         let slot = &mut self.slots[s as usize];
         let read = usize::from(slot.chunks_read).saturating_add(chunks);
         let page_chunks = crate::page::chunks(slot.len).clamp(1, usize::from(u16::MAX));
-        if read >= page_chunks {
-            slot.chunks_read = 0;
-            return true;
-        }
-        slot.chunks_read = read as u16;
-        false
+        let due = read >= page_chunks;
+        slot.chunks_read = if due && restart {
+            0
+        } else {
+            read.min(usize::from(u16::MAX)) as u16
+        };
+        due
     }
 
     fn lru_unlink(&mut self, s: u32) {

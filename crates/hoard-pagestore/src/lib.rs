@@ -59,7 +59,8 @@ pub enum CachedRead {
     Hit(Bytes),
     /// No such page (or it was corrupt and has been dropped).
     Absent,
-    /// The page exists but its bytes are not in the OS page cache: read it where blocking is fine.
+    /// The page exists but its bytes are not in the OS page cache, or the read is due to copy
+    /// the whole page into the memory tier: read it where blocking is fine.
     NotInMemory,
 }
 
@@ -400,7 +401,7 @@ impl PageStore {
                     let end = range.end.min(u64::from(slot.len));
                     let start = range.start.min(end);
                     let chunks = (end as usize).div_ceil(page::CHUNK) - start as usize / page::CHUNK;
-                    let promote = self.memory.enabled() && idx.note_read(s, chunks);
+                    let promote = self.memory.enabled() && idx.note_read(s, chunks, !nowait);
                     Some((slot.dir, slot.name(), promote))
                 }
                 _ => None,
@@ -419,6 +420,11 @@ impl PageStore {
             return Ok(CachedRead::Hit(page.slice(start as usize..end as usize)));
         }
         let path = layout::page_path(&self.dirs[dir as usize].pages, key.file, &name);
+        if promote && nowait {
+            // Copying a whole page takes a few hundred microseconds: not on an async thread,
+            // where it would hold up every other connection it serves.
+            return Ok(CachedRead::NotInMemory);
+        }
         if promote {
             return self.read_into_memory(key, &name, &path, start as usize..end as usize, nowait);
         }

@@ -737,6 +737,17 @@ fn memory_tier_copies_a_page_once_it_has_been_read_whole_and_serves_only_verifie
     assert!(!store.contains(&bad));
     assert_eq!(store.stats().memory_used_bytes, MPS);
 
+    // A no-wait read that earns a copy leaves the copy to the blocking read that follows.
+    let used = store.stats().memory_used_bytes;
+    let due = keys[2];
+    assert_eq!(store.get_range_nowait(&due, 0..MPS).unwrap(), CachedRead::NotInMemory);
+    assert_eq!(store.stats().memory_used_bytes, used);
+    assert_eq!(
+        &store.get_range(&due, 0..MPS).unwrap().unwrap()[..],
+        &page_data(&due, MPS as usize)[..]
+    );
+    assert_eq!(store.stats().memory_used_bytes, used + MPS);
+
     // Whole-page reads earn a copy at once; the tier stays within its capacity.
     for k in &keys[2..] {
         for _ in 0..3 {
