@@ -179,11 +179,21 @@ pub struct WorkerConfig {
     pub mapped_pages: u32,
     /// Bytes of verified hot pages kept in process memory (0 = no memory tier).
     pub memory_size: u64,
+    /// HTTP event-loop threads (0 = one per core; see [`WorkerConfig::event_loops`]).
+    pub io_threads: u32,
     /// `hoard.worker.failure.detection.timeout`.
     pub failure_detection_timeout: Duration,
 }
 
 impl WorkerConfig {
+    /// HTTP event-loop threads to run: `io_threads`, or one per core when it is 0.
+    pub fn event_loops(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads as usize,
+        }
+    }
+
     /// The address this worker advertises: `hostname:rpc_port`.
     pub fn address(&self) -> WorkerAddress {
         WorkerAddress {
@@ -866,6 +876,11 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
         mapped_pages: values.parse(keys::WORKER_MAPPED_PAGES, parse_mapped_pages)?,
         memory_size: values.size(keys::WORKER_MEMORY_SIZE, 0, u64::MAX)?,
+        io_threads: values.parse(keys::WORKER_IO_THREADS, |value| {
+            let threads: u32 = value.parse().map_err(|_| "expected a whole number".to_string())?;
+            check_range(u64::from(threads), 0, 1024, |n| n.to_string())?;
+            Ok(threads)
+        })?,
         failure_detection_timeout: values.parse(keys::WORKER_FAILURE_DETECTION_TIMEOUT, |value| {
             let timeout = parse_duration(value)?;
             if timeout < Duration::from_secs(1) {

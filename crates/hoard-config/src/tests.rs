@@ -68,6 +68,8 @@ fn defaults() {
     assert_eq!(worker.ufs_read_timeout, Duration::from_secs(30));
     assert_eq!(worker.mapped_pages, 4096);
     assert_eq!(worker.memory_size, 1 << 30);
+    assert_eq!(worker.io_threads, 0);
+    assert!(worker.event_loops() >= 1);
     assert_eq!(
         worker.address(),
         WorkerAddress {
@@ -253,6 +255,9 @@ fn bad_values_name_key_value_and_reason() {
         ("hoard.worker.http.max.header.size", "2MiB", "between 8KiB and 1MiB"),
         ("hoard.worker.ufs.read.timeout", "0s", "more than 0"),
         ("hoard.worker.page.store.mapped.pages", "many", "whole number"),
+        ("hoard.worker.network.io.threads", "-1", "whole number"),
+        ("hoard.worker.network.io.threads", "2000", "between 0 and 1024"),
+        ("hoard.worker.page.store.memory.size", "lots", "size"),
         (
             "hoard.worker.page.store.mapped.pages",
             "2000000",

@@ -40,7 +40,7 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     let registration = hoard_worker::registration::start(&config, Arc::clone(&state), port)
         .with_context(|| format!("worker {} cannot join the cluster", state.worker_id))?;
     let max_header = usize::try_from(config.worker.max_request_header_bytes).unwrap_or(usize::MAX);
-    let event_loops = std::thread::available_parallelism().map_or(1, usize::from);
+    let event_loops = config.worker.event_loops();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     let worker_id = state.worker_id.clone();
