@@ -426,7 +426,7 @@ impl PageStore {
             return Ok(CachedRead::NotInMemory);
         }
         if promote {
-            return self.read_into_memory(key, &name, &path, start as usize..end as usize, nowait);
+            return self.read_into_memory(key, &name, &path, start as usize..end as usize);
         }
         if self.mapped.enabled() {
             return self.read_through_mapping(key, &name, &path, start as usize..end as usize, nowait);
@@ -449,18 +449,17 @@ impl PageStore {
     }
 
     /// Reads and verifies the whole page into process memory, keeps it in the memory tier,
-    /// and serves `range` of it.
+    /// and serves `range` of it. Blocking.
     fn read_into_memory(
         &self,
         key: &PageKey,
         name: &PageName,
         path: &Path,
         range: Range<usize>,
-        nowait: bool,
     ) -> Result<CachedRead, PageStoreError> {
         // Never a mapping: its bytes are the OS page cache's, which the kernel may reread
         // from disk after the check.
-        match page::read(path, name.len, name.checksum, 0..name.len as usize, false, nowait) {
+        match page::read(path, name.len, name.checksum, 0..name.len as usize, false, false) {
             Ok(page) => {
                 self.memory.insert(*key, name.gen, page.clone());
                 // Evicted or deleted meanwhile: don't hold its bytes.
