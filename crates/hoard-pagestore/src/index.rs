@@ -319,14 +319,16 @@ impl Index {
         }
     }
 
-    /// Counts `chunks` read from slot `s`; true once they add up to the page's own chunk
-    /// count: a copy of the whole page into the memory tier then costs no more hashing than
-    /// the reads have already done. With `restart`, the count then starts again (the caller
-    /// makes the copy); without, it stays due for the next read.
-    pub fn note_read(&mut self, s: u32, chunks: usize, restart: bool) -> bool {
+    /// Counts `chunks` read from slot `s`; true once they add up to `pages` times the page's
+    /// own chunk count: with `pages` = 1 a copy of the whole page into the memory tier costs no
+    /// more hashing than the reads have already done. With `restart`, the count then starts
+    /// again (the caller makes the copy); without, it stays due for the next read.
+    pub fn note_read(&mut self, s: u32, chunks: usize, pages: usize, restart: bool) -> bool {
         let slot = &mut self.slots[s as usize];
         let read = usize::from(slot.chunks_read).saturating_add(chunks);
-        let page_chunks = crate::page::chunks(slot.len).clamp(1, usize::from(u16::MAX));
+        let page_chunks = crate::page::chunks(slot.len)
+            .saturating_mul(pages)
+            .clamp(1, usize::from(u16::MAX));
         let due = read >= page_chunks;
         slot.chunks_read = if due && restart {
             0

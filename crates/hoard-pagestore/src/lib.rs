@@ -167,6 +167,8 @@ pub struct PageStoreStats {
     pub hits: u64,
     /// Of `hits`, those served from the memory tier.
     pub memory_hits: u64,
+    /// Pages copied into the memory tier.
+    pub memory_copies: u64,
     /// Bytes of pages held in the memory tier, and its capacity (0 when off).
     pub memory_used_bytes: u64,
     pub memory_capacity_bytes: u64,
@@ -203,6 +205,7 @@ struct Counters {
     missing_files: AtomicU64,
     hits: AtomicU64,
     memory_hits: AtomicU64,
+    memory_copies: AtomicU64,
     misses: AtomicU64,
     puts: AtomicU64,
 }
@@ -237,6 +240,10 @@ impl fmt::Debug for PageStore {
             .finish_non_exhaustive()
     }
 }
+
+/// While the memory tier is full, a page earns a copy only after this many pages' worth of
+/// reads (1 while there is room).
+const FULL_TIER_READS_PER_COPY: usize = 4;
 
 /// Default of `PageStore::set_mmap_threshold`: never map (see docs/pagestore.md).
 pub const DEFAULT_MMAP_THRESHOLD: u64 = u64::MAX;
@@ -392,6 +399,13 @@ impl PageStore {
     }
 
     fn read(&self, key: &PageKey, range: Range<u64>, nowait: bool) -> Result<CachedRead, PageStoreError> {
+        // A full tier makes room for each copy by dropping another page; asking for more
+        // reads first keeps a hot set just larger than the tier from churning through it.
+        let reads_per_copy = if self.memory.is_full() {
+            FULL_TIER_READS_PER_COPY
+        } else {
+            1
+        };
         let found = {
             let mut idx = self.index.lock();
             match idx.lookup(key) {
@@ -401,7 +415,7 @@ impl PageStore {
                     let end = range.end.min(u64::from(slot.len));
                     let start = range.start.min(end);
                     let chunks = (end as usize).div_ceil(page::CHUNK) - start as usize / page::CHUNK;
-                    let promote = self.memory.enabled() && idx.note_read(s, chunks, !nowait);
+                    let promote = self.memory.enabled() && idx.note_read(s, chunks, reads_per_copy, !nowait);
                     Some((slot.dir, slot.name(), promote))
                 }
                 _ => None,
@@ -461,6 +475,7 @@ impl PageStore {
         // from disk after the check.
         match page::read(path, name.len, name.checksum, 0..name.len as usize, false, false) {
             Ok(page) => {
+                self.counters.memory_copies.fetch_add(1, Ordering::Relaxed);
                 self.memory.insert(*key, name.gen, page.clone());
                 // Evicted or deleted meanwhile: don't hold its bytes.
                 if !self.holds(key, name.gen) {
@@ -770,6 +785,7 @@ impl PageStore {
             missing_files: c.missing_files.load(Ordering::Relaxed),
             hits: c.hits.load(Ordering::Relaxed),
             memory_hits: c.memory_hits.load(Ordering::Relaxed),
+            memory_copies: c.memory_copies.load(Ordering::Relaxed),
             memory_used_bytes: self.memory.used_bytes(),
             memory_capacity_bytes: self.memory.capacity_bytes(),
             misses: c.misses.load(Ordering::Relaxed),

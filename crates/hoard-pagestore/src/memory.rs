@@ -9,6 +9,8 @@
 //! pages from here. The cache is quick_cache's scan-resistant policy, so one pass over a large
 //! dataset does not flush the hot pages.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
 
 use crate::PageKey;
@@ -28,19 +30,25 @@ type Cache = quick_cache::sync::Cache<PageKey, (u32, Bytes), PageWeighter>;
 pub(crate) struct MemoryPages {
     /// `None` when the tier is off (capacity 0).
     cache: Option<Cache>,
+    page_size: u64,
+    /// True when one more page would push another out (kept up to date on inserts and
+    /// removals, which are rare, so reads need not add up the cache's shards).
+    full: AtomicBool,
 }
 
 impl MemoryPages {
     /// A tier of at most `capacity` bytes of pages of up to `page_size` bytes.
     pub fn new(capacity: u64, page_size: u64) -> MemoryPages {
-        if capacity == 0 {
-            return MemoryPages { cache: None };
-        }
-        let estimated_pages = usize::try_from(capacity / page_size.max(1))
-            .unwrap_or(usize::MAX)
-            .max(1);
+        let cache = (capacity > 0).then(|| {
+            let estimated_pages = usize::try_from(capacity / page_size.max(1))
+                .unwrap_or(usize::MAX)
+                .max(1);
+            Cache::with_weighter(estimated_pages, capacity, PageWeighter)
+        });
         MemoryPages {
-            cache: Some(Cache::with_weighter(estimated_pages, capacity, PageWeighter)),
+            cache,
+            page_size,
+            full: AtomicBool::new(false),
         }
     }
 
@@ -58,13 +66,26 @@ impl MemoryPages {
     pub fn insert(&self, key: PageKey, gen: u32, bytes: Bytes) {
         if let Some(cache) = &self.cache {
             cache.insert(key, (gen, bytes));
+            self.update_full(cache);
         }
     }
 
     pub fn remove(&self, key: &PageKey) {
         if let Some(cache) = &self.cache {
-            cache.remove(key);
+            if cache.remove(key).is_some() {
+                self.update_full(cache);
+            }
         }
+    }
+
+    /// Whether a copy of one more page would push another one out.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    fn update_full(&self, cache: &Cache) {
+        let full = cache.weight().saturating_add(self.page_size) > cache.capacity();
+        self.full.store(full, Ordering::Relaxed);
     }
 
     /// Bytes of pages held.

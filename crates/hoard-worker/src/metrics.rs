@@ -43,6 +43,7 @@ pub struct WorkerMetrics {
     evictions: Counter,
     checksum_failures: Counter,
     memory_hits: Counter,
+    memory_copies: Counter,
     memory_used_bytes: Gauge,
     memory_capacity_bytes: Gauge,
     page_store_used_bytes: Gauge,
@@ -60,6 +61,8 @@ impl WorkerMetrics {
         self.checksum_failures.inc_by(failures_delta);
         let memory_hits_delta = store.memory_hits.saturating_sub(self.memory_hits.get());
         self.memory_hits.inc_by(memory_hits_delta);
+        let memory_copies_delta = store.memory_copies.saturating_sub(self.memory_copies.get());
+        self.memory_copies.inc_by(memory_copies_delta);
         self.memory_used_bytes.set(clamp_i64(store.memory_used_bytes));
         self.memory_capacity_bytes.set(clamp_i64(store.memory_capacity_bytes));
         self.page_store_used_bytes.set(clamp_i64(store.used_bytes));
@@ -67,7 +70,7 @@ impl WorkerMetrics {
         self.page_store_pages.set(clamp_i64(store.pages));
 
         let mut registry = Registry::with_prefix("hoard_worker");
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             ("page_hits", "Pages served from the page store", &self.page_hits),
             (
                 "page_misses",
@@ -111,6 +114,11 @@ impl WorkerMetrics {
                 "page_memory_hits",
                 "Page reads served from the memory tier, without verifying them again",
                 &self.memory_hits,
+            ),
+            (
+                "page_memory_copies",
+                "Pages copied into the memory tier (a high rate means the tier is too small for the hot set)",
+                &self.memory_copies,
             ),
             (
                 "task_files_loaded",
