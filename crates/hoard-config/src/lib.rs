@@ -876,11 +876,7 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
         mapped_pages: values.parse(keys::WORKER_MAPPED_PAGES, parse_mapped_pages)?,
         memory_size: values.size(keys::WORKER_MEMORY_SIZE, 0, u64::MAX)?,
-        io_threads: values.parse(keys::WORKER_IO_THREADS, |value| {
-            let threads: u32 = value.parse().map_err(|_| "expected a whole number".to_string())?;
-            check_range(u64::from(threads), 0, 1024, |n| n.to_string())?;
-            Ok(threads)
-        })?,
+        io_threads: values.parse(keys::WORKER_IO_THREADS, |value| parse_count(value, 0, 1024))?,
         failure_detection_timeout: values.parse(keys::WORKER_FAILURE_DETECTION_TIMEOUT, |value| {
             let timeout = parse_duration(value)?;
             if timeout < Duration::from_secs(1) {

@@ -412,26 +412,24 @@ impl PageStore {
                 Some(s) if idx.slot(s).state == State::Complete => {
                     idx.touch(s);
                     let slot = *idx.slot(s);
+                    // The range clamped to the page's length, as offsets in the page.
                     let end = range.end.min(u64::from(slot.len));
-                    let start = range.start.min(end);
-                    let chunks = (end as usize).div_ceil(page::CHUNK) - start as usize / page::CHUNK;
+                    let within = range.start.min(end) as usize..end as usize;
+                    let chunks = within.end.div_ceil(page::CHUNK) - within.start / page::CHUNK;
                     let promote = self.memory.enabled() && idx.note_read(s, chunks, reads_per_copy, !nowait);
-                    Some((slot.dir, slot.name(), promote))
+                    Some((slot.dir, slot.name(), within, promote))
                 }
                 _ => None,
             }
         };
-        let Some((dir, name, promote)) = found else {
+        let Some((dir, name, within, promote)) = found else {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(CachedRead::Absent);
         };
-        let len = u64::from(name.len);
-        let end = range.end.min(len);
-        let start = range.start.min(end);
         if let Some(page) = self.memory.get(key, name.gen) {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             self.counters.memory_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(CachedRead::Hit(page.slice(start as usize..end as usize)));
+            return Ok(CachedRead::Hit(page.slice(within)));
         }
         let path = layout::page_path(&self.dirs[dir as usize].pages, key.file, &name);
         if promote && nowait {
@@ -440,20 +438,13 @@ impl PageStore {
             return Ok(CachedRead::NotInMemory);
         }
         if promote {
-            return self.read_into_memory(key, &name, &path, start as usize..end as usize);
+            return self.read_into_memory(key, &name, &path, within);
         }
         if self.mapped.enabled() {
-            return self.read_through_mapping(key, &name, &path, start as usize..end as usize, nowait);
+            return self.read_through_mapping(key, &name, &path, within, nowait);
         }
-        let map = len >= self.mmap_threshold.load(Ordering::Relaxed);
-        match page::read(
-            &path,
-            name.len,
-            name.checksum,
-            start as usize..end as usize,
-            map,
-            nowait,
-        ) {
+        let map = u64::from(name.len) >= self.mmap_threshold.load(Ordering::Relaxed);
+        match page::read(&path, name.len, name.checksum, within, map, nowait) {
             Ok(bytes) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(CachedRead::Hit(bytes))

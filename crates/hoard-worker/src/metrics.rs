@@ -54,15 +54,11 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// Renders every metric, refreshing the page store's figures first.
     pub fn render(&self, store: &PageStoreStats) -> String {
-        // The store counts evictions and checksum failures itself; mirror them as counters.
-        let evictions_delta = store.evictions.saturating_sub(self.evictions.get());
-        self.evictions.inc_by(evictions_delta);
-        let failures_delta = store.checksum_failures.saturating_sub(self.checksum_failures.get());
-        self.checksum_failures.inc_by(failures_delta);
-        let memory_hits_delta = store.memory_hits.saturating_sub(self.memory_hits.get());
-        self.memory_hits.inc_by(memory_hits_delta);
-        let memory_copies_delta = store.memory_copies.saturating_sub(self.memory_copies.get());
-        self.memory_copies.inc_by(memory_copies_delta);
+        // The store counts these itself; mirror them as counters.
+        mirror(&self.evictions, store.evictions);
+        mirror(&self.checksum_failures, store.checksum_failures);
+        mirror(&self.memory_hits, store.memory_hits);
+        mirror(&self.memory_copies, store.memory_copies);
         self.memory_used_bytes.set(clamp_i64(store.memory_used_bytes));
         self.memory_capacity_bytes.set(clamp_i64(store.memory_capacity_bytes));
         self.page_store_used_bytes.set(clamp_i64(store.used_bytes));
@@ -183,6 +179,11 @@ impl WorkerMetrics {
         }
         out
     }
+}
+
+/// Brings `counter` up to `total`, a count kept elsewhere that only grows.
+fn mirror(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 fn clamp_i64(value: u64) -> i64 {
