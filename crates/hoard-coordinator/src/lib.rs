@@ -184,6 +184,11 @@ impl CoordinatorState {
             .no_proxy()
             .build()
             .map_err(|err| CoordinatorError::Http(err.to_string()))?;
+        // Only etcd-held jobs can be reclaimed by another coordinator when the lease lapses.
+        let job_lease = match (&etcd_session, config.jobs.store_type) {
+            (Some(session), JobStoreType::Etcd) => Some(session.deadline()),
+            _ => None,
+        };
         let state = Arc::new(CoordinatorState {
             id,
             address,
@@ -218,6 +223,7 @@ impl CoordinatorState {
             reclaim_interval: config.coordinator.lease_ttl / 4,
             ownership_window: (config.coordinator.lease_ttl / 2)
                 .max(config.jobs.scheduler_interval + std::time::Duration::from_millis(500)),
+            lease: job_lease,
         });
         let _ = state.scheduler.set(jobs::Scheduler::new(context, source));
         Ok(state)

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
@@ -27,6 +27,7 @@ use hoard_config::EtcdConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::deadline::SharedDeadline;
 use crate::{
     keys, members_from_records, ChangeStream, Compare, CoordinatorRecord, Entry, LiveWorker, MemberRecord, Membership,
     MetaError, MetaStore, Op, WorkerRegistration,
@@ -70,6 +71,10 @@ pub fn lease_ttl_seconds(ttl: Duration) -> i64 {
 pub fn keep_alive_interval(ttl_seconds: i64) -> Duration {
     let millis = u64::try_from(ttl_seconds.max(1)).unwrap_or(1).saturating_mul(1000) / 3;
     Duration::from_millis(millis.max(1000))
+}
+
+fn ttl_duration(ttl_seconds: i64) -> Duration {
+    Duration::from_secs(u64::try_from(ttl_seconds.max(0)).unwrap_or(0))
 }
 
 /// The end of the key range holding every key that starts with `prefix` (etcd's rule).
@@ -672,6 +677,7 @@ impl EtcdStore {
         ttl: Duration,
     ) -> Result<LeaseSession, MetaError> {
         let ttl_seconds = lease_ttl_seconds(ttl);
+        let requested_at = Instant::now();
         let lease_id = self
             .claim_worker(registration, ttl_seconds, ClaimRule::Start, None)
             .await?;
@@ -687,6 +693,7 @@ impl EtcdStore {
             Holder::Worker(registration.clone()),
             ttl_seconds,
             lease_id,
+            requested_at,
         ))
     }
 
@@ -698,6 +705,7 @@ impl EtcdStore {
         ttl: Duration,
     ) -> Result<LeaseSession, MetaError> {
         let ttl_seconds = lease_ttl_seconds(ttl);
+        let requested_at = Instant::now();
         let lease_id = self.claim_coordinator(record, ttl_seconds, None).await?;
         tracing::info!(
             coordinator_id = %record.coordinator_id,
@@ -711,6 +719,7 @@ impl EtcdStore {
             Holder::Coordinator(record.clone()),
             ttl_seconds,
             lease_id,
+            requested_at,
         ))
     }
 }
@@ -900,6 +909,10 @@ pub struct LeaseSession {
     state_tx: Arc<watch::Sender<SessionState>>,
     lease_id: Arc<AtomicI64>,
     ttl_seconds: i64,
+    /// Until when the lease is certain to be alive: etcd restarts a lease's TTL when it
+    /// receives a grant or renewal, so one sent at `t` and acknowledged keeps the lease (and its
+    /// keys) until at least `t + ttl`.
+    deadline: SharedDeadline,
 }
 
 impl std::fmt::Debug for LeaseSession {
@@ -914,8 +927,9 @@ impl std::fmt::Debug for LeaseSession {
 }
 
 impl LeaseSession {
-    fn spawn(store: EtcdStore, holder: Holder, ttl_seconds: i64, lease_id: i64) -> LeaseSession {
+    fn spawn(store: EtcdStore, holder: Holder, ttl_seconds: i64, lease_id: i64, requested_at: Instant) -> LeaseSession {
         let (state_tx, state) = watch::channel(SessionState::Registered { lease_id });
+        let deadline = SharedDeadline::new(requested_at, ttl_duration(ttl_seconds));
         let state_tx = Arc::new(state_tx);
         let lease = Arc::new(AtomicI64::new(lease_id));
         let key = holder.live_key();
@@ -926,6 +940,7 @@ impl LeaseSession {
             lease: lease.clone(),
             state: state_tx.clone(),
             key: key.clone(),
+            deadline: deadline.clone(),
         };
         LeaseSession {
             store,
@@ -935,7 +950,13 @@ impl LeaseSession {
             state_tx,
             lease_id: lease,
             ttl_seconds,
+            deadline,
         }
+    }
+
+    /// Until when the lease is certain to be alive; a clone follows the renewals.
+    pub fn deadline(&self) -> SharedDeadline {
+        self.deadline.clone()
     }
 
     /// A receiver of the session's state (starts [`SessionState::Registered`]).
@@ -1040,6 +1061,7 @@ struct KeepAliveTask {
     lease: Arc<AtomicI64>,
     state: Arc<watch::Sender<SessionState>>,
     key: String,
+    deadline: SharedDeadline,
 }
 
 impl KeepAliveTask {
@@ -1051,9 +1073,11 @@ impl KeepAliveTask {
         // The first renewal is due one interval after the grant.
         tokio::time::sleep(interval).await;
         loop {
+            let requested_at = Instant::now();
             match phase {
                 Phase::Alive(lease_id) => match self.keep_alive_once(&mut keeper, lease_id).await {
                     Ok(true) => {
+                        self.deadline.extend(requested_at, ttl_duration(self.ttl_seconds));
                         backoff.reset();
                         self.set_registered(lease_id);
                         tokio::time::sleep(interval).await;
@@ -1072,6 +1096,7 @@ impl KeepAliveTask {
                 },
                 Phase::Register => match self.register_again().await {
                     Ok(lease_id) => {
+                        self.deadline.extend(requested_at, ttl_duration(self.ttl_seconds));
                         tracing::info!(key = %self.key, lease = %lease_hex(lease_id), "registered again in etcd on a new lease");
                         backoff.reset();
                         phase = Phase::Alive(lease_id);

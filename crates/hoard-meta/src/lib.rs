@@ -9,6 +9,7 @@
 //! | `live/workers/<worker-id>` | [`LiveWorker`] JSON | on the worker's lease (etcd) |
 //! | `live/coordinators/<coordinator-id>` | [`CoordinatorRecord`] JSON | on the coordinator's lease (etcd) |
 
+mod deadline;
 pub mod embedded;
 pub mod etcd;
 pub mod jobs;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use hoard_config::WorkerAddress;
 
+pub use deadline::SharedDeadline;
 pub use records::{keys, now_millis, singleton_holder, CoordinatorRecord, LiveWorker, WorkerRegistration};
 
 #[derive(Debug, thiserror::Error)]

@@ -142,6 +142,9 @@ pub struct JobContext {
     /// How long a job runs without confirming in the store that it still owns the job before
     /// it must confirm again (half the coordinator's lease TTL, at least one scheduler interval).
     pub ownership_window: Duration,
+    /// The coordinator's etcd lease (none with the embedded store, where it is the only one):
+    /// another coordinator can reclaim this one's jobs only once the lease has lapsed.
+    pub lease: Option<hoard_meta::SharedDeadline>,
 }
 
 pub struct Scheduler {
@@ -270,16 +273,19 @@ impl Scheduler {
         let owner = self.ctx.coordinator_id.as_str();
         let mut claims = futures::stream::iter(records)
             .map(|job| async move {
+                // Ownership is counted from before the request: the process may stall (SIGSTOP)
+                // after etcd committed the claim and before the answer is read.
+                let requested_at = std::time::Instant::now();
                 let outcome = store.claim_read(&job, owner, now_millis()).await;
-                (job.record.job_id, outcome)
+                (job.record.job_id, requested_at, outcome)
             })
             .buffer_unordered(CLAIM_CONCURRENCY);
         let mut claimed = 0;
-        while let Some((job_id, outcome)) = claims.next().await {
+        while let Some((job_id, requested_at, outcome)) = claims.next().await {
             match outcome {
                 Ok(Some(job)) => {
                     claimed += 1;
-                    self.run_claimed(job_id, job).await;
+                    self.run_claimed(job_id, job, requested_at).await;
                 }
                 Ok(None) => {}
                 Err(err) => tracing::warn!(job_id, error = %err, "cannot claim a job"),
@@ -291,12 +297,17 @@ impl Scheduler {
         }
     }
 
-    async fn run_claimed(&self, job_id: String, claimed: hoard_meta::jobs::Versioned<JobRecord>) {
+    async fn run_claimed(
+        &self,
+        job_id: String,
+        claimed: hoard_meta::jobs::Versioned<JobRecord>,
+        requested_at: std::time::Instant,
+    ) {
         self.ctx.metrics.claim.inc();
         let ctx = Arc::clone(&self.ctx);
         let ended = Arc::clone(&self.job_ended);
         let handle = tokio::spawn(async move {
-            runner::run(ctx, claimed).await;
+            runner::run(ctx, claimed, requested_at).await;
             ended.notify_one();
         });
         // A job rerun while this coordinator still ran it: the old run must stop.

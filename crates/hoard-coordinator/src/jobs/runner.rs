@@ -12,7 +12,7 @@ use hoard_common::api::codes;
 use hoard_common::api::tasks::{self, FileResult, FreeTask, LoadTask, TaskFile, TaskResponse};
 use hoard_common::HoardPath;
 use hoard_meta::jobs::{JobError, JobProgress, JobRecord, JobState, JobType, Versioned};
-use hoard_meta::now_millis;
+use hoard_meta::{now_millis, SharedDeadline};
 use hoard_ufs::UfsError;
 use tokio::task::JoinSet;
 
@@ -38,7 +38,24 @@ const FINISH_ATTEMPTS: u32 = 5;
 
 struct Sent {
     task_id: u64,
-    result: Result<Vec<FileResult>, String>,
+    /// `None`: not sent, because ownership could no longer be confirmed when it was due.
+    result: Option<Result<Vec<FileResult>, String>>,
+}
+
+/// Whether a run may still send tasks: its last checkpoint (counted from when it was requested)
+/// is within the ownership window and the coordinator's etcd lease has not lapsed, so no other
+/// coordinator can have taken the job over. Every task send checks it again just before its
+/// request, so a pause in the middle of a dispatch round is not followed by sends.
+#[derive(Clone)]
+struct Ownership {
+    checkpointed: SharedDeadline,
+    lease: Option<SharedDeadline>,
+}
+
+impl Ownership {
+    fn confirmed(&self) -> bool {
+        self.checkpointed.holds() && self.lease.as_ref().is_none_or(SharedDeadline::holds)
+    }
 }
 
 /// Why a file cannot succeed on any worker (no point retrying).
@@ -72,10 +89,12 @@ struct Run {
     stopping: bool,
     taken_away: bool,
     last_checkpoint_ok: Instant,
+    ownership: Ownership,
     no_workers_since: Option<Instant>,
 }
 
-pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>) {
+/// `claim_requested_at`: when the claim was sent, the start of this run's ownership window.
+pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requested_at: Instant) {
     let job_id = claimed.record.job_id.clone();
     let progress = &claimed.record.progress;
     let counters = Counters {
@@ -114,7 +133,11 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>) {
         next_task_id: 0,
         stopping: false,
         taken_away: false,
-        last_checkpoint_ok: Instant::now(),
+        last_checkpoint_ok: claim_requested_at,
+        ownership: Ownership {
+            checkpointed: SharedDeadline::new(claim_requested_at, ctx.ownership_window),
+            lease: ctx.lease.clone(),
+        },
         no_workers_since: None,
     };
     run.refresh_addresses();
@@ -362,10 +385,8 @@ impl Run {
         }
     }
 
-    /// True while the last successful checkpoint is recent enough that no other coordinator
-    /// can have taken the job over since.
     fn ownership_confirmed(&self) -> bool {
-        self.last_checkpoint_ok.elapsed() <= self.ctx.ownership_window
+        self.ownership.confirmed()
     }
 
     fn has_workers(&self) -> bool {
@@ -417,12 +438,22 @@ impl Run {
             let job_type = self.record.job_type;
             let options = self.record.options.clone();
             let files: Vec<TaskFile> = units.iter().map(|unit| unit.file.clone()).collect();
-            tracing::debug!(job_id = %job_id, run = self.record.runs, task_id, worker = %worker, files = files.len(), "task sent");
-            self.in_flight.insert(task_id, (worker, units));
+            let run = self.record.runs;
+            let ownership = self.ownership.clone();
+            self.in_flight.insert(task_id, (worker.clone(), units));
             let handle = self.sent.spawn(async move {
                 let _slot = slot;
+                if !ownership.confirmed() {
+                    return Sent { task_id, result: None };
+                }
+                // `confirmed_ms`: when ownership was last confirmed, which a stalled process
+                // may log long after.
+                tracing::debug!(job_id = %job_id, run, task_id, worker = %worker, files = files.len(), confirmed_ms = now_millis(), "task sent");
                 let result = send_task(&ctx, &address, job_type, &job_id, task_id, files, &options).await;
-                Sent { task_id, result }
+                Sent {
+                    task_id,
+                    result: Some(result),
+                }
             });
             self.task_ids.insert(handle.id(), task_id);
         }
@@ -431,16 +462,18 @@ impl Run {
     /// A unit whose worker left the ring goes to its next candidate, without using an attempt.
     fn reroute(&mut self, mut unit: Unit, from: &str) {
         match unit.fallbacks.pop_front() {
-            Some(next) => {
-                let alone = unit.file.offset.is_some();
-                self.batcher.push(&next, unit, alone);
-            }
+            Some(next) => self.requeue(&next, unit),
             None => {
                 let reason = format!("worker {from} went OFFLINE and no other candidate is left");
                 self.tracker
                     .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
             }
         }
+    }
+
+    fn requeue(&mut self, worker: &str, unit: Unit) {
+        let alone = unit.file.offset.is_some();
+        self.batcher.push(worker, unit, alone);
     }
 
     /// A task that panicked or was cancelled: its units are retried.
@@ -462,7 +495,15 @@ impl Run {
             return;
         };
         let sent_units = units;
-        match sent.result {
+        let Some(result) = sent.result else {
+            // Withheld (ownership lapsed): queued again; the next checkpoint tells whether this
+            // run still owns the job.
+            for unit in sent_units {
+                self.requeue(&worker, unit);
+            }
+            return;
+        };
+        match result {
             Ok(results) => {
                 let answered = results.len();
                 let expected = sent_units.len();
@@ -573,6 +614,9 @@ impl Run {
         self.record.progress = self.progress(listing_done);
         self.record.failed_files = self.tracker.failed_files().to_vec();
         self.record.owner_heartbeat_ms = Some(now_millis());
+        // The window runs from the request, not the answer: etcd may commit the write, then
+        // this process stall past its lease before it reads the answer.
+        let requested_at = Instant::now();
         match self.ctx.store.checkpoint_record(&self.record, self.version).await {
             Ok(stored) => {
                 if stored.record.stop_requested && !self.stopping {
@@ -581,7 +625,10 @@ impl Run {
                 }
                 self.record.stop_requested = stored.record.stop_requested;
                 self.version = stored.version;
-                self.last_checkpoint_ok = Instant::now();
+                self.last_checkpoint_ok = requested_at;
+                self.ownership
+                    .checkpointed
+                    .extend(requested_at, self.ctx.ownership_window);
             }
             // Another run of the job (reclaimed, or rerun, even back to this coordinator).
             Err(JobError::Conflict(reason)) => {
