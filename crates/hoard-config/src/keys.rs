@@ -22,6 +22,7 @@ pub const WORKER_MAX_HEADER_SIZE: &str = "hoard.worker.http.max.header.size";
 pub const WORKER_UFS_READ_TIMEOUT: &str = "hoard.worker.ufs.read.timeout";
 pub const WORKER_MAPPED_PAGES: &str = "hoard.worker.page.store.mapped.pages";
 pub const WORKER_MEMORY_SIZE: &str = "hoard.worker.page.store.memory.size";
+pub const WORKER_DIRECT_WRITES: &str = "hoard.worker.page.store.direct.write.enabled";
 pub const WORKER_IO_THREADS: &str = "hoard.worker.network.io.threads";
 pub const WORKER_FAILURE_DETECTION_TIMEOUT: &str = "hoard.worker.failure.detection.timeout";
 pub const COORDINATOR_HOSTNAME: &str = "hoard.coordinator.hostname";
@@ -225,6 +226,11 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         WORKER_MEMORY_SIZE,
         "1GiB",
         "Memory a worker uses to keep verified copies of hot pages, served without checksumming them again; 0 turns the memory tier off.",
+    ),
+    key(
+        WORKER_DIRECT_WRITES,
+        "true",
+        "Write new pages' bytes with O_DIRECT, past the OS page cache (a file system that refuses it gets buffered writes, with a warning).",
     ),
     key(
         WORKER_IO_THREADS,

@@ -179,6 +179,8 @@ pub struct WorkerConfig {
     pub mapped_pages: u32,
     /// Bytes of verified hot pages kept in process memory (0 = no memory tier).
     pub memory_size: u64,
+    /// `hoard.worker.page.store.direct.write.enabled`.
+    pub direct_writes: bool,
     /// HTTP event-loop threads (0 = one per core; see [`WorkerConfig::event_loops`]).
     pub io_threads: u32,
     /// `hoard.worker.failure.detection.timeout`.
@@ -876,6 +878,7 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
         mapped_pages: values.parse(keys::WORKER_MAPPED_PAGES, parse_mapped_pages)?,
         memory_size: values.size(keys::WORKER_MEMORY_SIZE, 0, u64::MAX)?,
+        direct_writes: values.parse(keys::WORKER_DIRECT_WRITES, parse_bool)?,
         io_threads: values.parse(keys::WORKER_IO_THREADS, |value| parse_count(value, 0, 1024))?,
         failure_detection_timeout: values.parse(keys::WORKER_FAILURE_DETECTION_TIMEOUT, |value| {
             let timeout = parse_duration(value)?;

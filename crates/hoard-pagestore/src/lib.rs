@@ -29,7 +29,7 @@ use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
@@ -197,6 +197,9 @@ struct Dir {
     pages: PathBuf,
     tmp: PathBuf,
     capacity: u64,
+    /// Page bytes are written with O_DIRECT (turned off for good when the file system
+    /// refuses it).
+    direct_writes: AtomicBool,
 }
 
 #[derive(Default)]
@@ -305,6 +308,7 @@ impl PageStore {
                 pages: p.pages.clone(),
                 tmp: p.tmp.clone(),
                 capacity,
+                direct_writes: AtomicBool::new(false),
             })
             .collect();
 
@@ -555,6 +559,20 @@ impl PageStore {
     /// did). `0` (the default) turns the tier off. Call before sharing the store.
     pub fn set_memory_capacity(&mut self, bytes: u64) {
         self.memory = memory::MemoryPages::new(bytes, self.page_size);
+    }
+
+    /// Writes new pages' bytes with O_DIRECT, past the OS page cache, where the file system
+    /// allows it (off by default; the worker turns it on, see docs/pagestore.md). A dir whose
+    /// file system refuses it falls back to buffered writes, with a warning.
+    pub fn set_direct_writes(&self, enabled: bool) {
+        for dir in &self.dirs {
+            dir.direct_writes.store(enabled, Ordering::Relaxed);
+        }
+    }
+
+    /// True when every dir writes with O_DIRECT (none fell back to buffered writes).
+    pub fn direct_writes(&self) -> bool {
+        self.dirs.iter().all(|dir| dir.direct_writes.load(Ordering::Relaxed))
     }
 
     /// Page files currently mapped.
@@ -830,7 +848,7 @@ impl PageStore {
 fn write_page(d: &Dir, key: &PageKey, name: &PageName, data: &[u8], table: &[u8]) -> Result<(), PageStoreError> {
     let tmp = layout::temp_path(&d.tmp, key.file, key.index, name.gen);
     let result = (|| {
-        page::write(&tmp, data, table).map_err(|e| io_err(&tmp, e))?;
+        write_page_file(d, &tmp, data, table)?;
         let dest = layout::page_path(&d.pages, key.file, name);
         let mut attempt = 0;
         loop {
@@ -856,6 +874,22 @@ fn write_page(d: &Dir, key: &PageKey, name: &PageName, data: &[u8], table: &[u8]
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+fn write_page_file(d: &Dir, tmp: &Path, data: &[u8], table: &[u8]) -> Result<(), PageStoreError> {
+    if d.direct_writes.load(Ordering::Relaxed) {
+        match page::write_direct(tmp, data, table) {
+            Ok(()) => return Ok(()),
+            Err(page::DirectWriteError::Io(e)) => return Err(io_err(tmp, e)),
+            Err(page::DirectWriteError::Unsupported(e)) => {
+                if d.direct_writes.swap(false, Ordering::Relaxed) {
+                    warn!(dir = %d.root.display(), error = %e, "the file system refuses direct writes; page writes go through the page cache");
+                }
+                let _ = fs::remove_file(tmp);
+            }
+        }
+    }
+    page::write(tmp, data, table).map_err(|e| io_err(tmp, e))
 }
 
 #[allow(dead_code)]

@@ -41,11 +41,92 @@ pub(crate) fn chunk_table(data: &[u8]) -> (u64, Vec<u8>) {
     (xxh3_64(&table), table)
 }
 
-/// Writes a page file at `path` (a new file: fails if it exists).
+/// Writes a page file at `path` (a new file: fails if it exists) through the OS page cache.
 pub(crate) fn write(path: &Path, data: &[u8], table: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
     f.write_all(data)?;
     f.write_all(table)
+}
+
+/// Alignment of the offsets, lengths and buffer addresses of direct writes: the largest
+/// logical block size in common use.
+const DIRECT_ALIGN: usize = 4096;
+
+pub(crate) enum DirectWriteError {
+    /// The file system refuses O_DIRECT (tmpfs, some FUSE and network file systems).
+    Unsupported(io::Error),
+    Io(io::Error),
+}
+
+/// Writes a page file at `path` (a new file: fails if it exists) with the block-aligned part of
+/// the page's bytes bypassing the OS page cache (O_DIRECT), and the rest (a short last page's
+/// tail, the chunk table) through it.
+///
+/// Why: a page filled from the UFS is already in the reader's hands; copying it into the page
+/// cache as well costs the fill a second copy of every byte (and, on a local UFS, holds it in
+/// memory twice). Readers that come later read it from the disk once, then from the page cache.
+pub(crate) fn write_direct(path: &Path, data: &[u8], table: &[u8]) -> Result<(), DirectWriteError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::io::AsRawFd as _;
+    let unsupported = |e: io::Error| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            DirectWriteError::Unsupported(e)
+        } else {
+            DirectWriteError::Io(e)
+        }
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .map_err(unsupported)?;
+    let aligned = data.len() - data.len() % DIRECT_ALIGN;
+    let (head, tail) = data.split_at(aligned);
+    if !head.is_empty() {
+        if head.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
+            f.write_all(head).map_err(unsupported)?;
+        } else {
+            BOUNCE.with(|bounce| -> Result<(), DirectWriteError> {
+                let mut bounce = bounce.borrow_mut();
+                let buffer = bounce.get(head.len()).map_err(DirectWriteError::Io)?;
+                buffer.copy_from_slice(head);
+                f.write_all(buffer).map_err(unsupported)
+            })?;
+        }
+    }
+    // The rest is not block-sized: through the page cache.
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns (open for the whole call).
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above; only O_DIRECT is cleared.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+        return Err(DirectWriteError::Io(io::Error::last_os_error()));
+    }
+    f.write_all(tail).map_err(DirectWriteError::Io)?;
+    f.write_all(table).map_err(DirectWriteError::Io)
+}
+
+/// A block-aligned buffer for pages whose bytes are not aligned in memory, one per thread
+/// (page writes run on blocking threads), grown to the largest page written and then reused.
+struct Bounce(Option<memmap2::MmapMut>);
+
+impl Bounce {
+    fn get(&mut self, len: usize) -> io::Result<&mut [u8]> {
+        let big_enough = self.0.as_ref().is_some_and(|map| map.len() >= len);
+        if !big_enough {
+            // Anonymous maps are page-aligned, which is block-aligned.
+            self.0 = Some(memmap2::MmapMut::map_anon(len)?);
+        }
+        match self.0.as_mut() {
+            Some(map) => Ok(&mut map[..len]),
+            None => Err(io::Error::other("bounce buffer missing")),
+        }
+    }
+}
+
+thread_local! {
+    static BOUNCE: std::cell::RefCell<Bounce> = const { std::cell::RefCell::new(Bounce(None)) };
 }
 
 pub(crate) enum ReadFailure {

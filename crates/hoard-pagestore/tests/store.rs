@@ -53,6 +53,53 @@ fn put_get_roundtrip_with_short_last_page() {
 }
 
 #[test]
+fn direct_writes_store_exact_bytes_that_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ps = 256 * 1024;
+    let f = fid(1);
+    // Whole pages, a short last page with a block-aligned head and a tail, one shorter than a
+    // block; and bytes at an address that is not block-aligned (written through the bounce
+    // buffer) as well as at one that is.
+    let lens = [ps as usize, ps as usize, 3 * 4096 + 100, 100];
+    let pages: Vec<(PageKey, Vec<u8>)> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let k = key(f, i as u64);
+            (k, page_data(&k, len))
+        })
+        .collect();
+    {
+        let store = open1(tmp.path(), 10 * ps, ps);
+        store.set_direct_writes(true);
+        for (i, (k, data)) in pages.iter().enumerate() {
+            if i == 1 {
+                let mut shifted = vec![0u8; data.len() + 1];
+                shifted[1..].copy_from_slice(data);
+                store.put(k, &shifted[1..]).unwrap();
+            } else {
+                store.put(k, data).unwrap();
+            }
+        }
+        for (k, data) in &pages {
+            assert_eq!(&store.get(k).unwrap().unwrap()[..], &data[..]);
+            let p = find_page_file(tmp.path(), ps, k).unwrap();
+            let on_disk = fs::read(p).unwrap();
+            assert_eq!(on_disk.len(), data.len() + 8 * data.len().div_ceil(4096));
+            assert_eq!(&on_disk[..data.len()], &data[..]);
+        }
+        assert_eq!(store.stats().checksum_failures, 0);
+        assert!(store.direct_writes(), "the temp dir's file system took O_DIRECT");
+    }
+    let store = open1(tmp.path(), 10 * ps, ps);
+    for (k, data) in &pages {
+        assert_eq!(&store.get(k).unwrap().unwrap()[..], &data[..]);
+    }
+    assert_eq!(store.stats().checksum_failures, 0);
+    assert_eq!(store.stats().pages, pages.len() as u64);
+}
+
+#[test]
 fn large_pages_are_served_through_the_mapping_path() {
     let tmp = tempfile::tempdir().unwrap();
     let ps = 1 << 20;

@@ -44,6 +44,7 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
     })?;
     store.set_mapped_pages(config.worker.mapped_pages as usize);
     store.set_memory_capacity(config.worker.memory_size);
+    store.set_direct_writes(config.worker.direct_writes);
     let mounts = hoard_ufs::MountTable::from_config_with_options(
         &config.ufs,
         &hoard_ufs::UfsOptions::with_timeout(config.worker.ufs_read_timeout),
