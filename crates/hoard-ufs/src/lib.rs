@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use hoard_common::HoardPath;
 
+mod buffers;
 mod convert;
 mod local;
 mod mount;

@@ -23,6 +23,7 @@ use futures::stream::{BoxStream, StreamExt};
 use opendal::raw::Servicer;
 use opendal::{Builder, ErrorKind, OperationContext, Operator};
 
+use crate::buffers;
 use crate::convert::{self, EntryKind};
 use crate::{RawEntry, RawStatus, Ufs, UfsError, UfsOptions};
 
@@ -144,13 +145,12 @@ impl Inner {
         range: Range<u64>,
         expected: &RawStatus,
     ) -> Result<Bytes, UfsError> {
-        use std::io::{Read, Seek, SeekFrom};
         let resolved = self.resolve_blocking(relative)?;
         if resolved.meta.is_dir() {
             return Err(UfsError::IsDirectory(relative.to_string()));
         }
         let io_error = |err: std::io::Error| convert::from_io(err, relative);
-        let mut file = std::fs::File::open(self.root.join(&resolved.canonical)).map_err(io_error)?;
+        let file = std::fs::File::open(self.root.join(&resolved.canonical)).map_err(io_error)?;
         let before = file.metadata().map_err(io_error)?;
         if !raw_status(&before).same_version(expected) {
             return Err(UfsError::Changed(relative.to_string()));
@@ -160,15 +160,12 @@ impl Inner {
             return Ok(Bytes::new());
         }
         let len = end - range.start;
-        // read_to_end fills spare capacity without zeroing it first.
-        let mut buffer = Vec::with_capacity(usize::try_from(len).unwrap_or(usize::MAX));
-        file.seek(SeekFrom::Start(range.start)).map_err(io_error)?;
-        (&mut file).take(len).read_to_end(&mut buffer).map_err(io_error)?;
+        let buffer = buffers::read_range(&file, range.start..end).map_err(io_error)?;
         let after = file.metadata().map_err(io_error)?;
         if !raw_status(&after).same_version(expected) || buffer.len() as u64 != len {
             return Err(UfsError::Changed(relative.to_string()));
         }
-        Ok(Bytes::from(buffer))
+        Ok(buffer)
     }
 
     fn resolve_blocking(&self, relative: &str) -> Result<Resolved, UfsError> {
