@@ -4,6 +4,7 @@
 //! Needs `target/release/hoard` (build it with `cargo build --release` first), `wrk` and
 //! `nginx` (scripts/setup-test-deps.sh installs both).
 
+mod bare_http;
 mod cluster;
 mod ha_bench;
 mod jobs_bench;
@@ -118,6 +119,10 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let worker = peers::Worker::start(&hoard_bin, &dir.join("worker"), &data_root, size)?;
     let nginx_url = format!("http://{}/{file_name}", nginx.address);
     let worker_url = format!("http://{}/files/{file_name}", worker.address);
+    // As many event loops as the worker runs by default (one per core).
+    let event_loops = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let bare = bare_http::start(bytes::Bytes::from(std::fs::read(&data_file)?), event_loops)?;
+    let bare_url = format!("http://{}/{file_name}", bare.address);
 
     // Warm both: the whole file through the worker into its page store, and into the OS cache.
     peers::read_all(&worker_url, size).await.context("warming the worker")?;
@@ -128,6 +133,8 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let mut random_rps = [Vec::new(), Vec::new()];
     let mut random_p50 = [Vec::new(), Vec::new()];
     let mut random_p99 = [Vec::new(), Vec::new()];
+    let mut bare_rps = Vec::new();
+    let mut bare_p99 = Vec::new();
     for run in 0..args.runs {
         for (peer, url) in [(0, &worker_url), (1, &nginx_url)] {
             let seq = wrk::run(url, &wrk::Pattern::Sequential { size, chunk }, 1, 1, duration)?;
@@ -145,6 +152,19 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
                 random.p99_ms
             );
         }
+        let random = wrk::run(
+            &bare_url,
+            &wrk::Pattern::Random { size, len: 64 << 10 },
+            2,
+            16,
+            duration,
+        )?;
+        bare_rps.push(random.requests_per_sec);
+        bare_p99.push(random.p99_ms);
+        eprintln!(
+            "run {run} bare hyper: random {:.0} req/s p50 {:.3}ms p99 {:.3}ms",
+            random.requests_per_sec, random.p50_ms, random.p99_ms
+        );
     }
     let worker_peak = worker.memory_kib("VmHWM")?;
     let worker_anon = worker.memory_kib("RssAnon")?;
@@ -189,6 +209,9 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let rps_ratio = paired_ratio(&random_rps[0], &random_rps[1]);
     let p50_ratio = paired_ratio(&random_p50[0], &random_p50[1]);
     let p99_ratio = paired_ratio(&random_p99[0], &random_p99[1]);
+    let bare_rps_ratio = paired_ratio(&bare_rps, &random_rps[1]);
+    let bare_p99_ratio = paired_ratio(&bare_p99, &random_p99[1]);
+    let hoard_vs_bare_p99 = paired_ratio(&random_p99[0], &bare_p99);
     let cold_ratio = paired_ratio(&cold_hoard, &cold_ufs);
     let direct_ratio = paired_ratio(&cold_hoard, &cold_direct);
     let seq_h = median(&mut sequential[0]);
@@ -199,6 +222,8 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let p50_n = median(&mut random_p50[1]);
     let p99_h = median(&mut random_p99[0]);
     let p99_n = median(&mut random_p99[1]);
+    let bare_rps_m = median(&mut bare_rps);
+    let bare_p99_m = median(&mut bare_p99);
     let cold_h = median(&mut cold_hoard);
     let cold_u = median(&mut cold_ufs);
     let cold_d = median(&mut cold_direct);
@@ -216,6 +241,13 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     );
     println!("| ... p50 latency (ms) | {p50_h:.3} | {p50_n:.3} | {p50_ratio:.2} | |");
     println!("| ... p99 latency (ms) | {p99_h:.3} | {p99_n:.3} | {p99_ratio:.2} | <= 2.0 |");
+    println!(
+        "| (reference) a bare hyper server answering the same ranges from memory (req/s) vs nginx | {bare_rps_m:.0} | {rps_n:.0} | {bare_rps_ratio:.2} | |"
+    );
+    println!("| ... its p99 latency (ms) vs nginx | {bare_p99_m:.3} | {p99_n:.3} | {bare_p99_ratio:.2} | |");
+    println!(
+        "| hoard's p99 vs the bare hyper server's (ms) | {p99_h:.3} | {bare_p99_m:.3} | {hoard_vs_bare_p99:.2} | |"
+    );
     println!(
         "| cold sequential read, one GET (MB/s) vs the UFS dir served by nginx | {cold_h:.0} | {cold_u:.0} | {cold_ratio:.2} | >= 0.7 |"
     );
