@@ -457,15 +457,6 @@ impl PageStore {
         }
     }
 
-    /// Puts verified bytes of generation `gen` of a page in the memory tier.
-    fn keep_in_memory(&self, key: &PageKey, gen: u32, page: Bytes) {
-        self.memory.insert(*key, gen, page);
-        // Evicted or deleted meanwhile: don't hold its bytes.
-        if !self.holds(key, gen) {
-            self.memory.remove(key);
-        }
-    }
-
     /// Reads and verifies the whole page into process memory, keeps it in the memory tier,
     /// and serves `range` of it. Blocking.
     fn read_into_memory(
@@ -480,7 +471,11 @@ impl PageStore {
         match page::read(path, name.len, name.checksum, 0..name.len as usize, false, false) {
             Ok(page) => {
                 self.counters.memory_copies.fetch_add(1, Ordering::Relaxed);
-                self.keep_in_memory(key, name.gen, page.clone());
+                self.memory.insert(*key, name.gen, page.clone());
+                // Evicted or deleted meanwhile: don't hold its bytes.
+                if !self.holds(key, name.gen) {
+                    self.memory.remove(key);
+                }
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(CachedRead::Hit(page.slice(range)))
             }
@@ -633,19 +628,6 @@ impl PageStore {
     /// can hold it. If the rest of that dir is reserved by puts in progress, waits for one of
     /// them to finish.
     pub fn put(&self, key: &PageKey, data: &[u8]) -> Result<(), PageStoreError> {
-        self.put_keeping(key, data, None)
-    }
-
-    /// Like [`put`](Self::put), and while the memory tier has room, the page's bytes (the very
-    /// bytes its checksum was computed from) are kept there as well: the first reads after a
-    /// fill are then served from memory rather than from the disk, where direct writes leave
-    /// the page (not in the OS page cache). A full tier admits no page this way, so a scan
-    /// never pushes out pages that earned their place.
-    pub fn put_shared(&self, key: &PageKey, data: &Bytes) -> Result<(), PageStoreError> {
-        self.put_keeping(key, data, Some(data))
-    }
-
-    fn put_keeping(&self, key: &PageKey, data: &[u8], keep: Option<&Bytes>) -> Result<(), PageStoreError> {
         if data.len() as u64 > self.page_size {
             return Err(PageStoreError::PageTooLarge {
                 len: data.len(),
@@ -708,9 +690,6 @@ impl PageStore {
             }
             (Ok(()), None) => {
                 self.counters.puts.fetch_add(1, Ordering::Relaxed);
-                if let Some(bytes) = keep.filter(|_| self.memory.enabled() && !self.memory.is_full()) {
-                    self.keep_in_memory(key, name.gen, bytes.clone());
-                }
                 Ok(())
             }
         }

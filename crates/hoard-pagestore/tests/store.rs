@@ -740,33 +740,6 @@ fn corrupt_page_file(root: &Path, page_size: u64, key: &PageKey) {
 }
 
 #[test]
-fn a_filled_page_stays_in_memory_while_the_tier_has_room() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut store = open1(tmp.path(), 8 * MPS, MPS);
-    store.set_memory_capacity(2 * MPS);
-    store.set_direct_writes(true);
-    let keys: Vec<_> = (0..3).map(|i| key(fid(12), i)).collect();
-    for k in &keys {
-        store
-            .put_shared(k, &bytes::Bytes::from(page_data(k, MPS as usize)))
-            .unwrap();
-    }
-    // The first two fit; the third found the tier full and was only written to disk.
-    assert_eq!(store.stats().memory_used_bytes, 2 * MPS);
-    assert_eq!(store.stats().memory_copies, 0, "kept, not copied");
-    for (i, k) in keys.iter().enumerate() {
-        let data = page_data(k, MPS as usize);
-        let got = store.get_range(k, 100..60_000).unwrap().unwrap();
-        assert_eq!(&got[..], &data[100..60_000]);
-        assert_eq!(store.stats().memory_hits, (i as u64 + 1).min(2));
-    }
-    // An evicted page leaves the tier with it.
-    store.delete_file(fid(12)).unwrap();
-    assert_eq!(store.stats().memory_used_bytes, 0);
-    assert_eq!(store.get(&keys[0]).unwrap(), None);
-}
-
-#[test]
 fn memory_tier_copies_a_page_once_it_has_been_read_whole_and_serves_only_verified_bytes() {
     use hoard_pagestore::CachedRead;
     let tmp = tempfile::tempdir().unwrap();

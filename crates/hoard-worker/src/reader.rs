@@ -374,7 +374,7 @@ impl WorkerState {
         let store = Arc::clone(&self.store);
         let inflight = Arc::clone(&self.inflight);
         tokio::task::spawn_blocking(move || {
-            outcome.state = match store.put_shared(&key, &bytes) {
+            outcome.state = match store.put(&key, &bytes) {
                 Ok(()) => PutState::Stored,
                 Err(err) => {
                     tracing::warn!(error = %err, page = key.index, "cannot cache page; it was served uncached");
