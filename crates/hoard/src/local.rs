@@ -37,7 +37,7 @@ pub enum LocalCommand {
         #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
     },
-    /// Start a cluster on the sample dataset, read it cold and warm, print the figures, stop.
+    /// Start a cluster on the sample dataset, read it cold, warm and hot, print the figures, stop.
     Demo {
         #[arg(long, default_value = "/tmp/hoard-demo")]
         home: PathBuf,
@@ -840,7 +840,9 @@ async fn demo_reads(state: &LocalState) -> anyhow::Result<()> {
     files.sort();
     let ufs_root = PathBuf::from(&state.ufs);
     let mut rows = Vec::new();
-    for pass in ["cold", "warm"] {
+    // cold: from the UFS; warm: from the workers' page files on disk (written past the OS page
+    // cache); hot: from their memory tiers, which the warm pass filled.
+    for pass in ["cold", "warm", "hot"] {
         let hits_before = sum_counter(&http, state, "hoard_worker_page_hits_total").await?;
         let misses_before = sum_counter(&http, state, "hoard_worker_page_misses_total").await?;
         let started = Instant::now();
