@@ -119,8 +119,8 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let worker = peers::Worker::start(&hoard_bin, &dir.join("worker"), &data_root, size)?;
     let nginx_url = format!("http://{}/{file_name}", nginx.address);
     let worker_url = format!("http://{}/files/{file_name}", worker.address);
-    // As many event loops as the worker runs by default (one per core).
-    let event_loops = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // As many event loops as the worker runs by default.
+    let event_loops = hoard_config::default_event_loops();
     let bare = bare_http::start(bytes::Bytes::from(std::fs::read(&data_file)?), event_loops)?;
     let bare_url = format!("http://{}/{file_name}", bare.address);
 

@@ -187,11 +187,16 @@ pub struct WorkerConfig {
     pub failure_detection_timeout: Duration,
 }
 
+/// A worker's HTTP event loops when `hoard.worker.network.io.threads` is 0: one per core.
+pub fn default_event_loops() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 impl WorkerConfig {
     /// HTTP event-loop threads to run: `io_threads`, or one per core when it is 0.
     pub fn event_loops(&self) -> usize {
         match self.io_threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            0 => default_event_loops(),
             threads => threads as usize,
         }
     }

@@ -113,15 +113,15 @@ struct Bounce(Option<memmap2::MmapMut>);
 
 impl Bounce {
     fn get(&mut self, len: usize) -> io::Result<&mut [u8]> {
-        let big_enough = self.0.as_ref().is_some_and(|map| map.len() >= len);
-        if !big_enough {
+        if self.0.as_ref().is_some_and(|map| map.len() < len) {
+            self.0 = None;
+        }
+        let map = match self.0.take() {
+            Some(map) => map,
             // Anonymous maps are page-aligned, which is block-aligned.
-            self.0 = Some(memmap2::MmapMut::map_anon(len)?);
-        }
-        match self.0.as_mut() {
-            Some(map) => Ok(&mut map[..len]),
-            None => Err(io::Error::other("bounce buffer missing")),
-        }
+            None => memmap2::MmapMut::map_anon(len)?,
+        };
+        Ok(&mut self.0.insert(map)[..len])
     }
 }
 

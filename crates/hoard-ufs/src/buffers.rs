@@ -84,9 +84,11 @@ impl Drop for PooledBuffer {
         if pool.bytes + map.len() <= POOLED_BYTES {
             pool.bytes += map.len();
             pool.free.push(map);
+            return;
         }
-        // Otherwise the map is unmapped here, outside nothing but the pool lock: a munmap is
-        // a few microseconds.
+        // The pool is full: unmap, after releasing the lock.
+        drop(pool);
+        drop(map);
     }
 }
 

@@ -88,7 +88,6 @@ struct Run {
     next_task_id: u64,
     stopping: bool,
     taken_away: bool,
-    last_checkpoint_ok: Instant,
     ownership: Ownership,
     no_workers_since: Option<Instant>,
 }
@@ -133,7 +132,6 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requ
         next_task_id: 0,
         stopping: false,
         taken_away: false,
-        last_checkpoint_ok: claim_requested_at,
         ownership: Ownership {
             checkpointed: SharedDeadline::new(claim_requested_at, ctx.ownership_window),
             lease: ctx.lease.clone(),
@@ -389,6 +387,13 @@ impl Run {
         self.ownership.confirmed()
     }
 
+    /// When the last successful checkpoint (or the claim) was sent: where the ownership
+    /// window it opened starts.
+    fn last_checkpoint(&self) -> Instant {
+        let until = self.ownership.checkpointed.until();
+        until.checked_sub(self.ctx.ownership_window).unwrap_or(until)
+    }
+
     fn has_workers(&self) -> bool {
         match self.record.job_type {
             JobType::Load => self.view.ring_size() > 0 && !self.addresses.is_empty(),
@@ -625,7 +630,6 @@ impl Run {
                 }
                 self.record.stop_requested = stored.record.stop_requested;
                 self.version = stored.version;
-                self.last_checkpoint_ok = requested_at;
                 self.ownership
                     .checkpointed
                     .extend(requested_at, self.ctx.ownership_window);
@@ -637,7 +641,7 @@ impl Run {
             }
             Err(err) => {
                 tracing::warn!(job_id = %self.record.job_id, error = %err, "checkpoint failed; retrying next interval");
-                if self.last_checkpoint_ok.elapsed() > STORE_LOSS_LIMIT {
+                if self.last_checkpoint().elapsed() > STORE_LOSS_LIMIT {
                     tracing::error!(
                         job_id = %self.record.job_id,
                         "no checkpoint for {}s: another coordinator may own the job now; giving it up",
