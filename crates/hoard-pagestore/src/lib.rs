@@ -23,6 +23,7 @@ mod mapped;
 mod memory;
 mod page;
 mod recover;
+mod sealed;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -31,7 +32,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
@@ -39,6 +39,7 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
 use index::{Index, Removed, State};
 use layout::PageName;
 use page::ReadFailure;
+pub use sealed::PageBytes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageStoreError {
@@ -56,7 +57,7 @@ pub enum PageStoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CachedRead {
     /// The bytes, verified.
-    Hit(Bytes),
+    Hit(PageBytes),
     /// No such page (or it was corrupt and has been dropped).
     Absent,
     /// The page exists but its bytes are not in the OS page cache, or the read is due to copy
@@ -379,7 +380,7 @@ impl PageStore {
     ///
     /// Marks the page most recently used. Errors only on resource exhaustion (file
     /// descriptors, memory); every other failure drops the page and returns `None`.
-    pub fn get(&self, key: &PageKey) -> Result<Option<Bytes>, PageStoreError> {
+    pub fn get(&self, key: &PageKey) -> Result<Option<PageBytes>, PageStoreError> {
         self.get_range(key, 0..u64::MAX)
     }
 
@@ -387,7 +388,7 @@ impl PageStore {
     /// page's length (so fewer bytes, or none, come back if the page is shorter). Verifies
     /// only the page's chunk table and the 4 KiB chunks the range touches, so a small read
     /// of a large page costs a small read. Otherwise like `get`.
-    pub fn get_range(&self, key: &PageKey, range: Range<u64>) -> Result<Option<Bytes>, PageStoreError> {
+    pub fn get_range(&self, key: &PageKey, range: Range<u64>) -> Result<Option<PageBytes>, PageStoreError> {
         match self.read(key, range, false)? {
             CachedRead::Hit(bytes) => Ok(Some(bytes)),
             CachedRead::Absent | CachedRead::NotInMemory => Ok(None),
@@ -451,7 +452,7 @@ impl PageStore {
         match page::read(&path, name.len, name.checksum, within, map, nowait) {
             Ok(bytes) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(CachedRead::Hit(bytes))
+                Ok(CachedRead::Hit(bytes.into()))
             }
             Err(failure) => self.read_failed(key, name.gen, &path, failure),
         }
@@ -469,8 +470,9 @@ impl PageStore {
         // Never a mapping: its bytes are the OS page cache's, which the kernel may reread
         // from disk after the check.
         match page::read(path, name.len, name.checksum, 0..name.len as usize, false, false) {
-            Ok(page) => {
+            Ok(bytes) => {
                 self.counters.memory_copies.fetch_add(1, Ordering::Relaxed);
+                let page = self.memory.hold(bytes);
                 self.memory.insert(*key, name.gen, page.clone());
                 // Evicted or deleted meanwhile: don't hold its bytes.
                 if !self.holds(key, name.gen) {
@@ -511,7 +513,7 @@ impl PageStore {
         match page::read_mapped(&mapping, name.len, name.checksum, range) {
             Ok(bytes) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(CachedRead::Hit(bytes))
+                Ok(CachedRead::Hit(bytes.into()))
             }
             Err(failure) => {
                 self.mapped.remove(key);

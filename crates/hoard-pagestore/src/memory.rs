@@ -1,5 +1,7 @@
 //! The memory tier: whole pages, verified against their checksums when they were copied in,
-//! kept in process memory and served without hashing them again.
+//! kept in process memory and served without hashing them again. Each page lives in a sealed
+//! in-memory file (`sealed.rs`), so a server can send it with `sendfile`; if one cannot be
+//! created (out of descriptors), the page is kept on the heap instead.
 //!
 //! Verifying a 64KiB read costs more CPU than sending it (docs/benchmarks.md), and the OS page
 //! cache cannot be trusted to keep verified bytes: the kernel may drop a clean page and read
@@ -13,19 +15,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
-use crate::PageKey;
+use crate::sealed::SealedPage;
+use crate::{PageBytes, PageKey};
 
 #[derive(Clone)]
 struct PageWeighter;
 
-impl quick_cache::Weighter<PageKey, (u32, Bytes)> for PageWeighter {
-    fn weight(&self, _key: &PageKey, (_, bytes): &(u32, Bytes)) -> u64 {
+impl quick_cache::Weighter<PageKey, (u32, PageBytes)> for PageWeighter {
+    fn weight(&self, _key: &PageKey, (_, bytes): &(u32, PageBytes)) -> u64 {
         // Empty pages still take an entry; weight 0 would make them unevictable.
         (bytes.len() as u64).max(1)
     }
 }
 
-type Cache = quick_cache::sync::Cache<PageKey, (u32, Bytes), PageWeighter>;
+type Cache = quick_cache::sync::Cache<PageKey, (u32, PageBytes), PageWeighter>;
 
 const PAGES_PER_SHARD: usize = 4096;
 const MAX_SHARDS: usize = 64;
@@ -37,6 +40,7 @@ pub(crate) struct MemoryPages {
     /// True when one more page would push another out (kept up to date on inserts and
     /// removals, which are rare, so reads need not add up the cache's shards).
     full: AtomicBool,
+    warned_unsealed: AtomicBool,
 }
 
 impl MemoryPages {
@@ -67,6 +71,7 @@ impl MemoryPages {
             cache,
             page_size,
             full: AtomicBool::new(false),
+            warned_unsealed: AtomicBool::new(false),
         }
     }
 
@@ -75,13 +80,30 @@ impl MemoryPages {
     }
 
     /// The page's bytes, if this generation of it is held.
-    pub fn get(&self, key: &PageKey, gen: u32) -> Option<Bytes> {
+    pub fn get(&self, key: &PageKey, gen: u32) -> Option<PageBytes> {
         let (held_gen, bytes) = self.cache.as_ref()?.get(key)?;
         (held_gen == gen).then_some(bytes)
     }
 
+    /// A tier copy of a verified page: a sealed in-memory file, or the heap bytes themselves
+    /// when no such file can be made (with a warning, once).
+    pub fn hold(&self, bytes: Bytes) -> PageBytes {
+        if bytes.is_empty() {
+            return PageBytes::from(bytes);
+        }
+        match SealedPage::new(&bytes) {
+            Ok(page) => PageBytes::from_sealed(page),
+            Err(err) => {
+                if !self.warned_unsealed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %err, "cannot create a sealed memory file; keeping memory tier pages on the heap (served by copy)");
+                }
+                PageBytes::from(bytes)
+            }
+        }
+    }
+
     /// Holds `bytes`, which the caller has just verified, as generation `gen` of the page.
-    pub fn insert(&self, key: PageKey, gen: u32, bytes: Bytes) {
+    pub fn insert(&self, key: PageKey, gen: u32, bytes: PageBytes) {
         if let Some(cache) = &self.cache {
             cache.insert(key, (gen, bytes));
             self.update_full(cache);
@@ -128,7 +150,7 @@ mod tests {
         let tier = MemoryPages::new(pages * page_size, page_size);
         let file = FileId::new("/data/a", "v1");
         for index in 0..pages {
-            let bytes = Bytes::from(vec![index as u8; page_size as usize]);
+            let bytes = PageBytes::from(Bytes::from(vec![index as u8; page_size as usize]));
             tier.insert(PageKey { file, index }, 1, bytes);
         }
         let held = (0..pages)

@@ -112,7 +112,7 @@ fn large_pages_are_served_through_the_mapping_path() {
     // The page stays readable through the returned bytes after the file is deleted.
     store.delete_file(k.file).unwrap();
     assert_eq!(&got[..], &data[..]);
-    assert_eq!(got.slice(100..200), data[100..200]);
+    assert_eq!(&got.slice(100..200)[..], &data[100..200]);
 }
 
 #[test]
@@ -660,7 +660,7 @@ fn nowait_reads_serve_cached_pages_and_defer_the_rest() {
     // Just written, so in the OS page cache: served without waiting.
     assert_eq!(
         store.get_range_nowait(&k, 100..200).unwrap(),
-        CachedRead::Hit(bytes::Bytes::copy_from_slice(&data[100..200]))
+        CachedRead::Hit(bytes::Bytes::copy_from_slice(&data[100..200]).into())
     );
     // Evict the page file from the OS page cache: a no-wait read must not block on the disk.
     let files = page_files(tmp.path());
@@ -707,7 +707,7 @@ fn mapped_pages_serve_verified_bytes_and_follow_eviction() {
     let last = &keys[3];
     assert_eq!(
         store.get_range_nowait(last, 5..50).unwrap(),
-        CachedRead::Hit(bytes::Bytes::copy_from_slice(&page_data(last, PS as usize)[5..50]))
+        CachedRead::Hit(bytes::Bytes::copy_from_slice(&page_data(last, PS as usize)[5..50]).into())
     );
 
     // A page corrupted on disk is caught through its mapping, dropped, and never served.
@@ -766,9 +766,22 @@ fn memory_tier_copies_a_page_once_it_has_been_read_whole_and_serves_only_verifie
     assert_eq!(store.stats().memory_used_bytes, MPS);
     assert_eq!(
         store.get_range_nowait(&hot, 5..5000).unwrap(),
-        CachedRead::Hit(bytes::Bytes::copy_from_slice(&data[5..5000]))
+        CachedRead::Hit(bytes::Bytes::copy_from_slice(&data[5..5000]).into())
     );
     assert_eq!(store.stats().memory_hits, 1);
+    // The copy lives in a sealed in-memory file a server can `sendfile` from: at the slice's
+    // offset it holds exactly the slice's bytes.
+    let from_memory = store.get_range(&hot, 5000..9000).unwrap().unwrap();
+    let (fd, offset) = from_memory.sealed_file().expect("a memory tier page names its sealed file");
+    assert_eq!(offset, 5000);
+    let mut in_file = vec![0u8; 4000];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::from(fd.try_clone_to_owned().unwrap()), &mut in_file, offset)
+        .unwrap();
+    assert_eq!(&in_file[..], &data[5000..9000]);
+    assert!(
+        store.get_range(&keys[1], 0..10).unwrap().unwrap().sealed_file().is_none(),
+        "pages outside the tier have no sealed file"
+    );
 
     // The copy was verified when it was made: a later corruption of the file on disk is not
     // served (the verified bytes are), and is caught once the page leaves memory.

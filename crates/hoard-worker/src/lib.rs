@@ -3,6 +3,7 @@
 //! exposes stat, list, health and metrics over HTTP (docs/worker-http.md). It also runs the
 //! load, free and check tasks of jobs the coordinator sends it (`tasks`).
 
+mod direct;
 pub mod identity;
 pub mod metrics;
 pub mod range;

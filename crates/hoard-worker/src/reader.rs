@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hoard_common::HoardPath;
-use hoard_pagestore::{CachedRead, FileId, PageKey, PageStore};
+use hoard_pagestore::{CachedRead, FileId, PageBytes, PageKey, PageStore};
 use hoard_ufs::{MountTable, UfsError, UfsStatus};
 use parking_lot::Mutex;
 use tokio::sync::{watch, OnceCell, Semaphore};
@@ -246,7 +246,7 @@ impl WorkerState {
     /// (only the checksummed chunks the range touches are read), or the whole page read from
     /// the UFS (once, however many callers ask at the same time), checked to be the same
     /// version, stored, and sliced.
-    pub async fn page_slice(&self, file: &OpenFile, index: u64, within: Range<u64>) -> Result<Bytes, ReadError> {
+    pub async fn page_slice(&self, file: &OpenFile, index: u64, within: Range<u64>) -> Result<PageBytes, ReadError> {
         let key = PageKey { file: file.id, index };
         if let Some(bytes) = self.stored_range(key, within.clone()).await {
             self.metrics.page_hits.inc();
@@ -255,7 +255,7 @@ impl WorkerState {
         let page = self.page(file, key).await?;
         let end = (within.end as usize).min(page.len());
         let start = (within.start as usize).min(end);
-        Ok(page.slice(start..end))
+        Ok(page.slice(start..end).into())
     }
 
     /// The whole page, filling it from the UFS when it is not stored.
@@ -388,10 +388,10 @@ impl WorkerState {
     }
 
     async fn stored_page(&self, key: PageKey) -> Option<Bytes> {
-        self.stored_range(key, 0..u64::MAX).await
+        self.stored_range(key, 0..u64::MAX).await.map(PageBytes::into_bytes)
     }
 
-    async fn stored_range(&self, key: PageKey, within: Range<u64>) -> Option<Bytes> {
+    async fn stored_range(&self, key: PageKey, within: Range<u64>) -> Option<PageBytes> {
         // Pages in the OS page cache are read here, on the async thread: that costs ~10us per
         // 64KiB, far less than handing the read to a blocking thread and back. Only reads that
         // would wait for the disk go to the blocking pool.

@@ -11,14 +11,14 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures::StreamExt;
+use hoard_pagestore::PageBytes;
 use hoard_common::api::{self, codes, ApiError, FileStat, ListEntry, WorkerHealth};
 use hoard_common::HoardPath;
 use hoard_ufs::UfsError;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::direct;
 use crate::range::{self, RangeError};
 use crate::reader::{OpenFile, ReadError};
 use crate::WorkerState;
@@ -54,10 +54,10 @@ pub fn router(state: SharedState) -> Router {
 /// Each connection is HTTP/1.1 with a bounded header buffer, so an oversized request head is
 /// refused before it is buffered.
 pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize, event_loops: usize) {
-    let app = router(state);
+    let app = router(Arc::clone(&state));
     // hyper refuses buffer limits below 8KiB.
     let max_buf = max_header_bytes.max(8192);
-    let loops = match start_event_loops(event_loops, &app, max_buf) {
+    let loops = match start_event_loops(event_loops, &state, &app, max_buf) {
         Ok(loops) => loops,
         Err(err) => {
             tracing::warn!(error = %err, "cannot start event loop threads; serving on the main runtime");
@@ -76,7 +76,7 @@ pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: 
             }
         };
         if loops.is_empty() {
-            tokio::spawn(serve_connection(stream, app.clone(), max_buf));
+            tokio::spawn(direct::serve_connection(stream, Arc::clone(&state), app.clone(), max_buf));
             continue;
         }
         let stream = match stream.into_std() {
@@ -96,6 +96,7 @@ pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: 
 /// Starts `count` event-loop threads; each serves the connections sent to its channel.
 fn start_event_loops(
     count: usize,
+    state: &SharedState,
     app: &Router,
     max_buf: usize,
 ) -> std::io::Result<Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>> {
@@ -104,6 +105,7 @@ fn start_event_loops(
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let app = app.clone();
+        let state = Arc::clone(state);
         std::thread::Builder::new()
             .name(format!("hoard-io-{index}"))
             .spawn(move || {
@@ -111,7 +113,12 @@ fn start_event_loops(
                     while let Some(stream) = receiver.recv().await {
                         match tokio::net::TcpStream::from_std(stream) {
                             Ok(stream) => {
-                                tokio::spawn(serve_connection(stream, app.clone(), max_buf));
+                                tokio::spawn(direct::serve_connection(
+                                    stream,
+                                    Arc::clone(&state),
+                                    app.clone(),
+                                    max_buf,
+                                ));
                             }
                             Err(err) => tracing::warn!(error = %err, "cannot register a connection"),
                         }
@@ -121,19 +128,6 @@ fn start_event_loops(
         senders.push(sender);
     }
     Ok(senders)
-}
-
-async fn serve_connection(stream: tokio::net::TcpStream, app: Router, max_buf: usize) {
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-    }
-    let service = TowerToHyperService::new(app);
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(max_buf)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(err) = connection.await {
-        tracing::debug!(error = %err, "connection ended with an error");
-    }
 }
 
 impl From<ReadError> for ApiError {
@@ -209,81 +203,173 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<&s
     }
 }
 
+/// The headers of a file request that shape its answer.
+pub(crate) struct FileRequest<'a> {
+    pub range: Option<&'a str>,
+    pub if_match: Option<&'a str>,
+}
+
+/// A file answer with its status and headers decided: the body is `range` of `file`.
+pub(crate) struct FileReply {
+    pub status: StatusCode,
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    pub file: Arc<OpenFile>,
+    pub range: std::ops::Range<u64>,
+}
+
+/// Why a file request gets no body.
+pub(crate) enum Refusal {
+    Error(ApiError),
+    /// 416, with the file's length for `Content-Range`.
+    NotSatisfiable { length: u64, message: String },
+}
+
+impl From<ApiError> for Refusal {
+    fn from(err: ApiError) -> Refusal {
+        Refusal::Error(err)
+    }
+}
+
+impl From<ReadError> for Refusal {
+    fn from(err: ReadError) -> Refusal {
+        Refusal::Error(err.into())
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Error(err) => err.into_response(),
+            Refusal::NotSatisfiable { length, message } => {
+                let mut response =
+                    ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, codes::RANGE_NOT_SATISFIABLE, message)
+                        .into_response();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// Resolves the file, checks `If-Match` and the range, and decides status and headers. Shared
+/// by the hyper routes and the direct path (`direct.rs`), so both answer alike.
+pub(crate) async fn prepare_file_reply(
+    state: &SharedState,
+    raw_path: &str,
+    request: &FileRequest<'_>,
+) -> Result<FileReply, Refusal> {
+    let path = parse_path(raw_path)?;
+    let file = state.open(&path).await?;
+    let etag = file.etag.as_str();
+    // A client resuming a read elsewhere pins the version it started with: never mix versions.
+    if let Some(expected) = request.if_match {
+        let matches = expected.split(',').any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag == etag
+        });
+        if !matches {
+            return Err(Refusal::Error(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "VERSION_MISMATCH",
+                format!("file {path} is now version {} (asked for {expected})", file.version),
+            )));
+        }
+    }
+    let length = file.status.length;
+    let range = match range::resolve(request.range, length) {
+        Ok(range) => range,
+        Err(RangeError::Malformed(message)) => {
+            return Err(Refusal::Error(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)))
+        }
+        Err(RangeError::NotSatisfiable(message)) => return Err(Refusal::NotSatisfiable { length, message }),
+    };
+    let (status, byte_range) = match range {
+        Some(range) => (StatusCode::PARTIAL_CONTENT, range),
+        None => (StatusCode::OK, 0..length),
+    };
+    let text = |value: &str| {
+        HeaderValue::from_str(value)
+            .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string()))
+    };
+    let mut headers = vec![
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+        (header::ETAG, text(etag)?),
+        (header::CONTENT_LENGTH, HeaderValue::from(byte_range.end - byte_range.start)),
+        (header::HeaderName::from_static(api::WORKER_ID_HEADER), text(&state.worker_id)?),
+        (header::HeaderName::from_static(api::VERSION_HEADER), text(&file.version)?),
+    ];
+    if status == StatusCode::PARTIAL_CONTENT {
+        let content_range = format!("bytes {}-{}/{length}", byte_range.start, byte_range.end - 1);
+        headers.push((header::CONTENT_RANGE, text(&content_range)?));
+    }
+    Ok(FileReply {
+        status,
+        headers,
+        file,
+        range: byte_range,
+    })
+}
+
 async fn serve_file(
     state: &SharedState,
     method: Method,
     raw_path: &str,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let path = parse_path(raw_path)?;
-    let file = state.open(&path).await?;
-    let etag = file.etag.as_str();
-    // A client resuming a read elsewhere pins the version it started with: never mix versions.
-    if let Some(expected) = header_str(headers, header::IF_MATCH)? {
-        let matches = expected.split(',').any(|tag| {
-            let tag = tag.trim();
-            tag == "*" || tag == etag
-        });
-        if !matches {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "VERSION_MISMATCH",
-                format!("file {path} is now version {} (asked for {expected})", file.version),
-            ));
-        }
+    let request = FileRequest {
+        range: header_str(headers, header::RANGE)?,
+        if_match: header_str(headers, header::IF_MATCH)?,
+    };
+    let reply = match prepare_file_reply(state, raw_path, &request).await {
+        Ok(reply) => reply,
+        Err(Refusal::Error(err)) => return Err(err),
+        Err(refusal) => return Ok(refusal.into_response()),
+    };
+    let mut builder = Response::builder().status(reply.status);
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
     }
-    let length = file.status.length;
-    let range = match range::resolve(header_str(headers, header::RANGE)?, length) {
-        Ok(range) => range,
-        Err(RangeError::Malformed(message)) => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message))
-        }
-        Err(RangeError::NotSatisfiable(message)) => {
-            let mut response =
-                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, codes::RANGE_NOT_SATISFIABLE, message).into_response();
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
+    let body = if method == Method::HEAD {
+        builder = builder.header(api::CACHED_BYTES_HEADER, state.cached_bytes(reply.file.id).await);
+        Body::empty()
+    } else {
+        match file_body(Arc::clone(state), reply.file, reply.range).await? {
+            None => Body::empty(),
+            // A whole body: hyper sends it with the headers in one write.
+            Some(FileBody { first, rest: None }) => Body::from(first.into_bytes()),
+            Some(FileBody { first, rest: Some(rest) }) => {
+                let stream = futures::stream::once(async move { Ok::<PageBytes, ReadError>(first) })
+                    .chain(rest)
+                    .map(|part| part.map(PageBytes::into_bytes));
+                Body::from_stream(stream)
             }
-            return Ok(response);
         }
     };
-    let (status, byte_range) = match range {
-        Some(range) => (StatusCode::PARTIAL_CONTENT, range),
-        None => (StatusCode::OK, 0..length),
-    };
-    let mut builder = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, etag)
-        .header(header::CONTENT_LENGTH, byte_range.end - byte_range.start)
-        .header(api::WORKER_ID_HEADER, &state.worker_id)
-        .header(api::VERSION_HEADER, &file.version);
-    if status == StatusCode::PARTIAL_CONTENT {
-        builder = builder.header(
-            header::CONTENT_RANGE,
-            format!("bytes {}-{}/{length}", byte_range.start, byte_range.end - 1),
-        );
-    }
-    if method == Method::HEAD {
-        let cached = state.cached_bytes(file.id).await;
-        return builder
-            .header(api::CACHED_BYTES_HEADER, cached)
-            .body(Body::empty())
-            .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string()));
-    }
-    let body = file_body(Arc::clone(state), file, byte_range).await?;
     builder
         .body(body)
         .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string()))
 }
 
-/// The response body for `range` of `file`: the first page is fetched before answering, so a
-/// missing or changed file is an error status rather than a cut-off body; the rest stream with
-/// a few pages fetched ahead.
-async fn file_body(state: SharedState, file: Arc<OpenFile>, range: std::ops::Range<u64>) -> Result<Body, ApiError> {
+/// A response body in page-sized parts.
+pub(crate) struct FileBody {
+    pub first: PageBytes,
+    /// The parts after the first, when the range spans more than one page.
+    pub rest: Option<futures::stream::BoxStream<'static, Result<PageBytes, ReadError>>>,
+}
+
+/// The body for `range` of `file` (`None` when the range is empty): the first page is fetched
+/// before answering, so a missing or changed file is an error status rather than a cut-off
+/// body; the rest stream with a few pages fetched ahead.
+pub(crate) async fn file_body(
+    state: SharedState,
+    file: Arc<OpenFile>,
+    range: std::ops::Range<u64>,
+) -> Result<Option<FileBody>, ApiError> {
     if range.is_empty() {
-        return Ok(Body::empty());
+        return Ok(None);
     }
     let page_size = state.page_size();
     let first_page = range.start / page_size;
@@ -296,8 +382,7 @@ async fn file_body(state: SharedState, file: Arc<OpenFile>, range: std::ops::Ran
     let first = state.page_slice(&file, first_page, within(first_page)).await?;
     state.metrics.bytes_served.inc_by(first.len() as u64);
     if first_page == last_page {
-        // A whole body: hyper sends it with the headers in one write.
-        return Ok(Body::from(first));
+        return Ok(Some(FileBody { first, rest: None }));
     }
     let rest = futures::stream::iter(first_page + 1..=last_page)
         .map(move |index| {
@@ -308,12 +393,12 @@ async fn file_body(state: SharedState, file: Arc<OpenFile>, range: std::ops::Ran
                     tracing::warn!(error = %err, path = %file.status.path, page = index, "read failed mid-response");
                 })?;
                 state.metrics.bytes_served.inc_by(slice.len() as u64);
-                Ok::<Bytes, ReadError>(slice)
+                Ok::<PageBytes, ReadError>(slice)
             }
         })
-        .buffered(PAGES_IN_FLIGHT);
-    let stream = futures::stream::once(async move { Ok::<Bytes, ReadError>(first) }).chain(rest);
-    Ok(Body::from_stream(stream))
+        .buffered(PAGES_IN_FLIGHT)
+        .boxed();
+    Ok(Some(FileBody { first, rest: Some(rest) }))
 }
 
 #[derive(Debug, Deserialize)]

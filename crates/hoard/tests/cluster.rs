@@ -417,3 +417,126 @@ fn bad_configuration_is_an_error_naming_key_and_value() {
         describe(&output)
     );
 }
+
+/// Reads `count` HTTP/1.1 responses (with `Content-Length` bodies) from one connection.
+fn read_responses(stream: &mut std::net::TcpStream, count: usize) -> Vec<HttpAnswer> {
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(stream);
+    let mut answers = Vec::new();
+    for _ in 0..count {
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header line");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header");
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        let length: usize = header(&headers, "content-length")
+            .expect("content-length")
+            .parse()
+            .expect("length");
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).expect("body");
+        answers.push((status, headers, body));
+    }
+    answers
+}
+
+#[test]
+fn direct_file_reads_pipeline_send_from_the_memory_tier_and_hand_over_to_the_router() {
+    use std::io::{Read, Write};
+    let data = content(9, 3 * MIB + 11);
+    let ufs = ufs_with(&[("/dir/f.bin", data.clone())]);
+    let cluster = Cluster::start(1, ufs.path(), &[]);
+    let worker = cluster.processes()[0].clone();
+    let address = &worker.address;
+    let get = |range: &str| format!("GET /files/dir/f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes={range}\r\n\r\n");
+
+    // Cold, then read whole twice more so each page earns its memory tier copy.
+    for _ in 0..3 {
+        assert!(cluster.hoard(&["fs", "cat", "/dir/f.bin"]).stdout == data);
+    }
+    let tier_hits_before = metric(address, "hoard_worker_page_memory_hits_total");
+    assert!(metric(address, "hoard_worker_page_memory_used_bytes") >= (3 * MIB) as f64);
+
+    // One connection: pipelined file reads (the direct path, from the tier's sealed files:
+    // one page, across pages, the short last page, whole file), then a route the direct path
+    // does not take, then file reads again, now answered by the router.
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let ranges: [(usize, usize); 4] = [(5, 99), (MIB - 10, 2 * MIB + 9), (3 * MIB, 3 * MIB + 10), (0, data.len() - 1)];
+    let mut requests = String::new();
+    for (start, end) in ranges {
+        requests.push_str(&get(&format!("{start}-{end}")));
+    }
+    requests.push_str("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    requests.push_str(&get("7-70000"));
+    requests.push_str("GET /files/dir/f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=4000000-\r\n\r\n");
+    stream.write_all(requests.as_bytes()).expect("send");
+    let answers = read_responses(&mut stream, 7);
+    for (answer, (start, end)) in answers.iter().zip(ranges) {
+        assert_eq!(answer.0, 206);
+        assert_eq!(
+            header(&answer.1, "content-range"),
+            Some(format!("bytes {start}-{end}/{}", data.len()).as_str())
+        );
+        assert_eq!(header(&answer.1, "x-hoard-worker-id"), Some(worker.id.as_str()));
+        assert!(answer.2 == data[start..=end], "bytes {start}-{end}");
+    }
+    assert_eq!(answers[4].0, 200, "health, from the router");
+    assert!(String::from_utf8_lossy(&answers[4].2).contains(&worker.id));
+    assert_eq!(answers[5].0, 206);
+    assert!(answers[5].2 == data[7..=70000]);
+    assert_eq!(answers[6].0, 416, "past the end, from the router");
+    assert!(
+        metric(address, "hoard_worker_page_memory_hits_total") >= tier_hits_before + 7.0,
+        "the direct reads came from the memory tier"
+    );
+
+    // A failure before the first byte hands the request itself to the router: its 404, then
+    // the connection goes on; `Connection: close` ends it after the answer.
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let requests = format!(
+        "GET /files/dir/missing HTTP/1.1\r\nHost: x\r\n\r\n{}GET /files/dir/f.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        get("0-0")
+    );
+    stream.write_all(requests.as_bytes()).expect("send");
+    let answers = read_responses(&mut stream, 3);
+    assert_eq!(answers[0].0, 404);
+    assert!(String::from_utf8_lossy(&answers[0].2).contains("NOT_FOUND"));
+    assert_eq!((answers[1].0, &answers[1].2[..]), (206, &data[..1]));
+    assert_eq!(answers[2].0, 200);
+    assert!(answers[2].2 == data);
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty(), "closed after the answer to `Connection: close`");
+
+    // A connection on the direct path alone: keep-alive until closed, close after `close`.
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream
+        .write_all(format!("{}GET /files/dir/f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\nConnection: close\r\n\r\n", get("3-4")).as_bytes())
+        .expect("send");
+    let answers = read_responses(&mut stream, 2);
+    assert_eq!(&answers[0].2[..], &data[3..=4]);
+    assert_eq!(&answers[1].2[..], &data[1..=2]);
+    assert_eq!(header(&answers[1].1, "connection"), Some("close"));
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
+
+    assert!(cluster.hoard(&["fs", "cat", "/dir/f.bin"]).stdout == data, "nothing corrupted");
+    assert_eq!(metric(address, "hoard_worker_checksum_failures_total"), 0.0);
+}
