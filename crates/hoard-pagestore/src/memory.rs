@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
-use crate::sealed::SealedPage;
+use crate::sealed::{SealedBudget, SealedPage};
 use crate::{PageBytes, PageKey};
 
 #[derive(Clone)]
@@ -40,6 +40,7 @@ pub(crate) struct MemoryPages {
     /// True when one more page would push another out (kept up to date on inserts and
     /// removals, which are rare, so reads need not add up the cache's shards).
     full: AtomicBool,
+    sealed_budget: SealedBudget,
     warned_unsealed: AtomicBool,
 }
 
@@ -71,6 +72,7 @@ impl MemoryPages {
             cache,
             page_size,
             full: AtomicBool::new(false),
+            sealed_budget: SealedBudget::from_open_file_limit(),
             warned_unsealed: AtomicBool::new(false),
         }
     }
@@ -91,7 +93,7 @@ impl MemoryPages {
         if bytes.is_empty() {
             return PageBytes::from(bytes);
         }
-        match SealedPage::new(&bytes) {
+        match SealedPage::new(&bytes, &self.sealed_budget) {
             Ok(page) => PageBytes::from_sealed(page),
             Err(err) => {
                 if !self.warned_unsealed.swap(true, Ordering::Relaxed) {

@@ -12,20 +12,75 @@ use std::io;
 use std::ops::{Deref, Range};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+/// How many sealed files (one descriptor each) a memory tier may keep open.
+#[derive(Clone)]
+pub(crate) struct SealedBudget {
+    limit: usize,
+    live: Arc<AtomicUsize>,
+}
+
+impl SealedBudget {
+    pub(crate) fn new(limit: usize) -> SealedBudget {
+        SealedBudget {
+            limit,
+            live: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Half the soft open-file limit, so pages never take the descriptors that sockets and
+    /// page files need.
+    pub(crate) fn from_open_file_limit() -> SealedBudget {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur
+        } else {
+            0
+        };
+        SealedBudget::new(usize::try_from(soft / 2).unwrap_or(usize::MAX))
+    }
+
+    fn take(&self) -> io::Result<Slot> {
+        if self.live.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return Err(io::Error::other(format!(
+                "{} sealed page files are open already (half the open-file limit)",
+                self.limit
+            )));
+        }
+        Ok(Slot(Arc::clone(&self.live)))
+    }
+}
+
+/// One place in a budget, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A sealed in-memory file holding one page, and a read-only mapping of it.
 pub(crate) struct SealedPage {
     file: File,
     map: memmap2::Mmap,
+    _slot: Slot,
 }
 
 impl SealedPage {
-    /// Copies `data` (non-empty) into a new sealed in-memory file.
-    pub(crate) fn new(data: &[u8]) -> io::Result<SealedPage> {
+    /// Copies `data` (non-empty) into a new sealed in-memory file, within `budget`.
+    pub(crate) fn new(data: &[u8], budget: &SealedBudget) -> io::Result<SealedPage> {
         debug_assert!(!data.is_empty(), "an empty page needs no file");
+        let slot = budget.take()?;
         // SAFETY: the name is a valid C string; the returned descriptor is checked below.
         let fd = unsafe { libc::memfd_create(c"hoard-page".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if fd < 0 {
@@ -42,7 +97,11 @@ impl SealedPage {
         // SAFETY: the file is sealed against writes and size changes, so the mapping's bytes
         // cannot change or disappear under it.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-        Ok(SealedPage { file, map })
+        Ok(SealedPage {
+            file,
+            map,
+            _slot: slot,
+        })
     }
 }
 
@@ -139,7 +198,7 @@ mod tests {
     #[test]
     fn a_sealed_page_cannot_change_and_slices_name_their_offsets() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let page = PageBytes::from_sealed(SealedPage::new(&data).unwrap());
+        let page = PageBytes::from_sealed(SealedPage::new(&data, &SealedBudget::new(1)).unwrap());
         assert_eq!(&page[..], &data[..]);
         let part = page.slice(4096..9000);
         assert_eq!(&part[..], &data[4096..9000]);
@@ -154,5 +213,19 @@ mod tests {
         assert_eq!(file.set_len(1).unwrap_err().raw_os_error(), Some(libc::EPERM));
         assert_eq!(&page[..], &data[..], "nothing changed");
         assert!(PageBytes::from(Bytes::from_static(b"x")).sealed_file().is_none());
+    }
+
+    #[test]
+    fn sealed_files_stay_within_their_budget() {
+        let budget = SealedBudget::new(2);
+        let first = SealedPage::new(b"one", &budget).unwrap();
+        let second = SealedPage::new(b"two", &budget).unwrap();
+        let refused = SealedPage::new(b"three", &budget).err().expect("over the budget");
+        assert!(refused.to_string().contains("sealed page files"), "{refused}");
+        drop(first);
+        let third = SealedPage::new(b"three", &budget).expect("a closed file gives its slot back");
+        assert_eq!(&third.map[..], b"three");
+        assert_eq!(&second.map[..], b"two");
+        assert!(SealedBudget::from_open_file_limit().limit > 0);
     }
 }
