@@ -169,6 +169,7 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let worker_peak = worker.memory_kib("VmHWM")?;
     let worker_anon = worker.memory_kib("RssAnon")?;
     let worker_file = worker.memory_kib("RssFile")?;
+    let worker_shmem = worker.memory_kib("RssShmem")?;
     let worker_pages = worker.cached_pages().await?;
     drop(worker);
 
@@ -256,10 +257,12 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "Worker memory after serving, {worker_pages} pages cached: peak RSS (VmHWM) {:.1} MiB, of which \
-         the worker's own (RssAnon) {:.1} MiB; the rest (RssFile {:.1} MiB) is page-cache memory of \
-         mapped page files, shared with the OS cache, not allocated by the worker.",
+        "Worker memory after serving, {worker_pages} pages cached: peak RSS (VmHWM) {:.1} MiB. Now: \
+         the memory tier's sealed page files (RssShmem) {:.1} MiB, bounded by \
+         hoard.worker.page.store.memory.size; the rest of the worker's own (RssAnon) {:.1} MiB; \
+         page-cache memory of mapped page files (RssFile) {:.1} MiB, shared with the OS cache.",
         worker_peak as f64 / 1024.0,
+        worker_shmem as f64 / 1024.0,
         worker_anon as f64 / 1024.0,
         worker_file as f64 / 1024.0
     );

@@ -24,6 +24,7 @@ pub const WORKER_MAPPED_PAGES: &str = "hoard.worker.page.store.mapped.pages";
 pub const WORKER_MEMORY_SIZE: &str = "hoard.worker.page.store.memory.size";
 pub const WORKER_DIRECT_WRITES: &str = "hoard.worker.page.store.direct.write.enabled";
 pub const WORKER_IO_THREADS: &str = "hoard.worker.network.io.threads";
+pub const WORKER_SENDFILE_MAX_SIZE: &str = "hoard.worker.network.sendfile.max.size";
 pub const WORKER_FAILURE_DETECTION_TIMEOUT: &str = "hoard.worker.failure.detection.timeout";
 pub const COORDINATOR_HOSTNAME: &str = "hoard.coordinator.hostname";
 pub const COORDINATOR_BIND_HOST: &str = "hoard.coordinator.bind.host";
@@ -236,6 +237,11 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         WORKER_IO_THREADS,
         "0",
         "Event-loop threads serving the worker's HTTP connections; 0 picks one per CPU core.",
+    ),
+    key(
+        WORKER_SENDFILE_MAX_SIZE,
+        "256KiB",
+        "Largest part of a response (one page's share of a range) sent from the memory tier with sendfile; larger parts, and all when 0, are copied into the socket.",
     ),
     key(
         WORKER_UFS_READ_TIMEOUT,

@@ -183,6 +183,8 @@ pub struct WorkerConfig {
     pub direct_writes: bool,
     /// HTTP event-loop threads (0 = one per core; see [`WorkerConfig::event_loops`]).
     pub io_threads: u32,
+    /// `hoard.worker.network.sendfile.max.size` (0 = never sendfile).
+    pub sendfile_max_size: u64,
     /// `hoard.worker.failure.detection.timeout`.
     pub failure_detection_timeout: Duration,
 }
@@ -885,6 +887,7 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         memory_size: values.size(keys::WORKER_MEMORY_SIZE, 0, u64::MAX)?,
         direct_writes: values.parse(keys::WORKER_DIRECT_WRITES, parse_bool)?,
         io_threads: values.parse(keys::WORKER_IO_THREADS, |value| parse_count(value, 0, 1024))?,
+        sendfile_max_size: values.size(keys::WORKER_SENDFILE_MAX_SIZE, 0, u64::MAX)?,
         failure_detection_timeout: values.parse(keys::WORKER_FAILURE_DETECTION_TIMEOUT, |value| {
             let timeout = parse_duration(value)?;
             if timeout < Duration::from_secs(1) {

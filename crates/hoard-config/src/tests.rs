@@ -69,6 +69,7 @@ fn defaults() {
     assert_eq!(worker.mapped_pages, 4096);
     assert_eq!(worker.memory_size, 1 << 30);
     assert_eq!(worker.io_threads, 0);
+    assert_eq!(worker.sendfile_max_size, 256 << 10);
     assert!(worker.event_loops() >= 1);
     assert_eq!(
         worker.address(),

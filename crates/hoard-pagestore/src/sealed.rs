@@ -97,11 +97,7 @@ impl SealedPage {
         // SAFETY: the file is sealed against writes and size changes, so the mapping's bytes
         // cannot change or disappear under it.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
-        Ok(SealedPage {
-            file,
-            map,
-            _slot: slot,
-        })
+        Ok(SealedPage { file, map, _slot: slot })
     }
 }
 
@@ -208,7 +204,9 @@ mod tests {
         let mut read = vec![0u8; part.len()];
         file.read_exact_at(&mut read, offset).unwrap();
         assert_eq!(read, &data[4096..9000], "the file holds the bytes at the named offset");
-        let err = file.write_all_at(b"changed", 0).expect_err("the file is sealed against writes");
+        let err = file
+            .write_all_at(b"changed", 0)
+            .expect_err("the file is sealed against writes");
         assert_eq!(err.raw_os_error(), Some(libc::EPERM));
         assert_eq!(file.set_len(1).unwrap_err().raw_os_error(), Some(libc::EPERM));
         assert_eq!(&page[..], &data[..], "nothing changed");

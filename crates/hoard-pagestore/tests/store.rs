@@ -772,14 +772,25 @@ fn memory_tier_copies_a_page_once_it_has_been_read_whole_and_serves_only_verifie
     // The copy lives in a sealed in-memory file a server can `sendfile` from: at the slice's
     // offset it holds exactly the slice's bytes.
     let from_memory = store.get_range(&hot, 5000..9000).unwrap().unwrap();
-    let (fd, offset) = from_memory.sealed_file().expect("a memory tier page names its sealed file");
+    let (fd, offset) = from_memory
+        .sealed_file()
+        .expect("a memory tier page names its sealed file");
     assert_eq!(offset, 5000);
     let mut in_file = vec![0u8; 4000];
-    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::from(fd.try_clone_to_owned().unwrap()), &mut in_file, offset)
-        .unwrap();
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::from(fd.try_clone_to_owned().unwrap()),
+        &mut in_file,
+        offset,
+    )
+    .unwrap();
     assert_eq!(&in_file[..], &data[5000..9000]);
     assert!(
-        store.get_range(&keys[1], 0..10).unwrap().unwrap().sealed_file().is_none(),
+        store
+            .get_range(&keys[1], 0..10)
+            .unwrap()
+            .unwrap()
+            .sealed_file()
+            .is_none(),
         "pages outside the tier have no sealed file"
     );
 

@@ -215,20 +215,23 @@ async fn answer(state: &std::sync::Arc<WorkerState>, stream: &TcpStream, get: &F
         write_all(stream, &head, &[]).await?;
         return Ok(Answered::Sent);
     };
-    send_part(stream, &head, &first).await?;
+    let sendfile_max_bytes = state.sendfile_max_bytes();
+    send_part(stream, &head, &first, sendfile_max_bytes).await?;
     if let Some(mut rest) = rest {
         while let Some(part) = rest.next().await {
             let part = part.map_err(io::Error::other)?;
-            send_part(stream, &[], &part).await?;
+            send_part(stream, &[], &part, sendfile_max_bytes).await?;
         }
     }
     Ok(Answered::Sent)
 }
 
-/// Sends `head` then `part`: from the part's sealed file with `sendfile` when it has one,
-/// else from memory with one vectored write.
-async fn send_part(stream: &TcpStream, head: &[u8], part: &PageBytes) -> io::Result<()> {
-    let Some((file, offset)) = part.sealed_file() else {
+/// Sends `head` then `part`: from the part's sealed file with `sendfile` when it has one and
+/// is at most `sendfile_max_bytes` long, else from memory with one vectored write. (On
+/// loopback, copying streams large parts faster, while `sendfile` keeps the tail latency of
+/// many small reads low: docs/worker-http.md#direct-path.)
+async fn send_part(stream: &TcpStream, head: &[u8], part: &PageBytes, sendfile_max_bytes: u64) -> io::Result<()> {
+    let Some((file, offset)) = part.sealed_file().filter(|_| part.len() as u64 <= sendfile_max_bytes) else {
         return write_all(stream, head, part).await;
     };
     if !head.is_empty() {
@@ -370,7 +373,10 @@ mod tests {
         assert_eq!(parse(close.as_bytes()), file("c", None, false, close));
         // A pipelined request after the head is not part of it.
         let pipelined = format!("{head}GET /files/next HTTP/1.1\r\n\r\n");
-        assert_eq!(parse(pipelined.as_bytes()), file("a/b.bin", Some("bytes=0-9"), true, head));
+        assert_eq!(
+            parse(pipelined.as_bytes()),
+            file("a/b.bin", Some("bytes=0-9"), true, head)
+        );
         assert_eq!(parse(b"GET /files/a HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial);
         assert_eq!(parse(b""), Parsed::Partial);
     }

@@ -15,7 +15,7 @@ mod tasks;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use reader::{ReadError, WorkerState, DEFAULT_LOAD_READERS};
+pub use reader::{ReadError, WorkerState, DEFAULT_LOAD_READERS, DEFAULT_SENDFILE_MAX_BYTES};
 pub use server::{router, serve};
 pub use tasks::{task_range, LoadOptions, LOAD_PAGES_PER_FILE, MAX_TASK_BODY_BYTES, TASK_FILE_CONCURRENCY};
 
@@ -62,7 +62,8 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
             config.user.metadata_max_age,
         )
         .with_load_readers(readers)
-        .with_admin_token(config.security.admin_token.clone()),
+        .with_admin_token(config.security.admin_token.clone())
+        .with_sendfile_max_bytes(config.worker.sendfile_max_size),
     ))
 }
 

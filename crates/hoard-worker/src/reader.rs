@@ -87,6 +87,9 @@ pub struct OpenFile {
     pub id: FileId,
 }
 
+/// `hoard.worker.network.sendfile.max.size` by default.
+pub const DEFAULT_SENDFILE_MAX_BYTES: u64 = 256 << 10;
+
 pub struct WorkerState {
     pub worker_id: String,
     pub address: String,
@@ -104,6 +107,8 @@ pub struct WorkerState {
     load_readers: Semaphore,
     /// `hoard.security.admin.token`: load and free tasks need it when set.
     admin_token: Option<String>,
+    /// `hoard.worker.network.sendfile.max.size`.
+    sendfile_max_bytes: u64,
     pub metrics: WorkerMetrics,
 }
 
@@ -128,6 +133,7 @@ impl WorkerState {
             pending_puts: Arc::new(Semaphore::new(PENDING_PUTS)),
             load_readers: Semaphore::new(DEFAULT_LOAD_READERS),
             admin_token: None,
+            sendfile_max_bytes: DEFAULT_SENDFILE_MAX_BYTES,
             metrics: WorkerMetrics::default(),
         }
     }
@@ -142,6 +148,16 @@ impl WorkerState {
     pub fn with_admin_token(mut self, token: Option<String>) -> WorkerState {
         self.admin_token = token;
         self
+    }
+
+    /// Parts of responses up to `bytes` are sent from the memory tier with `sendfile`; 0 never.
+    pub fn with_sendfile_max_bytes(mut self, bytes: u64) -> WorkerState {
+        self.sendfile_max_bytes = bytes;
+        self
+    }
+
+    pub fn sendfile_max_bytes(&self) -> u64 {
+        self.sendfile_max_bytes
     }
 
     pub fn admin_token(&self) -> Option<&str> {

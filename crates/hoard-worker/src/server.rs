@@ -11,9 +11,9 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures::StreamExt;
-use hoard_pagestore::PageBytes;
 use hoard_common::api::{self, codes, ApiError, FileStat, ListEntry, WorkerHealth};
 use hoard_common::HoardPath;
+use hoard_pagestore::PageBytes;
 use hoard_ufs::UfsError;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -76,7 +76,12 @@ pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: 
             }
         };
         if loops.is_empty() {
-            tokio::spawn(direct::serve_connection(stream, Arc::clone(&state), app.clone(), max_buf));
+            tokio::spawn(direct::serve_connection(
+                stream,
+                Arc::clone(&state),
+                app.clone(),
+                max_buf,
+            ));
             continue;
         }
         let stream = match stream.into_std() {
@@ -221,7 +226,10 @@ pub(crate) struct FileReply {
 pub(crate) enum Refusal {
     Error(ApiError),
     /// 416, with the file's length for `Content-Range`.
-    NotSatisfiable { length: u64, message: String },
+    NotSatisfiable {
+        length: u64,
+        message: String,
+    },
 }
 
 impl From<ApiError> for Refusal {
@@ -281,7 +289,11 @@ pub(crate) async fn prepare_file_reply(
     let range = match range::resolve(request.range, length) {
         Ok(range) => range,
         Err(RangeError::Malformed(message)) => {
-            return Err(Refusal::Error(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)))
+            return Err(Refusal::Error(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_REQUEST,
+                message,
+            )))
         }
         Err(RangeError::NotSatisfiable(message)) => return Err(Refusal::NotSatisfiable { length, message }),
     };
@@ -294,12 +306,24 @@ pub(crate) async fn prepare_file_reply(
             .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, err.to_string()))
     };
     let mut headers = vec![
-        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
         (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
         (header::ETAG, text(etag)?),
-        (header::CONTENT_LENGTH, HeaderValue::from(byte_range.end - byte_range.start)),
-        (header::HeaderName::from_static(api::WORKER_ID_HEADER), text(&state.worker_id)?),
-        (header::HeaderName::from_static(api::VERSION_HEADER), text(&file.version)?),
+        (
+            header::CONTENT_LENGTH,
+            HeaderValue::from(byte_range.end - byte_range.start),
+        ),
+        (
+            header::HeaderName::from_static(api::WORKER_ID_HEADER),
+            text(&state.worker_id)?,
+        ),
+        (
+            header::HeaderName::from_static(api::VERSION_HEADER),
+            text(&file.version)?,
+        ),
     ];
     if status == StatusCode::PARTIAL_CONTENT {
         let content_range = format!("bytes {}-{}/{length}", byte_range.start, byte_range.end - 1);
@@ -340,7 +364,10 @@ async fn serve_file(
             None => Body::empty(),
             // A whole body: hyper sends it with the headers in one write.
             Some(FileBody { first, rest: None }) => Body::from(first.into_bytes()),
-            Some(FileBody { first, rest: Some(rest) }) => {
+            Some(FileBody {
+                first,
+                rest: Some(rest),
+            }) => {
                 let stream = futures::stream::once(async move { Ok::<PageBytes, ReadError>(first) })
                     .chain(rest)
                     .map(|part| part.map(PageBytes::into_bytes));
@@ -398,7 +425,10 @@ pub(crate) async fn file_body(
         })
         .buffered(PAGES_IN_FLIGHT)
         .boxed();
-    Ok(Some(FileBody { first, rest: Some(rest) }))
+    Ok(Some(FileBody {
+        first,
+        rest: Some(rest),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

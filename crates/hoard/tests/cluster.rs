@@ -475,7 +475,12 @@ fn direct_file_reads_pipeline_send_from_the_memory_tier_and_hand_over_to_the_rou
     // does not take, then file reads again, now answered by the router.
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let ranges: [(usize, usize); 4] = [(5, 99), (MIB - 10, 2 * MIB + 9), (3 * MIB, 3 * MIB + 10), (0, data.len() - 1)];
+    let ranges: [(usize, usize); 4] = [
+        (5, 99),
+        (MIB - 10, 2 * MIB + 9),
+        (3 * MIB, 3 * MIB + 10),
+        (0, data.len() - 1),
+    ];
     let mut requests = String::new();
     for (start, end) in ranges {
         requests.push_str(&get(&format!("{start}-{end}")));
@@ -527,7 +532,13 @@ fn direct_file_reads_pipeline_send_from_the_memory_tier_and_hand_over_to_the_rou
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     stream
-        .write_all(format!("{}GET /files/dir/f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\nConnection: close\r\n\r\n", get("3-4")).as_bytes())
+        .write_all(
+            format!(
+                "{}GET /files/dir/f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\nConnection: close\r\n\r\n",
+                get("3-4")
+            )
+            .as_bytes(),
+        )
         .expect("send");
     let answers = read_responses(&mut stream, 2);
     assert_eq!(&answers[0].2[..], &data[3..=4]);
@@ -537,6 +548,9 @@ fn direct_file_reads_pipeline_send_from_the_memory_tier_and_hand_over_to_the_rou
     stream.read_to_end(&mut rest).expect("closed");
     assert!(rest.is_empty());
 
-    assert!(cluster.hoard(&["fs", "cat", "/dir/f.bin"]).stdout == data, "nothing corrupted");
+    assert!(
+        cluster.hoard(&["fs", "cat", "/dir/f.bin"]).stdout == data,
+        "nothing corrupted"
+    );
     assert_eq!(metric(address, "hoard_worker_checksum_failures_total"), 0.0);
 }
