@@ -163,4 +163,21 @@ mod tests {
         assert!(tier.is_full());
         assert_eq!(tier.get(&PageKey { file, index: 7 }, 2), None, "another generation");
     }
+
+    #[test]
+    fn copies_are_sealed_files_until_the_budget_runs_out_then_heap_bytes() {
+        let mut tier = MemoryPages::new(1 << 20, 4096);
+        tier.sealed_budget = SealedBudget::new(1);
+        let first = tier.hold(Bytes::from(vec![1u8; 4096]));
+        assert!(first.sealed_file().is_some());
+        let second = tier.hold(Bytes::from(vec![2u8; 4096]));
+        assert!(second.sealed_file().is_none(), "over the budget: kept on the heap");
+        assert_eq!(&second[..], &[2u8; 4096][..]);
+        assert!(
+            tier.hold(Bytes::new()).sealed_file().is_none(),
+            "an empty page needs no file"
+        );
+        drop(first);
+        assert!(tier.hold(Bytes::from(vec![3u8; 4096])).sealed_file().is_some());
+    }
 }

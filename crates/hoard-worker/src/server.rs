@@ -51,8 +51,9 @@ pub fn router(state: SharedState) -> Router {
 /// (sharing the listening socket between loops lets the kernel pile them onto one). Blocking
 /// work still goes to each loop's blocking pool. `0` serves on the caller's runtime instead.
 ///
-/// Each connection is HTTP/1.1 with a bounded header buffer, so an oversized request head is
-/// refused before it is buffered.
+/// Each connection starts on the direct path for file reads (`direct.rs`) and moves to hyper
+/// and the router at its first other request. It is HTTP/1.1 with a bounded header buffer, so
+/// an oversized request head is refused before it is buffered.
 pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize, event_loops: usize) {
     let app = router(Arc::clone(&state));
     // hyper refuses buffer limits below 8KiB.
