@@ -207,6 +207,7 @@ async fn answer(state: &std::sync::Arc<WorkerState>, stream: &TcpStream, get: &F
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
+    push_date(&mut head);
     if !get.keep_alive {
         head.extend_from_slice(b"connection: close\r\n");
     }
@@ -224,6 +225,27 @@ async fn answer(state: &std::sync::Arc<WorkerState>, stream: &TcpStream, get: &F
         }
     }
     Ok(Answered::Sent)
+}
+
+/// Appends a `Date` header (RFC 9110 §6.6.1), formatted at most once a second per thread, as
+/// hyper does.
+fn push_date(head: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    DATE.with_borrow_mut(|(formatted_at, value)| {
+        if *formatted_at != second || value.is_empty() {
+            *value = httpdate::fmt_http_date(now);
+            *formatted_at = second;
+        }
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    });
 }
 
 /// Sends `head` then `part`: from the part's sealed file with `sendfile` when it has one and

@@ -497,6 +497,11 @@ fn direct_file_reads_pipeline_send_from_the_memory_tier_and_hand_over_to_the_rou
             Some(format!("bytes {start}-{end}/{}", data.len()).as_str())
         );
         assert_eq!(header(&answer.1, "x-hoard-worker-id"), Some(worker.id.as_str()));
+        assert!(
+            header(&answer.1, "date").is_some_and(|date| date.ends_with(" GMT")),
+            "{:?}",
+            answer.1
+        );
         assert!(answer.2 == data[start..=end], "bytes {start}-{end}");
     }
     assert_eq!(answers[4].0, 200, "health, from the router");
