@@ -12,6 +12,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -129,12 +130,7 @@ enum Answered {
 
 /// Serves one connection: file reads on the direct path until a request it does not take,
 /// then hyper for the rest.
-pub(crate) async fn serve_connection(
-    mut stream: TcpStream,
-    state: std::sync::Arc<WorkerState>,
-    app: Router,
-    max_buf: usize,
-) {
+pub(crate) async fn serve_connection(mut stream: TcpStream, state: Arc<WorkerState>, app: Router, max_buf: usize) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
@@ -183,7 +179,7 @@ pub(crate) async fn serve_connection(
     }
 }
 
-async fn answer(state: &std::sync::Arc<WorkerState>, stream: &TcpStream, get: &FileGet) -> io::Result<Answered> {
+async fn answer(state: &Arc<WorkerState>, stream: &TcpStream, get: &FileGet) -> io::Result<Answered> {
     let request = FileRequest {
         range: get.range.as_deref(),
         if_match: get.if_match.as_deref(),
@@ -191,7 +187,7 @@ async fn answer(state: &std::sync::Arc<WorkerState>, stream: &TcpStream, get: &F
     let Ok(reply) = prepare_file_reply(state, &get.path, &request).await else {
         return Ok(Answered::Refused);
     };
-    let Ok(body) = file_body(std::sync::Arc::clone(state), reply.file, reply.range).await else {
+    let Ok(body) = file_body(Arc::clone(state), reply.file, reply.range).await else {
         return Ok(Answered::Refused);
     };
     state.metrics.requests.inc();
@@ -281,22 +277,16 @@ async fn write_all(stream: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<(
     let mut parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
     let mut remaining: &mut [io::IoSlice<'_>] = &mut parts;
     while !remaining.is_empty() {
-        let written = stream
-            .async_io(Interest::WRITABLE, || stream_write_vectored(stream, remaining))
-            .await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+        stream.writable().await?;
+        let written = match stream.try_write_vectored(remaining) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => written,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(err) => return Err(err),
+        };
         io::IoSlice::advance_slices(&mut remaining, written);
     }
     Ok(())
-}
-
-fn stream_write_vectored(stream: &TcpStream, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    let count = libc::c_int::try_from(parts.len()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices outlive the call.
-    let written = unsafe { libc::writev(stream.as_raw_fd(), parts.as_ptr().cast::<libc::iovec>(), count) };
-    syscall_result(written)
 }
 
 fn send_more(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
