@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
 use hoard_client::HoardClient;
+use hoard_common::api::ListEntry;
 use hoard_common::HoardPath;
 use hoard_config::SiteConfig;
 use tokio::io::AsyncWriteExt;
@@ -21,6 +22,10 @@ pub enum FsCommand {
         path: String,
         #[arg(long, value_enum, ignore_case = true, default_value_t)]
         format: Format,
+        /// Print text entries as the UFS lists them instead of sorted by name (streams a huge
+        /// directory without holding it in memory; JSON is always streamed in listing order).
+        #[arg(short = 'U', long)]
+        unsorted: bool,
     },
     /// Write a file's bytes to stdout.
     Cat { path: String },
@@ -51,7 +56,7 @@ fn parse(raw: &str) -> anyhow::Result<HoardPath> {
 pub async fn run(command: FsCommand, config: &SiteConfig) -> anyhow::Result<()> {
     let client = HoardClient::connect(config).await?;
     match command {
-        FsCommand::Ls { path, format } => ls(&client, &parse(&path)?, format).await,
+        FsCommand::Ls { path, format, unsorted } => ls(&client, &parse(&path)?, format, unsorted).await,
         FsCommand::Cat { path } => cat(&client, &parse(&path)?).await,
         FsCommand::Stat { path, format } => stat(&client, &parse(&path)?, format).await,
         FsCommand::Location {
@@ -63,46 +68,55 @@ pub async fn run(command: FsCommand, config: &SiteConfig) -> anyhow::Result<()> 
     }
 }
 
-async fn ls(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow::Result<()> {
+async fn ls(client: &HoardClient, path: &HoardPath, format: Format, unsorted: bool) -> anyhow::Result<()> {
     let mut entries = client.list(path).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut first = true;
-    if format == Format::Json {
-        write!(out, "[")?;
-    }
-    // Printed as they arrive: a directory may hold millions of entries.
-    while let Some(entry) = entries.next().await {
-        let entry = entry?;
-        match format {
-            Format::Json => {
+    match format {
+        Format::Json => {
+            // Streamed as they arrive: a directory may hold millions of entries.
+            write!(out, "[")?;
+            let mut first = true;
+            while let Some(entry) = entries.next().await {
                 if !first {
                     write!(out, ",")?;
                 }
-                write!(out, "{}", serde_json::to_string(&entry)?)?;
+                write!(out, "{}", serde_json::to_string(&entry?)?)?;
+                first = false;
             }
-            Format::Text => {
-                let kind = if entry.is_dir { "d" } else { "-" };
-                let name = if entry.is_dir {
-                    format!("{}/", entry.name)
-                } else {
-                    entry.name.clone()
-                };
-                writeln!(
-                    out,
-                    "{kind} {:>12} {} {name}",
-                    entry.length,
-                    format_time_ms(entry.modification_time_ms)
-                )?;
+            writeln!(out, "]")?;
+        }
+        Format::Text if unsorted => {
+            while let Some(entry) = entries.next().await {
+                write_ls_line(&mut out, &entry?)?;
             }
         }
-        first = false;
-    }
-    if format == Format::Json {
-        writeln!(out, "]")?;
+        Format::Text => {
+            // Sorted by name like ls(1), which means holding the listing; `-U` streams it.
+            let mut all = Vec::new();
+            while let Some(entry) = entries.next().await {
+                all.push(entry?);
+            }
+            all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            for entry in &all {
+                write_ls_line(&mut out, entry)?;
+            }
+        }
     }
     out.flush()?;
     Ok(())
+}
+
+fn write_ls_line(out: &mut impl Write, entry: &ListEntry) -> std::io::Result<()> {
+    let kind = if entry.is_dir { "d" } else { "-" };
+    let slash = if entry.is_dir { "/" } else { "" };
+    writeln!(
+        out,
+        "{kind} {:>12} {} {}{slash}",
+        entry.length,
+        format_time_ms(entry.modification_time_ms),
+        entry.name
+    )
 }
 
 async fn cat(client: &HoardClient, path: &HoardPath) -> anyhow::Result<()> {

@@ -28,16 +28,36 @@ fn cli_reads_the_ufs_through_workers() {
         ("/c.txt", small.clone()),
         ("/a/empty", Vec::new()),
     ]);
+    // Enough names that the file system's directory order is not already sorted.
+    let mut many: Vec<String> = (0..64).map(|i| format!("f{:03}", (i * 37) % 64)).collect();
+    for name in &many {
+        std::fs::create_dir_all(ufs.path().join("many")).expect("mkdir many");
+        std::fs::write(ufs.path().join("many").join(name), name.as_bytes()).expect("write many");
+    }
     let cluster = Cluster::start(3, ufs.path(), &[]);
 
     let names = cluster.ls_names("/");
-    assert_eq!(names, ["a", "c.txt"]);
+    assert_eq!(names, ["a", "c.txt", "many"]);
     let text_ls = cluster.hoard(&["fs", "ls", "/a"]);
     assert!(
         String::from_utf8_lossy(&text_ls.stdout).contains("b.bin"),
         "{}",
         describe(&text_ls)
     );
+    // Text output is sorted by name, like ls(1); `-U` keeps the listing order, same entries.
+    let text_names = |args: &[&str]| -> Vec<String> {
+        let ls = cluster.hoard(args);
+        assert!(ls.status.success(), "{}", describe(&ls));
+        String::from_utf8_lossy(&ls.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().last().map(str::to_string))
+            .collect()
+    };
+    many.sort();
+    assert_eq!(text_names(&["fs", "ls", "/many"]), many);
+    let mut unsorted = text_names(&["fs", "ls", "-U", "/many"]);
+    unsorted.sort();
+    assert_eq!(unsorted, many);
 
     // Cold, then warm: the same bytes both times.
     for _ in 0..2 {
