@@ -40,6 +40,10 @@ struct DataArgs {
     /// Working directory (data, page store, nginx config). A temp dir when absent.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Another `hoard` binary (e.g. an earlier commit's release build) to measure as a third
+    /// warm peer in the same runs, so a change's cost is a ratio from one run, not two.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +123,13 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let worker = peers::Worker::start(&hoard_bin, &dir.join("worker"), &data_root, size)?;
     let nginx_url = format!("http://{}/{file_name}", nginx.address);
     let worker_url = format!("http://{}/files/{file_name}", worker.address);
+    let baseline = match &args.baseline {
+        Some(binary) => Some(peers::Worker::start(binary, &dir.join("baseline"), &data_root, size)?),
+        None => None,
+    };
+    let baseline_url = baseline
+        .as_ref()
+        .map(|worker| format!("http://{}/files/{file_name}", worker.address));
     // As many event loops as the worker runs by default.
     let event_loops = hoard_config::default_event_loops();
     let bare = bare_http::start(bytes::Bytes::from(std::fs::read(&data_file)?), event_loops)?;
@@ -127,16 +138,27 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     // Warm both: the whole file through the worker into its page store, and into the OS cache.
     peers::read_all(&worker_url, size).await.context("warming the worker")?;
     peers::read_all(&nginx_url, size).await.context("warming nginx")?;
+    if let Some(url) = &baseline_url {
+        peers::read_all(url, size)
+            .await
+            .context("warming the baseline worker")?;
+    }
+    // Peer 0 is this build's worker, 1 nginx, 2 the baseline worker (when given).
+    let mut peers_urls = vec![(0, "hoard", worker_url.clone()), (1, "nginx", nginx_url.clone())];
+    if let Some(url) = &baseline_url {
+        peers_urls.push((2, "baseline", url.clone()));
+    }
 
     let chunk = 4u64 << 20;
-    let mut sequential = [Vec::new(), Vec::new()];
-    let mut random_rps = [Vec::new(), Vec::new()];
-    let mut random_p50 = [Vec::new(), Vec::new()];
-    let mut random_p99 = [Vec::new(), Vec::new()];
+    let mut sequential = [Vec::new(), Vec::new(), Vec::new()];
+    let mut random_rps = [Vec::new(), Vec::new(), Vec::new()];
+    let mut random_p50 = [Vec::new(), Vec::new(), Vec::new()];
+    let mut random_p99 = [Vec::new(), Vec::new(), Vec::new()];
     let mut bare_rps = Vec::new();
     let mut bare_p99 = Vec::new();
     for run in 0..args.runs {
-        for (peer, url) in [(0, &worker_url), (1, &nginx_url)] {
+        for (peer, name, url) in &peers_urls {
+            let (peer, url) = (*peer, url);
             let seq = wrk::run(url, &wrk::Pattern::Sequential { size, chunk }, 1, 1, duration)?;
             sequential[peer].push(seq.requests_per_sec * chunk as f64 / 1e6);
             let random = wrk::run(url, &wrk::Pattern::Random { size, len: 64 << 10 }, 2, 16, duration)?;
@@ -144,8 +166,7 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
             random_p50[peer].push(random.p50_ms);
             random_p99[peer].push(random.p99_ms);
             eprintln!(
-                "run {run} {}: sequential {:.0} MB/s, random {:.0} req/s p50 {:.3}ms p99 {:.3}ms",
-                if peer == 0 { "hoard" } else { "nginx" },
+                "run {run} {name}: sequential {:.0} MB/s, random {:.0} req/s p50 {:.3}ms p99 {:.3}ms",
                 sequential[peer].last().copied().unwrap_or_default(),
                 random.requests_per_sec,
                 random.p50_ms,
@@ -172,6 +193,7 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let worker_shmem = worker.memory_kib("RssShmem")?;
     let worker_pages = worker.cached_pages().await?;
     drop(worker);
+    drop(baseline);
 
     // Cold: a fresh worker (empty page store) per run vs the UFS directory read straight,
     // both through the same HTTP reader (nginx serving the UFS dir), and vs an in-process read.
@@ -213,6 +235,20 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     let bare_rps_ratio = paired_ratio(&bare_rps, &random_rps[1]);
     let bare_p99_ratio = paired_ratio(&bare_p99, &random_p99[1]);
     let hoard_vs_bare_p99 = paired_ratio(&random_p99[0], &bare_p99);
+    let baseline_rows = (!sequential[2].is_empty()).then(|| {
+        [
+            ("warm sequential 4MiB reads, 1 connection (MB/s)", &sequential),
+            ("warm random 64KiB reads, 16 connections (req/s)", &random_rps),
+            ("... p50 latency (ms)", &random_p50),
+            ("... p99 latency (ms)", &random_p99),
+        ]
+        .map(|(name, values)| {
+            let ratio = paired_ratio(&values[0], &values[2]);
+            let ours = median(&mut values[0].clone());
+            let theirs = median(&mut values[2].clone());
+            format!("| {name} vs the baseline build | {ours:.3} | {theirs:.3} | {ratio:.3} | |")
+        })
+    });
     let cold_ratio = paired_ratio(&cold_hoard, &cold_ufs);
     let direct_ratio = paired_ratio(&cold_hoard, &cold_direct);
     let seq_h = median(&mut sequential[0]);
@@ -255,6 +291,9 @@ async fn read_benchmarks(args: DataArgs) -> anyhow::Result<()> {
     println!(
         "| cold sequential read, one GET (MB/s) vs an in-process read of the UFS file | {cold_h:.0} | {cold_d:.0} | {direct_ratio:.2} | (for reference) |"
     );
+    for row in baseline_rows.iter().flatten() {
+        println!("{row}");
+    }
     println!();
     println!(
         "Worker memory after serving, {worker_pages} pages cached: peak RSS (VmHWM) {:.1} MiB. Now: \
