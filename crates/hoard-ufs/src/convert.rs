@@ -117,6 +117,9 @@ pub(crate) fn entry_status(meta: &Metadata, mtime: impl Fn(Option<i64>) -> Optio
             length: meta.content_length(),
             modification_time_ms: mtime(metadata_mtime_ms(meta)),
             etag: meta.etag().map(normalize_etag),
+            // Listings carry no change time: S3 needs none (the ETag is the version), and a
+            // local lister does not report it (see docs/ufs.md, Listing).
+            changed_at: None,
         }),
         EntryMode::Unknown => EntryKind::Unknown,
     }

@@ -13,7 +13,7 @@
 //! CONTRACT (other crates code against these names; keep them stable):
 
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -63,6 +63,24 @@ impl UfsError {
     }
 }
 
+/// How long after a file's last status change (its ctime) pages read from it are served but not
+/// cached, on a file system with sub-second timestamps.
+///
+/// The kernel stamps a change with its *coarse* clock, which lags real time by up to a few
+/// ticks: two writes close together can get the same ctime and mtime, so the second one keeps the
+/// version (see [`UfsStatus::version`]). Any change made after `ctime + lag` gets a later ctime,
+/// so a read that starts later than that sees the bytes that version keeps for good. The lag
+/// measured on Linux 6.18 with HZ=250 (4ms ticks) in a VM on two busy cores: 3-8ms typically,
+/// 15.4ms at most over 3.7 million samples; 100ms leaves room for a tick delayed by a busy host,
+/// and costs a cache nothing (a page read that soon after a write is simply read again).
+/// It also assumes the clock of whoever stamps the file (an NFS server) is within this of ours.
+pub const RECENT_CHANGE_WINDOW: Duration = Duration::from_millis(100);
+
+/// [`RECENT_CHANGE_WINDOW`] for file systems that stamp whole seconds (ext4 with 128-byte
+/// inodes, some NFS servers) or two (FAT): a ctime without a sub-second part is taken to come
+/// from one of them.
+pub const RECENT_CHANGE_WINDOW_WHOLE_SECONDS: Duration = Duration::from_millis(2100);
+
 /// What the UFS says about one file or directory. `path` is the Hoard path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UfsStatus {
@@ -70,12 +88,19 @@ pub struct UfsStatus {
     pub is_dir: bool,
     pub length: u64,
     pub modification_time_ms: Option<i64>,
+    /// S3: the object's ETag. Local files: a token of what no rewrite keeps (inode, ctime and
+    /// mtime in nanoseconds), so the version changes even when the mtime is restored.
     pub etag: Option<String>,
+    /// When the file's status last changed, by the clock of whoever stamps it (local: ctime).
+    /// `None` where the version does not hang on timestamps (S3: the ETag) and for directories.
+    pub changed_at: Option<SystemTime>,
 }
 
 impl UfsStatus {
     /// The version pages are keyed by: length, modification time and etag together, so a
-    /// rewritten file gets a new version even when one of them is unavailable.
+    /// rewritten file gets a new version even when one of them is unavailable. Locally the etag
+    /// is the change token (inode, ctime and mtime in nanoseconds): a rewrite keeps none of them
+    /// except within one tick of the kernel's clock, which [`UfsStatus::is_settled`] covers.
     pub fn version(&self) -> String {
         format!(
             "{}-{}-{}",
@@ -83,6 +108,56 @@ impl UfsStatus {
             self.modification_time_ms.map(|ms| ms.to_string()).unwrap_or_default(),
             self.etag.as_deref().unwrap_or("")
         )
+    }
+
+    /// True when bytes of this version read from the UFS starting at `started` may be cached:
+    /// no later change can keep this version. False while the file changed less than
+    /// [`RECENT_CHANGE_WINDOW`] before `started` (like git's "racily clean" entries): another
+    /// write in the same clock tick would keep its timestamps, so those bytes may be served but
+    /// must not be stored.
+    pub fn is_settled(&self, started: SystemTime) -> bool {
+        settled(self.changed_at, started)
+    }
+
+    /// When bytes read from this version become cacheable (see [`UfsStatus::is_settled`]);
+    /// `None`: always.
+    pub fn settled_at(&self) -> Option<SystemTime> {
+        self.changed_at
+            .map(|changed| changed.checked_add(recent_change_window(changed)).unwrap_or(changed))
+    }
+
+    /// This status as its backend reported it, without the Hoard path.
+    pub fn raw(&self) -> RawStatus {
+        RawStatus {
+            is_dir: self.is_dir,
+            length: self.length,
+            modification_time_ms: self.modification_time_ms,
+            etag: self.etag.clone(),
+            changed_at: self.changed_at,
+        }
+    }
+}
+
+/// The window for a change stamped `changed` (see [`RECENT_CHANGE_WINDOW_WHOLE_SECONDS`]).
+fn recent_change_window(changed: SystemTime) -> Duration {
+    let whole_seconds = match changed.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => since.subsec_nanos() == 0,
+        Err(before) => before.duration().subsec_nanos() == 0,
+    };
+    if whole_seconds {
+        RECENT_CHANGE_WINDOW_WHOLE_SECONDS
+    } else {
+        RECENT_CHANGE_WINDOW
+    }
+}
+
+fn settled(changed_at: Option<SystemTime>, started: SystemTime) -> bool {
+    match changed_at {
+        None => true,
+        // A change stamped in the future (clock skew) is not settled until our clock passes it.
+        Some(changed) => changed
+            .checked_add(recent_change_window(changed))
+            .is_some_and(|settled| started >= settled),
     }
 }
 
@@ -103,8 +178,8 @@ pub trait Ufs: Send + Sync + std::fmt::Debug {
     async fn list(&self, relative: &str) -> Result<BoxStream<'static, Result<RawEntry, UfsError>>, UfsError>;
 
     /// Like [`Ufs::read`], but only bytes of the version `expected` describes: when the file is
-    /// now another version (length, modification time or etag differ) the answer is
-    /// [`UfsError::Changed`]. Caches use it so a rewrite never mixes old and new bytes. The
+    /// now another version (length, modification time or etag differ: see
+    /// [`RawStatus::same_version`]) the answer is [`UfsError::Changed`]. Caches use it so a rewrite never mixes old and new bytes. The
     /// default reads and then checks the status; backends override it to check atomically.
     async fn read_version(&self, relative: &str, range: Range<u64>, expected: &RawStatus) -> Result<Bytes, UfsError> {
         read_then_check_version(self, relative, range, expected).await
@@ -133,7 +208,10 @@ pub struct RawStatus {
     pub is_dir: bool,
     pub length: u64,
     pub modification_time_ms: Option<i64>,
+    /// See [`UfsStatus::etag`].
     pub etag: Option<String>,
+    /// See [`UfsStatus::changed_at`].
+    pub changed_at: Option<SystemTime>,
 }
 
 impl RawStatus {
@@ -144,10 +222,12 @@ impl RawStatus {
             length: 0,
             modification_time_ms: None,
             etag: None,
+            changed_at: None,
         }
     }
 
-    /// True when both describe the same version of a file (see [`UfsStatus::version`]).
+    /// True when both describe the same version of a file (see [`UfsStatus::version`]; the
+    /// change time is part of the local etag already).
     pub fn same_version(&self, other: &RawStatus) -> bool {
         self.is_dir == other.is_dir
             && self.length == other.length
@@ -163,7 +243,13 @@ impl RawStatus {
             length: self.length,
             modification_time_ms: self.modification_time_ms,
             etag: self.etag,
+            changed_at: self.changed_at,
         }
+    }
+
+    /// See [`UfsStatus::is_settled`].
+    pub fn is_settled(&self, started: SystemTime) -> bool {
+        settled(self.changed_at, started)
     }
 }
 
@@ -219,4 +305,48 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// The process environment as an [`EnvLookup`]. Only [`MountTable::from_config`] uses it.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(at: Option<SystemTime>) -> RawStatus {
+        RawStatus {
+            is_dir: false,
+            length: 1,
+            modification_time_ms: Some(0),
+            etag: Some("t".to_string()),
+            changed_at: at,
+        }
+    }
+
+    #[test]
+    fn a_recent_change_is_not_settled_until_the_window_has_passed() {
+        let at = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        let status = changed(Some(at));
+        assert!(!status.is_settled(at - Duration::from_secs(1)), "a change in the future");
+        assert!(!status.is_settled(at));
+        assert!(!status.is_settled(at + RECENT_CHANGE_WINDOW - Duration::from_nanos(1)));
+        assert!(status.is_settled(at + RECENT_CHANGE_WINDOW));
+        let hoard = status.at(HoardPath::parse("/f").unwrap());
+        assert_eq!(hoard.settled_at(), Some(at + RECENT_CHANGE_WINDOW));
+        assert_eq!(hoard.raw(), changed(Some(at)));
+    }
+
+    #[test]
+    fn whole_second_timestamps_get_the_wider_window() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let status = changed(Some(at));
+        assert!(!status.is_settled(at + Duration::from_secs(2)));
+        assert!(status.is_settled(at + RECENT_CHANGE_WINDOW_WHOLE_SECONDS));
+        let before_epoch = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert!(!changed(Some(before_epoch)).is_settled(before_epoch + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn without_a_change_time_everything_is_settled() {
+        assert!(changed(None).is_settled(SystemTime::UNIX_EPOCH));
+        assert_eq!(changed(None).at(HoardPath::root()).settled_at(), None);
+    }
 }

@@ -1,4 +1,6 @@
-//! The local-directory backend (opendal `services-fs`), confined to its root.
+//! The local-directory backend, confined to its root: plain reads through opendal
+//! (`services-fs`); status, versioned reads and listings on std's file system calls, which give
+//! what a version needs (inode, ctime and mtime in nanoseconds) and opendal does not carry.
 //!
 //! Symlink policy: a path is resolved (`realpath`) before it is used, and it must still lie under
 //! the (resolved) root. A symlink whose target is inside the root is followed; one that leads
@@ -14,17 +16,17 @@
 use std::fmt;
 use std::fs::Metadata;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
-use opendal::raw::Servicer;
-use opendal::{Builder, ErrorKind, OperationContext, Operator};
+use opendal::{ErrorKind, Operator};
 
 use crate::buffers;
-use crate::convert::{self, EntryKind};
+use crate::convert;
 use crate::{RawEntry, RawStatus, Ufs, UfsError, UfsOptions};
 
 /// A local (or locally mounted: NFS, Lustre, ...) directory.
@@ -38,12 +40,7 @@ struct Inner {
     root: PathBuf,
     /// Reads: opendal's full stack.
     op: Operator,
-    /// Listings: the bare fs service under our timeout and retry layers. opendal's default
-    /// stack "completes" entries its lister could not classify (symlinks) by stat'ing them,
-    /// which follows the link wherever it points (and trips a debug assertion on links to
-    /// directories); we classify those entries ourselves, under the confinement rule.
-    list_op: Operator,
-    /// Bounds our own metadata calls (a hung NFS server must not hang the caller forever).
+    /// Bounds our own metadata calls and listings (a hung NFS server must not hang the caller forever).
     timeout: Duration,
 }
 
@@ -83,18 +80,10 @@ impl LocalUfs {
         let config_error =
             |err: opendal::Error| UfsError::Config(format!("the local UFS root {}: {err}", root.display()));
         let op = Operator::new(opendal::services::Fs::default().root(root_str)).map_err(config_error)?;
-        let bare: Servicer = Arc::new(
-            opendal::services::Fs::default()
-                .root(root_str)
-                .build()
-                .map_err(config_error)?,
-        );
-        let list_op = Operator::from_parts(OperationContext::default(), bare);
         Ok(LocalUfs {
             inner: Arc::new(Inner {
                 root: canonical,
                 op: convert::layered(op, options),
-                list_op: convert::layered(list_op, options),
                 timeout: options.timeout,
             }),
         })
@@ -129,6 +118,23 @@ impl Inner {
                 message: format!("{what} task failed: {err}"),
                 retryable: true,
             }),
+            Err(_) => Err(UfsError::Backend {
+                path: relative.to_string(),
+                message: format!("{what} timed out after {:?}", self.timeout),
+                retryable: true,
+            }),
+        }
+    }
+
+    /// An async file system call bounded by the UFS timeout.
+    async fn timed<T>(
+        &self,
+        relative: &str,
+        what: &str,
+        call: impl std::future::Future<Output = std::io::Result<T>>,
+    ) -> Result<T, UfsError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(|err| convert::from_io(err, relative)),
             Err(_) => Err(UfsError::Backend {
                 path: relative.to_string(),
                 message: format!("{what} timed out after {:?}", self.timeout),
@@ -197,11 +203,50 @@ impl Inner {
 }
 
 fn raw_status(meta: &Metadata) -> RawStatus {
+    if meta.is_dir() {
+        return RawStatus {
+            modification_time_ms: meta.modified().ok().and_then(convert::system_time_ms),
+            ..RawStatus::directory()
+        };
+    }
     RawStatus {
-        is_dir: meta.is_dir(),
-        length: if meta.is_dir() { 0 } else { meta.len() },
+        is_dir: false,
+        length: meta.len(),
         modification_time_ms: meta.modified().ok().and_then(convert::system_time_ms),
-        etag: None,
+        etag: Some(change_token(meta)),
+        changed_at: timestamp(meta.ctime(), meta.ctime_nsec()),
+    }
+}
+
+/// What a rewrite of the file cannot keep, as the local etag: the inode (a file replaced by a
+/// rename is another inode), the ctime (stamped by the kernel on every write, truncation and
+/// `utimensat`: restoring the mtime as `cp -p`, `rsync -a` or `touch -r` do still moves it) and
+/// the mtime, both in nanoseconds. The device is left out on purpose: it is the same for every
+/// file under one root, and it is renumbered when a network or overlay file system is mounted
+/// again, which would orphan a whole page store that survives restarts.
+fn change_token(meta: &Metadata) -> String {
+    format!(
+        "i{}-c{}-m{}",
+        meta.ino(),
+        nanos(meta.ctime(), meta.ctime_nsec()),
+        nanos(meta.mtime(), meta.mtime_nsec())
+    )
+}
+
+/// Nanoseconds since the epoch (negative before it).
+fn nanos(seconds: i64, nanoseconds: i64) -> i128 {
+    i128::from(seconds) * 1_000_000_000 + i128::from(nanoseconds)
+}
+
+/// A `stat` timestamp as a `SystemTime`.
+fn timestamp(seconds: i64, nanoseconds: i64) -> Option<SystemTime> {
+    let nanoseconds = u32::try_from(nanoseconds).ok()?;
+    if seconds >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(seconds.unsigned_abs(), nanoseconds))
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(seconds.unsigned_abs()))?
+            .checked_add(Duration::from_nanos(u64::from(nanoseconds)))
     }
 }
 
@@ -245,60 +290,83 @@ impl Ufs for LocalUfs {
             .await
     }
 
+    /// `readdir` and one `lstat` per entry (on the blocking pool, each bounded by the UFS
+    /// timeout), so every entry carries the status a `status` of it gives, change token
+    /// included.
     async fn list(&self, relative: &str) -> Result<BoxStream<'static, Result<RawEntry, UfsError>>, UfsError> {
         let resolved = self.inner.resolve(relative).await?;
         if !resolved.meta.is_dir() {
             return Err(UfsError::NotDirectory(relative.to_string()));
         }
-        let dir_prefix = if resolved.canonical.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", resolved.canonical)
-        };
-        let list_path = if dir_prefix.is_empty() {
-            "/"
-        } else {
-            dir_prefix.as_str()
-        };
-        let lister = self
+        let dir = self.inner.root.join(&resolved.canonical);
+        let read_dir = self
             .inner
-            .list_op
-            .lister(list_path)
-            .await
-            .map_err(|err| convert::from_opendal(err, relative))?;
-
-        let inner = Arc::clone(&self.inner);
-        let relative = relative.to_string();
-        let stream = lister.filter_map(move |item| {
-            let inner = Arc::clone(&inner);
-            let relative = relative.clone();
-            let dir_prefix = dir_prefix.clone();
-            async move {
-                let entry = match item {
-                    Ok(entry) => entry,
-                    Err(err) => return Some(Err(convert::from_opendal(err, &relative))),
-                };
-                let name = convert::child_name(&dir_prefix, entry.path())?.to_string();
-                match convert::entry_status(entry.metadata(), |mtime| mtime) {
-                    EntryKind::Known(status) => Some(Ok(RawEntry { name, status })),
-                    EntryKind::Unknown => {
-                        // A symlink or a special file: only what resolves inside the root to a
-                        // file or directory is listed.
-                        let child = convert::join_relative(&relative, &name);
-                        match inner.resolve(&child).await {
-                            Ok(resolved) => Some(Ok(RawEntry {
-                                name,
-                                status: raw_status(&resolved.meta),
-                            })),
-                            Err(err) => {
-                                tracing::debug!(path = child, error = %err, "leaving an entry out of the listing");
-                                None
-                            }
-                        }
-                    }
-                }
+            .timed(relative, "list", tokio::fs::read_dir(dir))
+            .await?;
+        let lister = Lister {
+            read_dir,
+            inner: Arc::clone(&self.inner),
+            relative: relative.to_string(),
+        };
+        let stream = futures::stream::unfold(Some(lister), |lister| async move {
+            let mut lister = lister?;
+            match lister.next().await {
+                Ok(Some(entry)) => Some((Ok(entry), Some(lister))),
+                Ok(None) => None,
+                // A failure ends the listing.
+                Err(err) => Some((Err(err), None)),
             }
         });
         Ok(stream.boxed())
+    }
+}
+
+/// One directory being listed.
+struct Lister {
+    read_dir: tokio::fs::ReadDir,
+    inner: Arc<Inner>,
+    relative: String,
+}
+
+impl Lister {
+    /// The next entry that lists: files and directories, and symlinks that resolve inside the
+    /// root to one of them. Entries removed while the listing runs are skipped.
+    async fn next(&mut self) -> Result<Option<RawEntry>, UfsError> {
+        loop {
+            let next = self.read_dir.next_entry();
+            let Some(entry) = self.inner.timed(&self.relative, "list", next).await? else {
+                return Ok(None);
+            };
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                tracing::debug!(dir = self.relative, "leaving a name that is not UTF-8 out of the listing");
+                continue;
+            };
+            let child = convert::join_relative(&self.relative, &name);
+            // `DirEntry::metadata` does not follow symlinks.
+            let meta = match self.inner.timed(&child, "stat", entry.metadata()).await {
+                Ok(meta) => meta,
+                Err(UfsError::NotFound(_)) => continue,
+                Err(err) => return Err(err),
+            };
+            if meta.is_file() || meta.is_dir() {
+                return Ok(Some(RawEntry {
+                    name,
+                    status: raw_status(&meta),
+                }));
+            }
+            // A symlink or a special file: only what resolves inside the root to a file or
+            // directory is listed.
+            match self.inner.resolve(&child).await {
+                Ok(resolved) => {
+                    return Ok(Some(RawEntry {
+                        name,
+                        status: raw_status(&resolved.meta),
+                    }))
+                }
+                Err(err) => {
+                    tracing::debug!(path = child, error = %err, "leaving an entry out of the listing");
+                }
+            }
+        }
     }
 }

@@ -171,13 +171,7 @@ impl MountTable {
             return Err(UfsError::IsDirectory(path.to_string()));
         }
         let (_, ufs, relative) = self.resolve(path);
-        let raw = RawStatus {
-            is_dir: expected.is_dir,
-            length: expected.length,
-            modification_time_ms: expected.modification_time_ms,
-            etag: expected.etag.clone(),
-        };
-        ufs.read_version(relative, range, &raw)
+        ufs.read_version(relative, range, &expected.raw())
             .await
             .map_err(|err| relocate(err, relative, path))
     }

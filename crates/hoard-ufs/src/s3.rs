@@ -273,6 +273,8 @@ impl Ufs for S3Ufs {
                 length: meta.content_length(),
                 modification_time_ms: whole_seconds(convert::metadata_mtime_ms(&meta)),
                 etag: meta.etag().map(convert::normalize_etag),
+                // The ETag changes with every write: no timestamp race to guard against.
+                changed_at: None,
             }),
             Err(err) if err.kind() == ErrorKind::NotFound => {
                 let mapped = convert::from_opendal(err, relative);

@@ -3,6 +3,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,7 +26,7 @@ fn table(root: &Path) -> MountTable {
 }
 
 #[tokio::test]
-async fn status_reports_length_and_millisecond_mtime() {
+async fn status_reports_length_mtime_and_a_change_token() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.bin");
     fs::write(&file, content(12_345, 1)).unwrap();
@@ -37,6 +38,9 @@ async fn status_reports_length_and_millisecond_mtime() {
         .set_modified(mtime)
         .unwrap();
     fs::create_dir(dir.path().join("sub")).unwrap();
+    let meta = fs::metadata(&file).unwrap();
+    let ctime_ns = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
+    let token = format!("i{}-c{ctime_ns}-m1700000000123456000", meta.ino());
 
     let ufs = local(dir.path());
     let status = ufs.status("a.bin").await.unwrap();
@@ -46,19 +50,21 @@ async fn status_reports_length_and_millisecond_mtime() {
             is_dir: false,
             length: 12_345,
             modification_time_ms: Some(1_700_000_000_123),
-            etag: None
+            etag: Some(token.clone()),
+            changed_at: Some(UNIX_EPOCH + Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32)),
         }
     );
     let sub = ufs.status("sub").await.unwrap();
     assert!(sub.is_dir);
     assert_eq!(sub.length, 0);
     assert!(sub.modification_time_ms.is_some());
+    assert_eq!((sub.etag, sub.changed_at), (None, None), "directories have no version");
     assert!(ufs.status("").await.unwrap().is_dir, "the root is a directory");
 
     let mounts = table(dir.path());
     let status = mounts.status(&hoard("/a.bin")).await.unwrap();
     assert_eq!(status.path, hoard("/a.bin"));
-    assert_eq!(status.version(), "12345-1700000000123-");
+    assert_eq!(status.version(), format!("12345-1700000000123-{token}"));
     assert!(mounts.status(&hoard("/")).await.unwrap().is_dir);
 }
 
@@ -78,6 +84,87 @@ async fn a_rewrite_changes_the_version() {
         .unwrap();
     let after = mounts.status(&hoard("/f")).await.unwrap().version();
     assert_ne!(before, after);
+}
+
+/// Sets the modification time of `file` to `mtime` (what `touch -r`, `cp -p`, `rsync -a` do).
+fn restore_mtime(file: &Path, mtime: SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_same_length_rewrite_with_the_mtime_restored_changes_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    fs::write(&file, content(8192, 1)).unwrap();
+    let old_mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    let ufs = local(dir.path());
+    let before = ufs.status("f.bin").await.unwrap();
+
+    fs::write(&file, content(8192, 2)).unwrap();
+    restore_mtime(&file, old_mtime);
+    assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), old_mtime);
+    let after = ufs.status("f.bin").await.unwrap();
+    assert_eq!(
+        (after.length, after.modification_time_ms),
+        (before.length, before.modification_time_ms),
+        "length and mtime are what they were"
+    );
+    assert!(!after.same_version(&before), "{before:?} vs {after:?}");
+    let err = ufs.read_version("f.bin", 0..8192, &before).await.unwrap_err();
+    assert!(matches!(err, UfsError::Changed(_)), "{err:?}");
+    assert_eq!(ufs.read_version("f.bin", 0..8192, &after).await.unwrap(), content(8192, 2));
+}
+
+#[tokio::test]
+async fn the_version_includes_the_ctime_and_the_inode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    fs::write(&file, content(100, 1)).unwrap();
+    let ufs = local(dir.path());
+    let first = ufs.status("f.bin").await.unwrap();
+
+    // chmod moves only the ctime.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let chmodded = ufs.status("f.bin").await.unwrap();
+    assert_eq!(chmodded.modification_time_ms, first.modification_time_ms);
+    assert!(!chmodded.same_version(&first), "a new ctime is a new version");
+    assert!(chmodded.changed_at >= first.changed_at);
+
+    // The same bytes, renamed over the file with the mtime restored: another inode.
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    let replacement = dir.path().join("f.tmp");
+    fs::write(&replacement, content(100, 1)).unwrap();
+    restore_mtime(&replacement, mtime);
+    let old_inode = fs::metadata(&file).unwrap().ino();
+    fs::rename(&replacement, &file).unwrap();
+    let new_inode = fs::metadata(&file).unwrap().ino();
+    assert_ne!(old_inode, new_inode);
+    let renamed = ufs.status("f.bin").await.unwrap();
+    assert!(!renamed.same_version(&chmodded));
+    let token = renamed.etag.clone().unwrap();
+    assert!(token.starts_with(&format!("i{new_inode}-")), "{token}");
+}
+
+#[tokio::test]
+async fn a_file_just_written_is_not_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let before_write = SystemTime::now();
+    fs::write(dir.path().join("f"), b"x").unwrap();
+    let ufs = local(dir.path());
+    let status = ufs.status("f").await.unwrap();
+    let changed = status.changed_at.expect("local files have a change time");
+    assert!(!status.is_settled(before_write), "a read that began before the write");
+    assert!(!status.is_settled(changed));
+    assert!(status.is_settled(changed + hoard_ufs::RECENT_CHANGE_WINDOW_WHOLE_SECONDS));
+    let settled = table(dir.path()).status(&hoard("/f")).await.unwrap().settled_at();
+    let settled = settled.expect("a local file settles");
+    assert!(settled > changed && settled <= changed + hoard_ufs::RECENT_CHANGE_WINDOW_WHOLE_SECONDS);
 }
 
 #[tokio::test]

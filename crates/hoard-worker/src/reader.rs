@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hoard_common::HoardPath;
 use hoard_pagestore::{CachedRead, FileId, PageBytes, PageKey, PageStore};
-use hoard_ufs::{MountTable, UfsError, UfsStatus};
+use hoard_ufs::{MountTable, UfsError, UfsStatus, RECENT_CHANGE_WINDOW_WHOLE_SECONDS};
 use parking_lot::Mutex;
 use tokio::sync::{watch, OnceCell, Semaphore};
 
@@ -17,6 +17,9 @@ use crate::metrics::WorkerMetrics;
 
 /// Page writes that may run behind the reads before fills wait for them.
 const PENDING_PUTS: usize = 16;
+
+/// Tries of a load to cache a page of a file that changed too recently to be cached.
+const LOAD_PAGE_ATTEMPTS: usize = 3;
 
 /// Most UFS statuses remembered; past it the oldest are dropped.
 const METADATA_CACHE_ENTRIES: usize = 100_000;
@@ -60,6 +63,8 @@ impl Flight {
 enum PutState {
     Pending,
     Stored,
+    /// Not stored: the file changed too recently (see `UfsStatus::is_settled`).
+    Recent,
     Failed(String),
 }
 
@@ -300,9 +305,21 @@ impl WorkerState {
                     return Ok(bytes);
                 }
                 self.metrics.page_misses.inc();
+                // Taken before the read: bytes are cacheable only if no later write can keep
+                // their version (see `UfsStatus::is_settled`).
+                let started = SystemTime::now();
                 let bytes = self.fill(file, key).await?;
                 ufs_bytes.store(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                self.store_behind(key, bytes.clone(), Arc::clone(&flight)).await;
+                if file.status.is_settled(started) {
+                    self.store_behind(key, bytes.clone(), Arc::clone(&flight)).await;
+                } else {
+                    // Changed within the kernel's timestamp granularity: another write now
+                    // could keep this version, so the page is served but neither stored nor
+                    // kept for later readers.
+                    tracing::debug!(path = %file.status.path, page = key.index, "file changed too recently to cache");
+                    flight.stored.send_replace(PutState::Recent);
+                    self.forget_inflight(key, &flight);
+                }
                 Ok(bytes)
             })
             .await
@@ -320,32 +337,55 @@ impl WorkerState {
     /// Makes page `index` of `file` present in the page store: nothing happens when it is
     /// stored already; otherwise it is filled through the same single-flight path as reads
     /// (joining a fill in progress), within the load readers bound, and this waits until the
-    /// page write has finished. Returns the bytes this call read from the UFS.
+    /// page write has finished. A file changed a moment ago cannot be cached yet (see
+    /// `UfsStatus::is_settled`): this waits until it can. Returns the bytes this call read from
+    /// the UFS.
     pub(crate) async fn load_page(&self, file: &OpenFile, index: u64) -> Result<u64, ReadError> {
         let key = PageKey { file: file.id, index };
-        if self.store.contains(&key) {
-            return Ok(0);
+        let mut ufs_total = 0;
+        for _ in 0..LOAD_PAGE_ATTEMPTS {
+            if self.store.contains(&key) {
+                return Ok(ufs_total);
+            }
+            let wait = file
+                .status
+                .settled_at()
+                .and_then(|settled| settled.duration_since(SystemTime::now()).ok());
+            if let Some(wait) = wait {
+                // Bounded: a change time far ahead (clock skew) must not park the load.
+                tokio::time::sleep(wait.min(RECENT_CHANGE_WINDOW_WHOLE_SECONDS)).await;
+            }
+            // The permit bounds the UFS read only, not the wait for the page write.
+            let (flight, ufs_bytes) = {
+                let _permit = self.load_readers.acquire().await.ok();
+                let (_, flight, ufs_bytes) = self.page_flight(file, key).await?;
+                (flight, ufs_bytes)
+            };
+            ufs_total += ufs_bytes;
+            let mut stored = flight.stored.subscribe();
+            let outcome = match stored.wait_for(|state| *state != PutState::Pending).await {
+                Ok(state) => state.clone(),
+                // The flight (and its sender) is ours until we return.
+                Err(_) => PutState::Failed("page write abandoned".to_string()),
+            };
+            match outcome {
+                PutState::Failed(message) => {
+                    return Err(ReadError::Store {
+                        path: file.status.path.clone(),
+                        index,
+                        message,
+                    })
+                }
+                PutState::Recent => continue,
+                PutState::Stored | PutState::Pending => return Ok(ufs_total),
+            }
         }
-        // The permit bounds the UFS read only, not the wait for the page write.
-        let (flight, ufs_bytes) = {
-            let _permit = self.load_readers.acquire().await.ok();
-            let (_, flight, ufs_bytes) = self.page_flight(file, key).await?;
-            (flight, ufs_bytes)
-        };
-        let mut stored = flight.stored.subscribe();
-        let outcome = match stored.wait_for(|state| *state != PutState::Pending).await {
-            Ok(state) => state.clone(),
-            // The flight (and its sender) is ours until we return.
-            Err(_) => PutState::Failed("page write abandoned".to_string()),
-        };
-        match outcome {
-            PutState::Failed(message) => Err(ReadError::Store {
-                path: file.status.path.clone(),
-                index,
-                message,
-            }),
-            PutState::Stored | PutState::Pending => Ok(ufs_bytes),
-        }
+        Err(ReadError::Store {
+            path: file.status.path.clone(),
+            index,
+            message: "the file's change time stays too recent to cache it (is the clock behind the ufs's?)"
+                .to_string(),
+        })
     }
 
     /// Bytes of `range` of `file` covered by pages in the store.
