@@ -340,3 +340,75 @@ fn connection_close_with_pipelined_input_delivers_whole_responses() {
         assert_eq!(cut, 0, "{path}: {cut} of 40 answers were cut short");
     }
 }
+
+/// CPU seconds process `pid` has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |both| {
+        both.iter().filter_map(|field| field.parse::<f64>().ok()).sum()
+    });
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / per_second
+}
+
+#[test]
+fn worker_out_of_descriptors_neither_spins_nor_hangs() {
+    let ufs = tempfile::Builder::new().prefix("hoard-ufs").tempdir().expect("ufs dir");
+    let data = content(12, SMALL_LEN);
+    std::fs::write(ufs.path().join("small.bin"), &data).expect("write");
+    // A cap far above the descriptors the worker will have: accept fails with EMFILE first.
+    let cluster = Cluster::start(1, ufs.path(), &["hoard.worker.network.max.connections=4000"]);
+    let worker = cluster.processes()[0].clone();
+    let target = Target {
+        name: "worker",
+        pid: worker.pid,
+        address: worker.address.clone(),
+        normal_path: "/files/small.bin".to_string(),
+        normal_body: Some(data),
+        kept_kib: 0,
+        non_reader_request: Box::new(|_, _| Vec::new()),
+    };
+    for _ in 0..3 {
+        target.normal(Duration::from_secs(10));
+    }
+    let limit = libc::rlimit {
+        rlim_cur: (target.fds() + 24) as libc::rlim_t,
+        rlim_max: (target.fds() + 24) as libc::rlim_t,
+    };
+    // SAFETY: prlimit on our own child process, with a valid struct and no old-limit output.
+    let set = unsafe {
+        libc::prlimit(
+            worker.pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+
+    // Far more idle connections than descriptors left.
+    let held: Vec<TcpStream> = (0..300).filter_map(|_| connect(&target.address)).collect();
+    assert!(held.len() > 200);
+    let cpu = cpu_seconds(worker.pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_seconds(worker.pid) - cpu;
+    // Spinning on a failing accept would take a whole core.
+    assert!(
+        spent < 0.8,
+        "the worker used {spent:.2}s of CPU in 2s while out of descriptors"
+    );
+    // Idle connections are closed to make room: a normal client is answered.
+    for _ in 0..10 {
+        target.normal(Duration::from_secs(10));
+    }
+    let log = std::fs::read_to_string(&worker.log_file).unwrap_or_default();
+    assert!(log.contains("out of file descriptors"), "accept never failed: {log}");
+    drop(held);
+}
