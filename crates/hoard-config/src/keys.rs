@@ -58,6 +58,40 @@ pub const USER_CONNECT_TIMEOUT: &str = "hoard.user.network.connect.timeout";
 pub const USER_READ_TIMEOUT: &str = "hoard.user.network.read.timeout";
 pub const USER_WORKER_LIST_REFRESH: &str = "hoard.user.worker.list.refresh.interval";
 
+// Listener limits (docs/worker-http.md#limits, docs/coordinator-api.md#limits): one key set per
+// listener, parsed into one `NetworkConfig` by the same code.
+pub const WORKER_HEADER_TIMEOUT: &str = "hoard.worker.network.header.timeout";
+pub const WORKER_KEEPALIVE_TIMEOUT: &str = "hoard.worker.network.keepalive.timeout";
+pub const WORKER_SEND_TIMEOUT: &str = "hoard.worker.network.send.timeout";
+pub const WORKER_MAX_CONNECTIONS: &str = "hoard.worker.network.max.connections";
+pub const WORKER_READAHEAD_SIZE: &str = "hoard.worker.network.readahead.size";
+pub const COORDINATOR_HEADER_TIMEOUT: &str = "hoard.coordinator.network.header.timeout";
+pub const COORDINATOR_KEEPALIVE_TIMEOUT: &str = "hoard.coordinator.network.keepalive.timeout";
+pub const COORDINATOR_SEND_TIMEOUT: &str = "hoard.coordinator.network.send.timeout";
+pub const COORDINATOR_MAX_CONNECTIONS: &str = "hoard.coordinator.network.max.connections";
+
+/// The keys of one listener's [`crate::NetworkConfig`].
+pub struct NetworkKeys {
+    pub header_timeout: &'static str,
+    pub keepalive_timeout: &'static str,
+    pub send_timeout: &'static str,
+    pub max_connections: &'static str,
+}
+
+pub const WORKER_NETWORK: NetworkKeys = NetworkKeys {
+    header_timeout: WORKER_HEADER_TIMEOUT,
+    keepalive_timeout: WORKER_KEEPALIVE_TIMEOUT,
+    send_timeout: WORKER_SEND_TIMEOUT,
+    max_connections: WORKER_MAX_CONNECTIONS,
+};
+
+pub const COORDINATOR_NETWORK: NetworkKeys = NetworkKeys {
+    header_timeout: COORDINATOR_HEADER_TIMEOUT,
+    keepalive_timeout: COORDINATOR_KEEPALIVE_TIMEOUT,
+    send_timeout: COORDINATOR_SEND_TIMEOUT,
+    max_connections: COORDINATOR_MAX_CONNECTIONS,
+};
+
 /// Mount keys are `hoard.mount.<name>.path` and `hoard.mount.<name>.ufs`.
 pub const MOUNT_PREFIX: &str = "hoard.mount.";
 pub const MOUNT_PATH_SUFFIX: &str = ".path";
@@ -342,6 +376,52 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         USER_WORKER_LIST_REFRESH,
         "2min",
         "How often a client refreshes its snapshot of the worker list.",
+    ),
+    // Listener limits.
+    key(
+        WORKER_HEADER_TIMEOUT,
+        "60s",
+        "How long a client may take to send a request head (from the connection's start or the head's first byte); then the connection is closed.",
+    ),
+    key(
+        WORKER_KEEPALIVE_TIMEOUT,
+        "75s",
+        "How long an idle keep-alive connection is kept open waiting for the next request.",
+    ),
+    key(
+        WORKER_SEND_TIMEOUT,
+        "60s",
+        "How long a response may wait for a client that takes no bytes before the connection is closed.",
+    ),
+    key(
+        WORKER_MAX_CONNECTIONS,
+        "8192",
+        "Open connections at most; past it the longest-waiting idle connection is closed, or the new one refused (503) when none is idle.",
+    ),
+    key(
+        WORKER_READAHEAD_SIZE,
+        "4MiB",
+        "Bytes of pages a response fetches ahead of the one being sent (whole pages; 0 = none): with one page in hand, what a connection holds at most.",
+    ),
+    key(
+        COORDINATOR_HEADER_TIMEOUT,
+        "60s",
+        "How long a client may take to send a request head (or stall a request body); then the connection is closed.",
+    ),
+    key(
+        COORDINATOR_KEEPALIVE_TIMEOUT,
+        "75s",
+        "How long an idle keep-alive connection is kept open waiting for the next request.",
+    ),
+    key(
+        COORDINATOR_SEND_TIMEOUT,
+        "60s",
+        "How long a response may wait for a client that takes no bytes before the connection is closed.",
+    ),
+    key(
+        COORDINATOR_MAX_CONNECTIONS,
+        "4096",
+        "Open connections at most; past it the longest-waiting idle connection is closed, or the new one refused (503) when none is idle.",
     ),
 ];
 

@@ -14,11 +14,14 @@ use std::time::Duration;
 use hoard_common::HoardPath;
 
 pub mod keys;
+mod network;
 mod props;
 mod subst;
 mod units;
 mod workers;
 pub use workers::parse_host;
+
+pub use network::{NetworkConfig, MAX_CONNECTIONS};
 
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
@@ -187,6 +190,10 @@ pub struct WorkerConfig {
     pub sendfile_max_size: u64,
     /// `hoard.worker.failure.detection.timeout`.
     pub failure_detection_timeout: Duration,
+    /// `hoard.worker.network.*`: the HTTP listener's timeouts and connection cap.
+    pub network: NetworkConfig,
+    /// `hoard.worker.network.readahead.size`: bytes of pages a response fetches ahead.
+    pub readahead_size: u64,
 }
 
 /// A worker's HTTP event loops when `hoard.worker.network.io.threads` is 0: one per core.
@@ -247,6 +254,8 @@ pub struct CoordinatorConfig {
     pub lease_ttl: Duration,
     /// `hoard.coordinator.addresses`: every coordinator, tried in order (empty: `address()`).
     pub addresses: Vec<WorkerAddress>,
+    /// `hoard.coordinator.network.*`: the REST listener's timeouts and connection cap.
+    pub network: NetworkConfig,
 }
 
 impl CoordinatorConfig {
@@ -501,6 +510,7 @@ impl SiteConfig {
                     addresses
                 }
             },
+            network: network::parse(&mut values, &keys::COORDINATOR_NETWORK)?,
         };
         let etcd = parse_etcd_config(&mut values)?;
         if worker.membership_type == MembershipType::Etcd && etcd.endpoints.is_empty() {
@@ -895,8 +905,13 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
             }
             Ok(timeout)
         })?,
+        network: network::parse(values, &keys::WORKER_NETWORK)?,
+        readahead_size: values.size(keys::WORKER_READAHEAD_SIZE, 0, MAX_READAHEAD_SIZE)?,
     })
 }
+
+/// Largest `hoard.worker.network.readahead.size`.
+pub const MAX_READAHEAD_SIZE: u64 = 1 << 30;
 
 fn parse_job_config(values: &mut Values<'_>, page_size: u64) -> Result<JobConfig, ConfigError> {
     Ok(JobConfig {

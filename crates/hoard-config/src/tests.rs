@@ -798,6 +798,75 @@ mod files {
     }
 }
 
+/// Both listeners' limits come from their own keys through the same parser.
+#[test]
+fn listener_limits() {
+    let defaults = config(&[]);
+    let worker = &defaults.worker.network;
+    assert_eq!(worker.header_timeout, Duration::from_secs(60));
+    assert_eq!(worker.keepalive_timeout, Duration::from_secs(75));
+    assert_eq!(worker.send_timeout, Duration::from_secs(60));
+    assert_eq!(worker.max_connections, 8192);
+    assert_eq!(defaults.worker.readahead_size, 4 << 20);
+    let coordinator = &defaults.coordinator.network;
+    assert_eq!(coordinator.header_timeout, Duration::from_secs(60));
+    assert_eq!(coordinator.max_connections, 4096);
+
+    let set = config(&[
+        (keys::WORKER_HEADER_TIMEOUT, "2s"),
+        (keys::WORKER_KEEPALIVE_TIMEOUT, "500ms"),
+        (keys::WORKER_SEND_TIMEOUT, "1min"),
+        (keys::WORKER_MAX_CONNECTIONS, "32"),
+        (keys::WORKER_READAHEAD_SIZE, "0"),
+        (keys::COORDINATOR_SEND_TIMEOUT, "3s"),
+        (keys::COORDINATOR_MAX_CONNECTIONS, "7"),
+    ]);
+    assert_eq!(
+        set.worker.network,
+        NetworkConfig {
+            header_timeout: Duration::from_secs(2),
+            keepalive_timeout: Duration::from_millis(500),
+            send_timeout: Duration::from_secs(60),
+            max_connections: 32,
+        }
+    );
+    assert_eq!(set.worker.readahead_size, 0);
+    assert_eq!(set.coordinator.network.send_timeout, Duration::from_secs(3));
+    assert_eq!(set.coordinator.network.max_connections, 7);
+    assert_eq!(set.coordinator.network.keepalive_timeout, Duration::from_secs(75));
+
+    assert_invalid(
+        &[(keys::WORKER_HEADER_TIMEOUT, "0")],
+        keys::WORKER_HEADER_TIMEOUT,
+        "0",
+        "at least 10ms",
+    );
+    assert_invalid(
+        &[(keys::COORDINATOR_KEEPALIVE_TIMEOUT, "5ms")],
+        keys::COORDINATOR_KEEPALIVE_TIMEOUT,
+        "5ms",
+        "at least 10ms",
+    );
+    assert_invalid(
+        &[(keys::WORKER_MAX_CONNECTIONS, "0")],
+        keys::WORKER_MAX_CONNECTIONS,
+        "0",
+        "more than 0",
+    );
+    assert_invalid(
+        &[(keys::COORDINATOR_MAX_CONNECTIONS, "2000000")],
+        keys::COORDINATOR_MAX_CONNECTIONS,
+        "2000000",
+        "at most 1000000",
+    );
+    assert_invalid(
+        &[(keys::WORKER_READAHEAD_SIZE, "2GiB")],
+        keys::WORKER_READAHEAD_SIZE,
+        "2GiB",
+        "between",
+    );
+}
+
 mod docs {
     use super::*;
 

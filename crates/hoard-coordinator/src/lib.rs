@@ -566,7 +566,18 @@ impl jobs::OwnerLiveness for StateSource {
     }
 }
 
-/// Serves the REST API on `listener` until the future is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<CoordinatorState>) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+/// Largest request head the coordinator buffers (a larger one is answered 431); bodies are
+/// bounded apart (64KiB).
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// Serves the REST API on `listener` with the limits of `network` (docs/coordinator-api.md#limits)
+/// until the future is dropped. The listener code is the worker's (hoard-http); connections
+/// may use up to half the open-file limit.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<CoordinatorState>,
+    network: &hoard_config::NetworkConfig,
+) -> std::io::Result<()> {
+    hoard_http::serve(listener, "coordinator", network, 2, router(state), MAX_HEADER_BYTES).await;
+    Ok(())
 }

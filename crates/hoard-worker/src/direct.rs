@@ -3,29 +3,42 @@
 //! files (no copy through user space) and a request costs a parse and two system calls.
 //!
 //! Each connection starts here. A request this path does not take (any other route or method,
-//! a body, an upgrade, a percent-encoded path, HTTP/1.0, a head that is malformed or too
-//! large) and a file request that fails before its first byte is sent (404, 416, ...) hand
-//! the connection, with every byte read so far, to hyper and the axum router for the rest of
-//! its life: the answers, errors included, are the router's, and this path only has to be
-//! right for the plain successful read.
+//! a body, an upgrade, a percent-encoded path, HTTP/1.0, a missing, repeated or invalid
+//! `Host`, a head that is malformed or too large) and a file request that fails before its
+//! first byte is sent (404, 416, ...) hand the connection, with every byte read so far, to
+//! hyper and the axum router for the rest of its life: the answers, errors included, are the
+//! router's, and this path only has to be right for the plain successful read.
+//!
+//! The listener's limits (hoard-http) apply here too: the connection's slot says what it waits
+//! for (a head, the next request, the server) and when a write found the socket full, and the
+//! table's sweeper closes it when that has lasted too long. A `Connection: close` answer ends
+//! with a lingering close.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use futures::StreamExt;
+use hoard_http::{Conn, Phase};
 use hoard_pagestore::PageBytes;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
+use crate::readahead::ReadAheadPages;
 use crate::server::{file_body, prepare_file_reply, FileBody, FileRequest};
 use crate::WorkerState;
+
+/// What every connection of a worker is served with.
+pub(crate) struct Server {
+    pub state: Arc<WorkerState>,
+    /// The router, for the requests this path hands on.
+    pub app: Router,
+    /// Bound of a request head (at least 8KiB).
+    pub max_buf: usize,
+    pub readahead: ReadAheadPages,
+}
 
 /// Most headers a request on the direct path may have; one with more goes to hyper.
 const MAX_HEADERS: usize = 32;
@@ -79,6 +92,8 @@ fn parse(buffer: &[u8]) -> Parsed {
         keep_alive: true,
         head_len,
     };
+    // RFC 9112 §3.2: exactly one valid Host; otherwise the router answers 400.
+    let mut hosts = 0;
     for header in request.headers.iter() {
         let name = header.name;
         // The router refuses values that are not visible ASCII with its own error.
@@ -88,7 +103,12 @@ fn parse(buffer: &[u8]) -> Parsed {
         else {
             return Parsed::Other;
         };
-        if name.eq_ignore_ascii_case("range") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if hosts > 1 || !hoard_http::valid_host(header.value) {
+                return Parsed::Other;
+            }
+        } else if name.eq_ignore_ascii_case("range") {
             if get.range.is_some() {
                 return Parsed::Other;
             }
@@ -117,6 +137,9 @@ fn parse(buffer: &[u8]) -> Parsed {
             return Parsed::Other;
         }
     }
+    if hosts == 0 {
+        return Parsed::Other;
+    }
     Parsed::File(get)
 }
 
@@ -130,8 +153,8 @@ enum Answered {
 
 /// Serves one connection: file reads on the direct path until a request it does not take,
 /// then hyper for the rest.
-pub(crate) async fn serve_connection(mut stream: TcpStream, state: Arc<WorkerState>, app: Router, max_buf: usize) {
-    if let Err(err) = stream.set_nodelay(true) {
+pub(crate) async fn serve_connection(mut conn: Conn, server: Arc<Server>) {
+    if let Err(err) = conn.stream().set_nodelay(true) {
         tracing::debug!(error = %err, "cannot set TCP_NODELAY");
     }
     let mut buffer = BytesMut::with_capacity(8192);
@@ -139,14 +162,18 @@ pub(crate) async fn serve_connection(mut stream: TcpStream, state: Arc<WorkerSta
         let get = match parse(&buffer) {
             Parsed::File(get) => get,
             Parsed::Other => break,
-            Parsed::Partial if buffer.len() >= max_buf => break,
+            Parsed::Partial if buffer.len() >= server.max_buf => break,
             Parsed::Partial => {
                 if buffer.capacity() - buffer.len() < 4096 {
                     buffer.reserve(8192);
                 }
-                match stream.read_buf(&mut buffer).await {
+                match conn.stream_mut().read_buf(&mut buffer).await {
+                    // The client closed (or a limit shut the socket down).
                     Ok(0) => return,
-                    Ok(_) => continue,
+                    Ok(_) => {
+                        conn.arrived();
+                        continue;
+                    }
                     Err(err) => {
                         tracing::debug!(error = %err, "connection read failed");
                         return;
@@ -154,9 +181,17 @@ pub(crate) async fn serve_connection(mut stream: TcpStream, state: Arc<WorkerSta
                 }
             }
         };
-        match answer(&state, &stream, &get).await {
-            Ok(Answered::Sent) if get.keep_alive => buffer.advance(get.head_len),
-            Ok(Answered::Sent) => return,
+        conn.mark(Phase::Busy);
+        match answer(&server, &conn, &get).await {
+            Ok(Answered::Sent) if get.keep_alive => {
+                buffer.advance(get.head_len);
+                // Pipelined bytes of the next request may be here already.
+                conn.mark(if buffer.is_empty() { Phase::Idle } else { Phase::Head });
+            }
+            Ok(Answered::Sent) => {
+                conn.close().await;
+                return;
+            }
             Ok(Answered::Refused) => break,
             Err(err) => {
                 // Mid-response: the client sees a short body and a closed connection, as it
@@ -166,20 +201,12 @@ pub(crate) async fn serve_connection(mut stream: TcpStream, state: Arc<WorkerSta
             }
         }
     }
-    let io = TokioIo::new(Prefixed {
-        prefix: buffer.freeze(),
-        stream,
-    });
-    let service = TowerToHyperService::new(app);
-    let connection = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(max_buf)
-        .serve_connection(io, service);
-    if let Err(err) = connection.await {
-        tracing::debug!(error = %err, "connection ended with an error");
-    }
+    conn.set_prefix(buffer.freeze());
+    hoard_http::serve_router(conn, server.app.clone(), server.max_buf).await;
 }
 
-async fn answer(state: &Arc<WorkerState>, stream: &TcpStream, get: &FileGet) -> io::Result<Answered> {
+async fn answer(server: &Server, conn: &Conn, get: &FileGet) -> io::Result<Answered> {
+    let state = &server.state;
     let request = FileRequest {
         range: get.range.as_deref(),
         if_match: get.if_match.as_deref(),
@@ -187,7 +214,15 @@ async fn answer(state: &Arc<WorkerState>, stream: &TcpStream, get: &FileGet) -> 
     let Ok(reply) = prepare_file_reply(state, &get.path, &request).await else {
         return Ok(Answered::Refused);
     };
-    let Ok(body) = file_body(Arc::clone(state), reply.file, reply.range).await else {
+    let Ok(body) = file_body(
+        Arc::clone(state),
+        reply.file,
+        reply.range,
+        server.readahead,
+        conn.connection(),
+    )
+    .await
+    else {
         return Ok(Answered::Refused);
     };
     state.metrics.requests.inc();
@@ -209,15 +244,15 @@ async fn answer(state: &Arc<WorkerState>, stream: &TcpStream, get: &FileGet) -> 
     }
     head.extend_from_slice(b"\r\n");
     let Some(FileBody { first, rest }) = body else {
-        write_all(stream, &head, &[]).await?;
+        write_all(conn, &head, &[]).await?;
         return Ok(Answered::Sent);
     };
     let sendfile_max_bytes = state.sendfile_max_bytes();
-    send_part(stream, &head, &first, sendfile_max_bytes).await?;
+    send_part(conn, &head, &first, sendfile_max_bytes).await?;
     if let Some(mut rest) = rest {
         while let Some(part) = rest.next().await {
             let part = part.map_err(io::Error::other)?;
-            send_part(stream, &[], &part, sendfile_max_bytes).await?;
+            send_part(conn, &[], &part, sendfile_max_bytes).await?;
         }
     }
     Ok(Answered::Sent)
@@ -248,16 +283,20 @@ fn push_date(head: &mut Vec<u8>) {
 /// is at most `sendfile_max_bytes` long, else from memory with one vectored write. (On
 /// loopback, copying streams large parts faster, while `sendfile` keeps the tail latency of
 /// many small reads low: docs/worker-http.md#direct-path.)
-async fn send_part(stream: &TcpStream, head: &[u8], part: &PageBytes, sendfile_max_bytes: u64) -> io::Result<()> {
+async fn send_part(conn: &Conn, head: &[u8], part: &PageBytes, sendfile_max_bytes: u64) -> io::Result<()> {
     let Some((file, offset)) = part.sealed_file().filter(|_| part.len() as u64 <= sendfile_max_bytes) else {
-        return write_all(stream, head, part).await;
+        return write_all(conn, head, part).await;
     };
+    let stream = conn.stream();
+    let mut waiting = SendWait::default();
     if !head.is_empty() {
         // MSG_MORE holds the head back so it leaves in one segment with the body's first bytes.
         let mut sent = 0;
         while sent < head.len() {
             sent += stream
-                .async_io(Interest::WRITABLE, || send_more(stream, &head[sent..]))
+                .async_io(Interest::WRITABLE, || {
+                    waiting.track(conn, send_more(stream, &head[sent..]))
+                })
                 .await?;
         }
     }
@@ -266,19 +305,23 @@ async fn send_part(stream: &TcpStream, head: &[u8], part: &PageBytes, sendfile_m
     while offset < end {
         let remaining = usize::try_from(end - offset).unwrap_or(usize::MAX);
         stream
-            .async_io(Interest::WRITABLE, || sendfile(stream, file, &mut offset, remaining))
+            .async_io(Interest::WRITABLE, || {
+                waiting.track(conn, sendfile(stream, file, &mut offset, remaining))
+            })
             .await?;
     }
     Ok(())
 }
 
 /// Writes `head` and `body` with as few vectored writes as the socket allows.
-async fn write_all(stream: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+async fn write_all(conn: &Conn, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let stream = conn.stream();
+    let mut waiting = SendWait::default();
     let mut parts = [io::IoSlice::new(head), io::IoSlice::new(body)];
     let mut remaining: &mut [io::IoSlice<'_>] = &mut parts;
     while !remaining.is_empty() {
         stream.writable().await?;
-        let written = match stream.try_write_vectored(remaining) {
+        let written = match waiting.track(conn, stream.try_write_vectored(remaining)) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => written,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
@@ -287,6 +330,30 @@ async fn write_all(stream: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<(
         io::IoSlice::advance_slices(&mut remaining, written);
     }
     Ok(())
+}
+
+/// Tells the connection's slot when writes start and stop waiting for a full socket (the
+/// send timeout), touching it only on those changes.
+#[derive(Default)]
+struct SendWait {
+    waiting: bool,
+}
+
+impl SendWait {
+    fn track<T>(&mut self, conn: &Conn, result: io::Result<T>) -> io::Result<T> {
+        match &result {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock && !self.waiting => {
+                conn.send_waiting();
+                self.waiting = true;
+            }
+            Ok(_) if self.waiting => {
+                conn.send_resumed();
+                self.waiting = false;
+            }
+            _ => {}
+        }
+        result
+    }
 }
 
 fn send_more(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
@@ -319,50 +386,6 @@ fn syscall_result(result: isize) -> io::Result<usize> {
     usize::try_from(result).map_err(|_| io::Error::last_os_error())
 }
 
-/// A connection whose first bytes were already read: hyper reads `prefix` before the socket.
-struct Prefixed {
-    prefix: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let take = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..take]);
-            self.prefix.advance(take);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,10 +404,10 @@ mod tests {
     fn plain_file_reads_take_the_direct_path() {
         let head = "GET /files/a/b.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
         assert_eq!(parse(head.as_bytes()), file("a/b.bin", Some("bytes=0-9"), true, head));
-        let close = "GET /files/c HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n";
+        let close = "GET /files/c HTTP/1.1\r\nConnection: keep-alive, Close\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(parse(close.as_bytes()), file("c", None, false, close));
         // A pipelined request after the head is not part of it.
-        let pipelined = format!("{head}GET /files/next HTTP/1.1\r\n\r\n");
+        let pipelined = format!("{head}GET /files/next HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(
             parse(pipelined.as_bytes()),
             file("a/b.bin", Some("bytes=0-9"), true, head)
@@ -415,9 +438,23 @@ mod tests {
             "NOT A REQUEST\r\n\r\n",
         ];
         for head in others {
+            // With a Host, so each is handed on for its own reason.
+            let head = head.replacen("\r\n", "\r\nHost: h\r\n", 1);
             assert_eq!(parse(head.as_bytes()), Parsed::Other, "{head:?}");
         }
-        let many = format!("GET /files/a HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS + 1));
+        // RFC 9112 §3.2: the router answers these 400.
+        let hosts: &[&str] = &[
+            "GET /files/a HTTP/1.1\r\n\r\n",
+            "GET /files/a HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            "GET /files/a HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ];
+        for head in hosts {
+            assert_eq!(parse(head.as_bytes()), Parsed::Other, "{head:?}");
+        }
+        let many = format!(
+            "GET /files/a HTTP/1.1\r\nHost: h\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(MAX_HEADERS)
+        );
         assert_eq!(parse(many.as_bytes()), Parsed::Other, "too many headers");
     }
 }

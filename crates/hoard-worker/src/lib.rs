@@ -7,6 +7,7 @@ mod direct;
 pub mod identity;
 pub mod metrics;
 pub mod range;
+mod readahead;
 mod reader;
 pub mod registration;
 mod server;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use reader::{ReadError, WorkerState, DEFAULT_LOAD_READERS, DEFAULT_SENDFILE_MAX_BYTES};
-pub use server::{router, serve};
+pub use server::{router, serve, serve_with, ServeOptions};
 pub use tasks::{task_range, LoadOptions, LOAD_PAGES_PER_FILE, MAX_TASK_BODY_BYTES, TASK_FILE_CONCURRENCY};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +38,8 @@ pub enum WorkerError {
 /// Blocking: call before entering the server, or from a blocking thread.
 /// `address` is what the worker advertises (`host:port`, the port it actually bound).
 pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<Arc<WorkerState>, WorkerError> {
-    raise_open_file_limit();
+    // Before the memory tier sizes its descriptor budget from the limit.
+    hoard_http::raise_open_file_limit();
     let worker_id = identity::load_or_create(&config.worker.identity_file)?;
     let mut store = hoard_pagestore::PageStore::open(hoard_pagestore::PageStoreConfig {
         dirs: config.worker.page_store_dirs.clone(),
@@ -65,27 +67,4 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
         .with_admin_token(config.security.admin_token.clone())
         .with_sendfile_max_bytes(config.worker.sendfile_max_size),
     ))
-}
-
-/// Raises the soft open-file limit to the hard one, as servers do (nginx's
-/// `worker_rlimit_nofile`, Go's runtime): connections, page files and the memory tier's sealed
-/// files (budgeted to half the soft limit) all take descriptors, and the usual soft default of
-/// 1024 is far below what a worker needs.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= limit.rlim_max {
-        return;
-    }
-    let before = limit.rlim_cur;
-    limit.rlim_cur = limit.rlim_max;
-    // SAFETY: as above.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        tracing::warn!(soft = before, hard = limit.rlim_max, error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
-        return;
-    }
-    tracing::info!(from = before, to = limit.rlim_max, "raised the open-file limit");
 }

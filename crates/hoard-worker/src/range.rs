@@ -1,4 +1,10 @@
-//! `Range` header parsing (RFC 9110 §14), one range per request. Pure: tested without a server.
+//! `Range` header parsing (RFC 9110 §14). Pure: tested without a server.
+//!
+//! One byte range is answered 206 with that range. A unit other than `bytes` is ignored, as
+//! RFC 9110 §14.2 says (the whole file, 200). Several ranges are answered with the whole file
+//! (200, which §14.2 allows) when any of them is satisfiable, not with a multipart body: the
+//! work is what a plain GET costs, and the header's length (at most 256 bytes) bounds the
+//! ranges looked at.
 
 use std::ops::Range;
 
@@ -9,12 +15,13 @@ pub const MAX_RANGE_HEADER_BYTES: usize = 256;
 pub enum RangeError {
     /// Syntactically invalid or too long: 400.
     Malformed(String),
-    /// Valid but cannot be served for this file length (or several ranges asked): 416.
+    /// Valid but no range can be served for this file length: 416.
     NotSatisfiable(String),
 }
 
-/// The byte range to serve for a file of `length` bytes, or `None` for the whole file (no header).
-/// Ends past the file are clamped, as RFC 9110 says; a start at or past the end is 416.
+/// The byte range to serve for a file of `length` bytes, or `None` for the whole file (no
+/// header, a unit other than bytes, several ranges). Ends past the file are clamped, as RFC
+/// 9110 says; a start at or past the end is 416.
 pub fn resolve(header: Option<&str>, length: u64) -> Result<Option<Range<u64>>, RangeError> {
     let Some(raw) = header else {
         return Ok(None);
@@ -24,17 +31,37 @@ pub fn resolve(header: Option<&str>, length: u64) -> Result<Option<Range<u64>>, 
             "range header longer than {MAX_RANGE_HEADER_BYTES} bytes"
         )));
     }
-    let spec = raw
-        .trim()
-        .strip_prefix("bytes=")
-        .ok_or_else(|| RangeError::Malformed(format!("unsupported range unit in {raw:?}")))?;
-    if spec.contains(',') {
-        return Err(RangeError::NotSatisfiable(
-            "multiple ranges are not supported".to_string(),
-        ));
+    let Some((unit, set)) = raw.trim().split_once('=') else {
+        return Err(RangeError::Malformed(format!("invalid range {raw:?}")));
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return Ok(None);
     }
+    // A list may hold empty elements (RFC 9110 §5.6.1).
+    let mut specs = set.split(',').map(str::trim).filter(|spec| !spec.is_empty());
+    let Some(first) = specs.next() else {
+        return Err(RangeError::Malformed(format!("invalid range {raw:?}")));
+    };
+    let first = range_spec(first, raw, length)?;
+    let mut several = false;
+    let mut any_satisfiable = first.is_ok();
+    for spec in specs {
+        several = true;
+        any_satisfiable |= range_spec(spec, raw, length)?.is_ok();
+    }
+    match first {
+        Ok(range) if !several => Ok(Some(range)),
+        Err(message) if !several => Err(RangeError::NotSatisfiable(message)),
+        _ if any_satisfiable => Ok(None),
+        _ => Err(RangeError::NotSatisfiable(format!(
+            "no range of {raw:?} selects bytes of a {length}-byte file"
+        ))),
+    }
+}
+
+/// One `first-last`, `first-` or `-suffix`: the range, or why it selects no byte.
+fn range_spec(spec: &str, raw: &str, length: u64) -> Result<Result<Range<u64>, String>, RangeError> {
     let (first, last) = spec
-        .trim()
         .split_once('-')
         .ok_or_else(|| RangeError::Malformed(format!("invalid range {raw:?}")))?;
     let parse = |digits: &str| -> Result<u64, RangeError> {
@@ -48,11 +75,9 @@ pub fn resolve(header: Option<&str>, length: u64) -> Result<Option<Range<u64>>, 
     if first.is_empty() {
         let suffix = parse(last)?;
         if suffix == 0 || length == 0 {
-            return Err(RangeError::NotSatisfiable(format!(
-                "range {raw:?} selects no bytes of a {length}-byte file"
-            )));
+            return Ok(Err(format!("range {raw:?} selects no bytes of a {length}-byte file")));
         }
-        return Ok(Some(length.saturating_sub(suffix)..length));
+        return Ok(Ok(length.saturating_sub(suffix)..length));
     }
     let start = parse(first)?;
     let end_inclusive = if last.is_empty() { u64::MAX } else { parse(last)? };
@@ -60,12 +85,11 @@ pub fn resolve(header: Option<&str>, length: u64) -> Result<Option<Range<u64>>, 
         return Err(RangeError::Malformed(format!("range {raw:?} ends before it starts")));
     }
     if start >= length {
-        return Err(RangeError::NotSatisfiable(format!(
+        return Ok(Err(format!(
             "range {raw:?} starts at or past the end of a {length}-byte file"
         )));
     }
-    let end = end_inclusive.saturating_add(1).min(length);
-    Ok(Some(start..end))
+    Ok(Ok(start..end_inclusive.saturating_add(1).min(length)))
 }
 
 #[cfg(test)]
@@ -82,6 +106,17 @@ mod tests {
         assert_eq!(resolve(Some("bytes=-30"), 10), Ok(Some(0..10)));
         assert_eq!(resolve(Some("bytes=9-9"), 10), Ok(Some(9..10)));
         assert_eq!(resolve(Some("bytes=0-99999999999999999999999"), 10), Ok(Some(0..10)));
+        assert_eq!(resolve(Some("Bytes=1-2"), 10), Ok(Some(1..3)));
+        assert_eq!(resolve(Some("bytes=1-2,"), 10), Ok(Some(1..3)));
+    }
+
+    #[test]
+    fn unknown_units_and_several_ranges_mean_the_whole_file() {
+        assert_eq!(resolve(Some("items=0-5"), 10), Ok(None));
+        assert_eq!(resolve(Some("none=x"), 10), Ok(None));
+        assert_eq!(resolve(Some("bytes=0-1,3-4"), 10), Ok(None));
+        // One satisfiable range among unsatisfiable ones is enough.
+        assert_eq!(resolve(Some("bytes=50-60, 2-3"), 10), Ok(None));
     }
 
     #[test]
@@ -99,15 +134,20 @@ mod tests {
             Err(RangeError::NotSatisfiable(_))
         ));
         assert!(matches!(
-            resolve(Some("bytes=0-1,3-4"), 10),
+            resolve(Some("bytes=20-21,30-"), 10),
             Err(RangeError::NotSatisfiable(_))
         ));
+        assert!(matches!(
+            resolve(Some("bytes=0-1,x"), 10),
+            Err(RangeError::Malformed(_))
+        ));
+        assert!(matches!(resolve(Some("bytes=,"), 10), Err(RangeError::Malformed(_))));
         assert!(matches!(
             resolve(Some("bytes=0-0"), 0),
             Err(RangeError::NotSatisfiable(_))
         ));
         assert!(matches!(resolve(Some("bytes=5-3"), 10), Err(RangeError::Malformed(_))));
-        assert!(matches!(resolve(Some("items=0-3"), 10), Err(RangeError::Malformed(_))));
+        assert!(matches!(resolve(Some("0-3"), 10), Err(RangeError::Malformed(_))));
         assert!(matches!(resolve(Some("bytes=a-3"), 10), Err(RangeError::Malformed(_))));
         assert!(matches!(resolve(Some("bytes=+1-3"), 10), Err(RangeError::Malformed(_))));
         let long = format!("bytes=0-{}", "9".repeat(MAX_RANGE_HEADER_BYTES));

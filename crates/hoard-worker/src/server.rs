@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hoard_common::api::{self, codes, ApiError, FileStat, ListEntry, WorkerHealth};
 use hoard_common::HoardPath;
+use hoard_config::{NetworkConfig, WorkerConfig};
+use hoard_http::{Claim, Conn, ConnectionRef, ConnectionTable};
 use hoard_pagestore::PageBytes;
 use hoard_ufs::UfsError;
 use serde::Deserialize;
@@ -20,11 +23,9 @@ use tokio::net::TcpListener;
 
 use crate::direct;
 use crate::range::{self, RangeError};
+use crate::readahead::{ReadAhead, ReadAheadPages};
 use crate::reader::{OpenFile, ReadError};
 use crate::WorkerState;
-
-/// Pages of one response fetched ahead of the one being sent.
-const PAGES_IN_FLIGHT: usize = 4;
 
 type SharedState = Arc<WorkerState>;
 
@@ -42,8 +43,43 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
+/// How a worker serves: from `hoard.worker.*` (`ServeOptions::from_config`).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// `hoard.worker.http.max.header.size`.
+    pub max_header_bytes: usize,
+    /// Event-loop threads; 0 serves on the caller's runtime.
+    pub event_loops: usize,
+    /// `hoard.worker.network.*`: timeouts and the connection cap.
+    pub network: NetworkConfig,
+    /// `hoard.worker.network.readahead.size`.
+    pub readahead_bytes: u64,
+}
+
+impl ServeOptions {
+    pub fn from_config(worker: &WorkerConfig) -> ServeOptions {
+        ServeOptions {
+            max_header_bytes: usize::try_from(worker.max_request_header_bytes).unwrap_or(usize::MAX),
+            event_loops: worker.event_loops(),
+            network: worker.network.clone(),
+            readahead_bytes: worker.readahead_size,
+        }
+    }
+}
+
+/// [`serve_with`] with the default limits and read-ahead.
+pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize, event_loops: usize) {
+    let defaults = hoard_config::SiteConfig::defaults(std::path::Path::new("."));
+    let options = ServeOptions {
+        max_header_bytes,
+        event_loops,
+        ..ServeOptions::from_config(&defaults.worker)
+    };
+    serve_with(listener, state, options).await;
+}
+
 /// Serves the router on `listener` until the task is dropped (it never returns on its own:
-/// accept errors such as running out of descriptors are logged and retried).
+/// accept errors such as running out of descriptors are handled and serving goes on).
 ///
 /// Connections are dealt round-robin to `event_loops` single-threaded event loops, each on its
 /// own thread, like nginx's worker processes: a connection stays on one thread, so a request
@@ -53,12 +89,22 @@ pub fn router(state: SharedState) -> Router {
 ///
 /// Each connection starts on the direct path for file reads (`direct.rs`) and moves to hyper
 /// and the router at its first other request. It is HTTP/1.1 with a bounded header buffer, so
-/// an oversized request head is refused before it is buffered.
-pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: usize, event_loops: usize) {
-    let app = router(Arc::clone(&state));
-    // hyper refuses buffer limits below 8KiB.
-    let max_buf = max_header_bytes.max(8192);
-    let loops = match start_event_loops(event_loops, &state, &app, max_buf) {
+/// an oversized request head is refused before it is buffered. Every connection holds a slot
+/// of the listener's table (hoard-http): the connection cap and the timeouts of
+/// docs/worker-http.md#limits apply on both paths.
+pub async fn serve_with(listener: TcpListener, state: SharedState, options: ServeOptions) {
+    let readahead = ReadAheadPages::of(options.readahead_bytes, state.page_size());
+    let server = Arc::new(direct::Server {
+        app: router(Arc::clone(&state)).layer(axum::Extension(readahead)),
+        state,
+        // hyper refuses buffer limits below 8KiB.
+        max_buf: options.max_header_bytes.max(8192),
+        readahead,
+    });
+    // A quarter of the open-file limit: the memory tier may take half for its sealed files.
+    let cap = hoard_http::connection_cap("worker", options.network.max_connections, 4);
+    let table = ConnectionTable::new("worker", &options.network, cap);
+    let loops = match start_event_loops(options.event_loops, &server) {
         Ok(loops) => loops,
         Err(err) => {
             tracing::warn!(error = %err, "cannot start event loop threads; serving on the main runtime");
@@ -66,65 +112,47 @@ pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: 
         }
     };
     let mut next = 0usize;
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and similar: log, back off briefly, keep serving.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    hoard_http::accept_loop(listener, table, move |stream, claim| {
         if loops.is_empty() {
-            tokio::spawn(direct::serve_connection(
-                stream,
-                Arc::clone(&state),
-                app.clone(),
-                max_buf,
-            ));
-            continue;
+            tokio::spawn(direct::serve_connection(Conn::new(stream, claim), Arc::clone(&server)));
+            return;
         }
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot hand a connection to an event loop");
-                continue;
+                return;
             }
         };
         next = (next + 1) % loops.len();
-        if loops[next].send(stream).is_err() {
+        if loops[next].send((stream, claim)).is_err() {
             tracing::error!(event_loop = next, "an event loop has stopped");
         }
-    }
+    })
+    .await;
 }
+
+/// A connection on its way to an event loop, with its slot.
+type Handoff = (std::net::TcpStream, Claim);
 
 /// Starts `count` event-loop threads; each serves the connections sent to its channel.
 fn start_event_loops(
     count: usize,
-    state: &SharedState,
-    app: &Router,
-    max_buf: usize,
-) -> std::io::Result<Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>> {
+    server: &Arc<direct::Server>,
+) -> std::io::Result<Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>> {
     let mut senders = Vec::with_capacity(count);
     for index in 0..count {
-        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let app = app.clone();
-        let state = Arc::clone(state);
+        let server = Arc::clone(server);
         std::thread::Builder::new()
             .name(format!("hoard-io-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    while let Some(stream) = receiver.recv().await {
+                    while let Some((stream, claim)) = receiver.recv().await {
                         match tokio::net::TcpStream::from_std(stream) {
                             Ok(stream) => {
-                                tokio::spawn(direct::serve_connection(
-                                    stream,
-                                    Arc::clone(&state),
-                                    app.clone(),
-                                    max_buf,
-                                ));
+                                tokio::spawn(direct::serve_connection(Conn::new(stream, claim), Arc::clone(&server)));
                             }
                             Err(err) => tracing::warn!(error = %err, "cannot register a connection"),
                         }
@@ -183,11 +211,24 @@ async fn get_root_file() -> ApiError {
 async fn get_file(
     State(state): State<SharedState>,
     method: Method,
-    Path(raw_path): Path<String>,
+    raw_path: Result<Path<String>, PathRejection>,
+    readahead: Option<axum::Extension<ReadAheadPages>>,
+    connection: Option<axum::Extension<ConnectionRef>>,
     headers: HeaderMap,
 ) -> Response {
     state.metrics.requests.inc();
-    match serve_file(&state, method, &raw_path, &headers).await {
+    let raw_path = match raw_path {
+        Ok(Path(raw_path)) => raw_path,
+        // A percent-encoding that does not decode (to UTF-8): the documented JSON error.
+        Err(rejection) => {
+            state.metrics.request_errors.inc();
+            return ApiError::new(StatusCode::BAD_REQUEST, codes::INVALID_PATH, rejection.body_text()).into_response();
+        }
+    };
+    // Both are the server's (absent when the router is served by other means).
+    let readahead = readahead.map_or(DEFAULT_READAHEAD, |axum::Extension(pages)| pages);
+    let connection = connection.as_ref().map(|axum::Extension(connection)| connection);
+    match serve_file(&state, method, &raw_path, &headers, readahead, connection).await {
         Ok(response) => response,
         Err(err) => {
             state.metrics.request_errors.inc();
@@ -338,11 +379,17 @@ pub(crate) async fn prepare_file_reply(
     })
 }
 
+/// Pages fetched ahead when nothing says otherwise (`hoard.worker.network.readahead.size`'s
+/// default with 1MiB pages).
+const DEFAULT_READAHEAD: ReadAheadPages = ReadAheadPages(4);
+
 async fn serve_file(
     state: &SharedState,
     method: Method,
     raw_path: &str,
     headers: &HeaderMap,
+    readahead: ReadAheadPages,
+    connection: Option<&ConnectionRef>,
 ) -> Result<Response, ApiError> {
     let request = FileRequest {
         range: header_str(headers, header::RANGE)?,
@@ -361,7 +408,7 @@ async fn serve_file(
         builder = builder.header(api::CACHED_BYTES_HEADER, state.cached_bytes(reply.file.id).await);
         Body::empty()
     } else {
-        match file_body(Arc::clone(state), reply.file, reply.range).await? {
+        match file_body(Arc::clone(state), reply.file, reply.range, readahead, connection).await? {
             None => Body::empty(),
             // A whole body: hyper sends it with the headers in one write.
             Some(FileBody { first, rest: None }) => Body::from(first.into_bytes()),
@@ -390,11 +437,14 @@ pub(crate) struct FileBody {
 
 /// The body for `range` of `file` (`None` when the range is empty): the first page is fetched
 /// before answering, so a missing or changed file is an error status rather than a cut-off
-/// body; the rest stream with a few pages fetched ahead.
+/// body; the rest stream with pages fetched ahead while the client keeps up (`readahead.rs`;
+/// `connection` tells whether it does).
 pub(crate) async fn file_body(
     state: SharedState,
     file: Arc<OpenFile>,
     range: std::ops::Range<u64>,
+    readahead: ReadAheadPages,
+    connection: Option<&ConnectionRef>,
 ) -> Result<Option<FileBody>, ApiError> {
     if range.is_empty() {
         return Ok(None);
@@ -412,20 +462,18 @@ pub(crate) async fn file_body(
     if first_page == last_page {
         return Ok(Some(FileBody { first, rest: None }));
     }
-    let rest = futures::stream::iter(first_page + 1..=last_page)
-        .map(move |index| {
-            let state = Arc::clone(&state);
-            let file = Arc::clone(&file);
-            async move {
-                let slice = state.page_slice(&file, index, within(index)).await.inspect_err(|err| {
-                    tracing::warn!(error = %err, path = %file.status.path, page = index, "read failed mid-response");
-                })?;
-                state.metrics.bytes_served.inc_by(slice.len() as u64);
-                Ok::<PageBytes, ReadError>(slice)
-            }
-        })
-        .buffered(PAGES_IN_FLIGHT)
-        .boxed();
+    let fetch = move |index: u64| {
+        let state = Arc::clone(&state);
+        let file = Arc::clone(&file);
+        async move {
+            let slice = state.page_slice(&file, index, within(index)).await.inspect_err(|err| {
+                tracing::warn!(error = %err, path = %file.status.path, page = index, "read failed mid-response");
+            })?;
+            state.metrics.bytes_served.inc_by(slice.len() as u64);
+            Ok::<PageBytes, ReadError>(slice)
+        }
+    };
+    let rest = ReadAhead::new(first_page + 1..=last_page, fetch, readahead, connection.cloned()).boxed();
     Ok(Some(FileBody {
         first,
         rest: Some(rest),
@@ -448,11 +496,17 @@ fn query_path(query: &PathQuery) -> Result<HoardPath, ApiError> {
     Ok(HoardPath::parse(raw)?)
 }
 
+/// A query string that does not decode: the documented JSON error rather than axum's text.
+fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, rejection.body_text())
+}
+
 async fn stat(
     State(state): State<SharedState>,
-    Query(query): Query<PathQuery>,
+    query: Result<Query<PathQuery>, QueryRejection>,
 ) -> Result<axum::Json<FileStat>, ApiError> {
     state.metrics.requests.inc();
+    let Query(query) = query.map_err(query_error)?;
     let path = query_path(&query)?;
     let file = state.status(&path).await?;
     let status = &file.status;
@@ -475,8 +529,12 @@ async fn stat(
 }
 
 /// Streams one directory level as newline-delimited JSON `ListEntry` objects.
-async fn list(State(state): State<SharedState>, Query(query): Query<PathQuery>) -> Result<Response, ApiError> {
+async fn list(
+    State(state): State<SharedState>,
+    query: Result<Query<PathQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     state.metrics.requests.inc();
+    let Query(query) = query.map_err(query_error)?;
     let path = query_path(&query)?;
     let entries = state.mounts().list(&path).await.map_err(ufs_error)?;
     let lines = entries.map(|entry| {

@@ -65,7 +65,7 @@ pub async fn run(args: CoordinatorArgs, config: SiteConfig) -> anyhow::Result<()
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     let outcome = tokio::select! {
-        served = hoard_coordinator::serve(listener, std::sync::Arc::clone(&state)) => {
+        served = hoard_coordinator::serve(listener, std::sync::Arc::clone(&state), &config.coordinator.network) => {
             served.context("coordinator server failed")
         }
         () = crate::worker::stop_requested(&mut terminate) => Ok(()),

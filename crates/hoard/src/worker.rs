@@ -39,8 +39,7 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     );
     let registration = hoard_worker::registration::start(&config, Arc::clone(&state), port)
         .with_context(|| format!("worker {} cannot join the cluster", state.worker_id))?;
-    let max_header = usize::try_from(config.worker.max_request_header_bytes).unwrap_or(usize::MAX);
-    let event_loops = config.worker.event_loops();
+    let options = hoard_worker::ServeOptions::from_config(&config.worker);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     let worker_id = state.worker_id.clone();
@@ -52,7 +51,7 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
         }
     };
     let outcome = tokio::select! {
-        () = hoard_worker::serve(listener, state, max_header, event_loops) => Ok(()),
+        () = hoard_worker::serve_with(listener, state, options) => Ok(()),
         reason = lost => Err(anyhow::anyhow!("worker {worker_id} stops: {reason}")),
         () = stop_requested(&mut terminate) => Ok(()),
     };

@@ -408,3 +408,53 @@ impl Cluster {
         });
     }
 }
+
+impl Cluster {
+    /// The coordinator process.
+    pub fn coordinator(&self) -> Process {
+        self.all_processes()
+            .into_iter()
+            .find(|process| process.role == "coordinator")
+            .expect("a coordinator")
+    }
+}
+
+/// Open descriptors of process `pid` (`/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `RssAnon`, ...).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Splits a raw HTTP/1.1 response with a `Content-Length` body: status, headers (lowercased
+/// names) and exactly that many body bytes; `None` when the head or body is incomplete.
+pub fn parse_response(raw: &[u8]) -> Option<HttpAnswer> {
+    let split = raw.windows(4).position(|window| window == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let length: usize = header(&headers, "content-length")?.parse().ok()?;
+    let body = raw.get(split + 4..split + 4 + length)?.to_vec();
+    Some((status, headers, body))
+}
