@@ -17,6 +17,8 @@ pub struct CoordinatorClient {
     bases: Vec<String>,
     preferred: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: Option<String>,
+    /// Sent with every request when set; membership changes (remove-worker) need it.
+    secret: Option<hoard_common::secret::ClusterSecret>,
 }
 
 impl CoordinatorClient {
@@ -37,7 +39,14 @@ impl CoordinatorClient {
                 .collect(),
             preferred: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             token: config.security.admin_token.clone(),
+            secret: None,
         })
+    }
+
+    /// Presents the cluster secret (`hoard.security.cluster.secret.file`) with every request.
+    pub fn with_cluster_secret(mut self, secret: hoard_common::secret::ClusterSecret) -> CoordinatorClient {
+        self.secret = Some(secret);
+        self
     }
 
     /// The coordinator tried first.
@@ -65,6 +74,9 @@ impl CoordinatorClient {
             }
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
+            }
+            if let Some(secret) = &self.secret {
+                request = request.header(hoard_common::secret::CLUSTER_SECRET_HEADER, secret.expose());
             }
             let response = match request.send().await {
                 Ok(response) => response,

@@ -1,5 +1,6 @@
 //! JSON bodies of the worker's HTTP API (see docs/worker-http.md). Field names are camelCase on
-//! the wire; both the worker and the client use these types so they cannot drift apart.
+//! the wire; both the worker and the client use these types so they cannot drift apart. Request
+//! bodies refuse fields they do not know (a typo such as `replica` is a 400, not ignored).
 
 use serde::{Deserialize, Serialize};
 
@@ -117,21 +118,35 @@ pub fn check_admin_token(headers: &axum::http::HeaderMap, expected: &str) -> Opt
         ))
     };
     match presented {
-        // Constant time: the comparison does not stop at the first differing byte.
-        Some(token)
-            if token.len() == expected.len()
-                && token
-                    .bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0 =>
-        {
-            None
-        }
+        Some(token) if crate::secret::constant_time_eq(expected.as_bytes(), token.as_bytes()) => None,
         Some(_) => unauthorized("wrong admin token"),
         None => {
             unauthorized("this request changes state and needs 'Authorization: Bearer <hoard.security.admin.token>'")
         }
+    }
+}
+
+/// `None` when the request carries the cluster secret in [`crate::secret::CLUSTER_SECRET_HEADER`];
+/// otherwise the 401 to answer. Membership changes (a worker's registration, heartbeats,
+/// removal) always need it.
+#[cfg(feature = "server")]
+pub fn check_cluster_secret(
+    headers: &axum::http::HeaderMap,
+    expected: &crate::secret::ClusterSecret,
+) -> Option<ApiError> {
+    let unauthorized = |message: &str| {
+        Some(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            codes::UNAUTHORIZED,
+            message,
+        ))
+    };
+    match headers.get(crate::secret::CLUSTER_SECRET_HEADER) {
+        Some(presented) if expected.matches(presented.as_bytes()) => None,
+        Some(_) => unauthorized("wrong cluster secret"),
+        None => unauthorized(
+            "membership changes need the cluster secret in the X-Hoard-Cluster-Secret header (the contents of hoard.security.cluster.secret.file)",
+        ),
     }
 }
 
@@ -185,7 +200,7 @@ pub mod tasks {
 
     /// One file of a task, or one range of it (a partition of a large file).
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct TaskFile {
         pub path: String,
         /// With `length`: only this range (clamped to the file) is loaded.
@@ -196,7 +211,7 @@ pub mod tasks {
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct LoadTask {
         pub job_id: String,
         pub task_id: u64,
@@ -211,7 +226,7 @@ pub mod tasks {
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct FreeTask {
         pub job_id: String,
         pub task_id: u64,
@@ -219,7 +234,7 @@ pub mod tasks {
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct CheckTask {
         pub paths: Vec<String>,
     }
@@ -285,7 +300,7 @@ pub mod coordinator {
 
     /// What a worker sends every heartbeat interval (COORDINATOR membership).
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct Heartbeat {
         /// The process instance that registered; another one is refused.
         pub instance: String,
@@ -363,7 +378,7 @@ pub mod coordinator {
 
     /// A job's options as submitted. Numbers are signed so a negative one gets a clear 400.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase", default)]
+    #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
     pub struct JobOptionsView {
         /// Workers per file (the first N ring candidates); default 1.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -378,7 +393,7 @@ pub mod coordinator {
 
     /// `POST /api/v1/jobs`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct SubmitJob {
         /// `load` or `free`.
         #[serde(rename = "type")]
@@ -480,6 +495,28 @@ mod tests {
     fn encodes_paths() {
         assert_eq!(encode_path_for_url("/a b/c%d.bin"), "/a%20b/c%25d.bin");
         assert_eq!(encode_path_for_url("/a&b=c"), "/a%26b%3Dc");
+    }
+
+    #[test]
+    fn request_bodies_name_unknown_fields() {
+        let error = serde_json::from_str::<coordinator::SubmitJob>(r#"{"type":"load","path":"/a","replica":50}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("unknown field `replica`"), "{error}");
+        let nested = r#"{"type":"load","path":"/a","options":{"replica":2}}"#;
+        assert!(serde_json::from_str::<coordinator::SubmitJob>(nested).is_err());
+        let beat = r#"{"instance":"i","usedBytes":0,"capacityBytes":0,"leavng":true}"#;
+        assert!(serde_json::from_str::<coordinator::Heartbeat>(beat).is_err());
+        let free = r#"{"jobId":"j","taskId":1,"paths":[],"force":true}"#;
+        assert!(serde_json::from_str::<tasks::FreeTask>(free).is_err());
+        // What the senders write is still read.
+        let submit = coordinator::SubmitJob {
+            job_type: "load".into(),
+            path: "/a".into(),
+            options: coordinator::JobOptionsView::default(),
+        };
+        let json = serde_json::to_string(&submit).unwrap();
+        assert_eq!(serde_json::from_str::<coordinator::SubmitJob>(&json).unwrap(), submit);
     }
 
     #[test]

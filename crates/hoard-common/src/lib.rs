@@ -1,7 +1,9 @@
 //! Types shared by every Hoard crate that crosses a process boundary: the normalized
-//! [`HoardPath`] and the JSON bodies of the worker's HTTP API (`api`).
+//! [`HoardPath`], the JSON bodies of the worker's HTTP API (`api`), and private files and the
+//! cluster secret (`secret`).
 
 pub mod api;
 pub mod path;
+pub mod secret;
 
 pub use path::{HoardPath, PathError};

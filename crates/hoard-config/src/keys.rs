@@ -38,6 +38,7 @@ pub const ETCD_READ_TIMEOUT: &str = "hoard.coordinator.scheduler.etcd.read.timeo
 pub const ETCD_WRITE_TIMEOUT: &str = "hoard.coordinator.scheduler.etcd.write.timeout";
 pub const ETCD_MAX_RETRIES: &str = "hoard.coordinator.scheduler.etcd.max.retries";
 pub const SECURITY_ADMIN_TOKEN: &str = "hoard.security.admin.token";
+pub const SECURITY_CLUSTER_SECRET_FILE: &str = "hoard.security.cluster.secret.file";
 pub const JOB_STORE_TYPE: &str = "hoard.coordinator.job.meta.store.type";
 pub const JOB_ETCD_PATH: &str = "hoard.coordinator.scheduler.job.etcd.path";
 pub const JOB_POLL_INTERVAL: &str = "hoard.coordinator.scheduler.job.etcd.poll.interval";
@@ -114,8 +115,8 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     ),
     key(
         WORK_DIR,
-        "/tmp/hoard",
-        "Directory for Hoard's own files; other defaults are placed under it.",
+        "",
+        "Directory for Hoard's own files; other defaults are placed under it. Unset: /var/lib/hoard when it can be created or written, else $XDG_DATA_HOME/hoard, else ~/.local/share/hoard.",
     ),
     key(
         UNDERFS_ROOT,
@@ -144,8 +145,8 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     ),
     key(
         WORKER_HOSTNAME,
-        "localhost",
-        "Host name or address clients and coordinators use to reach this worker.",
+        "",
+        "Host name or address clients and coordinators use to reach this worker. Unset: the machine's name (gethostname), else localhost.",
     ),
     key(
         WORKER_BIND_HOST,
@@ -189,8 +190,8 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     ),
     key(
         COORDINATOR_HOSTNAME,
-        "localhost",
-        "Host name or address workers, clients and the CLI use to reach the coordinator.",
+        "",
+        "Host name or address workers, clients and the CLI use to reach the coordinator. Unset: the machine's name (gethostname), else localhost.",
     ),
     key(
         COORDINATOR_BIND_HOST,
@@ -246,6 +247,11 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         SECURITY_ADMIN_TOKEN,
         "",
         "When set, every request that changes state (worker registration, remove-worker, jobs) must carry 'Authorization: Bearer <token>'.",
+    ),
+    key(
+        SECURITY_CLUSTER_SECRET_FILE,
+        "${hoard.work.dir}/system-info/cluster_secret",
+        "File holding the cluster secret that workers' registrations, heartbeats and remove-worker must present to the coordinator; created (mode 0600) by the coordinator on first start when absent. Copy it to every worker machine.",
     ),
     key(
         WORKER_MAX_HEADER_SIZE,

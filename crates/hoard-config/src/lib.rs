@@ -332,6 +332,8 @@ pub struct JobConfig {
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SecurityConfig {
     pub admin_token: Option<String>,
+    /// `hoard.security.cluster.secret.file`: the secret membership changes must present.
+    pub cluster_secret_file: PathBuf,
 }
 
 /// Redacts the token so configs can be logged with `{:?}`.
@@ -339,7 +341,91 @@ impl std::fmt::Debug for SecurityConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecurityConfig")
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("cluster_secret_file", &self.cluster_secret_file)
             .finish()
+    }
+}
+
+/// What some defaults depend on outside the conf dir: the machine's name and where the user's
+/// data lives. hoard-config never reads the environment itself; the binary captures this once
+/// at start and passes it in (tests pass their own; [`Environment::default`] knows nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// The machine's name (`gethostname`): the default of the host names.
+    pub hostname: Option<String>,
+    /// `$XDG_DATA_HOME`.
+    pub xdg_data_home: Option<String>,
+    /// `$HOME`.
+    pub home: Option<String>,
+}
+
+/// The work dir when it can be created or written: survives reboots, unlike /tmp.
+pub const SYSTEM_WORK_DIR: &str = "/var/lib/hoard";
+
+/// The default of `hoard.work.dir`: [`SYSTEM_WORK_DIR`] when it can be created or written,
+/// else `$XDG_DATA_HOME/hoard`, else `$HOME/.local/share/hoard` (relative values of those
+/// variables are ignored, as the XDG spec says), else [`SYSTEM_WORK_DIR`] anyway (creating it
+/// then fails with an error naming it).
+pub fn default_work_dir(env: &Environment) -> PathBuf {
+    resolve_work_dir(Path::new(SYSTEM_WORK_DIR), env)
+}
+
+fn resolve_work_dir(system: &Path, env: &Environment) -> PathBuf {
+    if can_create_or_write(system) {
+        return system.to_path_buf();
+    }
+    let absolute = |value: &Option<String>| value.clone().filter(|dir| Path::new(dir).is_absolute());
+    if let Some(data_home) = absolute(&env.xdg_data_home) {
+        return normalize(&Path::new(&data_home).join("hoard"));
+    }
+    if let Some(home) = absolute(&env.home) {
+        return normalize(&Path::new(&home).join(".local/share/hoard"));
+    }
+    system.to_path_buf()
+}
+
+/// Whether this process could create `dir` (its nearest existing ancestor is a directory it
+/// may write) or write in it (it exists). Asks the kernel (`access(2)`), creating nothing.
+fn can_create_or_write(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let mut candidate = dir;
+    loop {
+        match std::fs::metadata(candidate) {
+            Ok(meta) => {
+                if !meta.is_dir() {
+                    return false;
+                }
+                let Ok(path) = std::ffi::CString::new(candidate.as_os_str().as_bytes()) else {
+                    return false;
+                };
+                // SAFETY: access(2) only reads the NUL-terminated path.
+                return unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => match candidate.parent() {
+                Some(parent) => candidate = parent,
+                None => return false,
+            },
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The default of `hoard.worker.hostname` and `hoard.coordinator.hostname`: the machine's name
+/// when it is a valid host name, else `localhost` (with a warning saying why).
+fn default_hostname(env: &Environment, warnings: &mut Vec<String>) -> String {
+    let Some(name) = env.hostname.as_deref().map(str::trim).filter(|name| !name.is_empty()) else {
+        return "localhost".to_string();
+    };
+    match workers::parse_host(name) {
+        Ok(host) => host,
+        Err(reason) => {
+            warnings.push(format!(
+                "the machine's name {name:?} is not a usable host name ({reason}); the host names default to localhost (set {} and {})",
+                keys::WORKER_HOSTNAME,
+                keys::COORDINATOR_HOSTNAME
+            ));
+            "localhost".to_string()
+        }
     }
 }
 
@@ -400,11 +486,18 @@ pub fn resolve_conf_dir(cli: Option<&Path>, env_value: Option<&str>) -> PathBuf 
 }
 
 impl SiteConfig {
-    /// Reads `<dir>/hoard-site.properties` (absent = all defaults) and `<dir>/workers`.
+    /// [`SiteConfig::load_with`] knowing nothing of the environment (host names default to
+    /// `localhost`, the work dir to [`default_work_dir`] of an empty environment).
+    pub fn load(conf_dir: &Path) -> Result<Loaded, ConfigError> {
+        SiteConfig::load_with(conf_dir, &Environment::default())
+    }
+
+    /// Reads `<dir>/hoard-site.properties` (absent = all defaults) and `<dir>/workers`; `env`
+    /// supplies the defaults that depend on the machine.
     ///
     /// A relative `conf_dir` is made absolute against the current directory first, so every
     /// path in the result is absolute.
-    pub fn load(conf_dir: &Path) -> Result<Loaded, ConfigError> {
+    pub fn load_with(conf_dir: &Path, env: &Environment) -> Result<Loaded, ConfigError> {
         let absolute = std::path::absolute(conf_dir).unwrap_or_else(|_| conf_dir.to_path_buf());
         let conf_dir = absolute.as_path();
         let mut warnings = Vec::new();
@@ -438,7 +531,7 @@ impl SiteConfig {
                 })
             }
         };
-        let mut loaded = SiteConfig::from_properties(conf_dir, &properties, workers_file.as_deref())?;
+        let mut loaded = SiteConfig::from_properties_with(conf_dir, &properties, workers_file.as_deref(), env)?;
         warnings.append(&mut loaded.warnings);
         loaded.warnings = warnings;
         Ok(loaded)
@@ -451,7 +544,17 @@ impl SiteConfig {
         properties: &BTreeMap<String, String>,
         workers_file: Option<&str>,
     ) -> Result<Loaded, ConfigError> {
-        let warnings = properties
+        SiteConfig::from_properties_with(conf_dir, properties, workers_file, &Environment::default())
+    }
+
+    /// [`SiteConfig::from_properties`] with the machine's [`Environment`].
+    pub fn from_properties_with(
+        conf_dir: &Path,
+        properties: &BTreeMap<String, String>,
+        workers_file: Option<&str>,
+        env: &Environment,
+    ) -> Result<Loaded, ConfigError> {
+        let mut warnings: Vec<String> = properties
             .keys()
             .filter(|key| keys::spec(key).is_none() && keys::split_mount_key(key).is_none())
             .map(|key| keys::unknown_key_warning(key))
@@ -463,6 +566,20 @@ impl SiteConfig {
             .map(|spec| (spec.name.to_string(), spec.default.to_string()))
             .collect();
         raw.extend(properties.iter().map(|(key, value)| (key.clone(), value.clone())));
+        // Defaults that depend on the machine, resolved only when not set (or set empty).
+        let unset = |raw: &BTreeMap<String, String>, key: &str| raw.get(key).is_none_or(|value| value.trim().is_empty());
+        if unset(&raw, keys::WORK_DIR) {
+            let dir = default_work_dir(env);
+            raw.insert(keys::WORK_DIR.to_string(), dir.to_string_lossy().into_owned());
+        }
+        if unset(&raw, keys::WORKER_HOSTNAME) || unset(&raw, keys::COORDINATOR_HOSTNAME) {
+            let host = default_hostname(env, &mut warnings);
+            for key in [keys::WORKER_HOSTNAME, keys::COORDINATOR_HOSTNAME] {
+                if unset(&raw, key) {
+                    raw.insert(key.to_string(), host.clone());
+                }
+            }
+        }
         let mut values = Values {
             resolver: subst::Resolver::new(&raw),
             base_dir: base_dir(conf_dir),
@@ -522,6 +639,7 @@ impl SiteConfig {
         }
         let security = SecurityConfig {
             admin_token: values.optional(keys::SECURITY_ADMIN_TOKEN)?,
+            cluster_secret_file: values.path(keys::SECURITY_CLUSTER_SECRET_FILE)?,
         };
         let jobs = parse_job_config(&mut values, worker.page_size)?;
         if jobs.store_type == JobStoreType::Etcd && etcd.endpoints.is_empty() {

@@ -48,8 +48,9 @@ fn defaults() {
     assert_eq!(config, SiteConfig::defaults(Path::new(CONF)));
     assert_eq!(config.conf_dir, Path::new(CONF));
     assert_eq!(config.cluster_name, "default");
-    assert_eq!(config.work_dir, Path::new("/tmp/hoard"));
-    assert_eq!(config.ufs.root, "/tmp/hoard/underfs");
+    let work = default_work_dir(&Environment::default());
+    assert_eq!(config.work_dir, work);
+    assert_eq!(config.ufs.root, work.join("underfs").display().to_string());
     assert!(config.ufs.mounts.is_empty());
     assert_eq!(config.ufs.s3, S3Config::default());
     let worker = &config.worker;
@@ -57,11 +58,12 @@ fn defaults() {
     assert_eq!(worker.bind_host, "0.0.0.0");
     assert_eq!(worker.rpc_port, 29999);
     assert_eq!(worker.page_size, 1 << 20);
-    assert_eq!(worker.page_store_dirs, vec![PathBuf::from("/tmp/hoard/page_store")]);
+    assert_eq!(worker.page_store_dirs, vec![work.join("page_store")]);
     assert_eq!(worker.page_store_sizes, vec![1 << 30]);
+    assert_eq!(worker.identity_file, work.join("system-info/worker_identity"));
     assert_eq!(
-        worker.identity_file,
-        Path::new("/tmp/hoard/system-info/worker_identity")
+        config.security.cluster_secret_file,
+        work.join("system-info/cluster_secret")
     );
     assert_eq!(worker.membership_type, MembershipType::Static);
     assert_eq!(worker.max_request_header_bytes, 16 << 10);
@@ -206,7 +208,7 @@ fn bad_values_name_key_value_and_reason() {
         ("hoard.underfs.root", "s3:///prefix", "missing bucket"),
         ("hoard.underfs.root", "file://relative/dir", "absolute path"),
         ("hoard.worker.hostname", "bad host", "contains ' '"),
-        ("hoard.worker.hostname", "", "must not be empty"),
+        ("hoard.worker.bind.host", "", "must not be empty"),
         ("hoard.worker.bind.host", "[::1", "unbalanced"),
         ("hoard.worker.rpc.port", "0", "not in 1..=65535"),
         ("hoard.worker.rpc.port", "65536", "not in 1..=65535"),
@@ -234,7 +236,7 @@ fn bad_values_name_key_value_and_reason() {
         ),
         ("hoard.worker.failure.detection.timeout", "500ms", "at least 1s"),
         ("hoard.coordinator.web.port", "0", "not in 1..=65535"),
-        ("hoard.coordinator.hostname", "", "must not be empty"),
+        ("hoard.coordinator.bind.host", "", "must not be empty"),
         ("hoard.etcd.endpoints", "127.0.0.1:2379,,x:1", "entry 2"),
         ("hoard.etcd.endpoints", "127.0.0.1", "needs a port"),
         ("hoard.etcd.endpoints", "grpc://127.0.0.1:2379", "unsupported scheme"),
@@ -987,5 +989,94 @@ mod robustness {
             let map = props::parse(Path::new("site"), format!("key={escaped}\n").as_bytes(), &mut warnings).unwrap();
             prop_assert_eq!(map.get("key").map(String::as_str), Some(value.as_str()));
         }
+    }
+}
+
+mod machine_defaults {
+    use super::*;
+
+    fn env(hostname: Option<&str>, xdg: Option<&str>, home: Option<&str>) -> Environment {
+        Environment {
+            hostname: hostname.map(String::from),
+            xdg_data_home: xdg.map(String::from),
+            home: home.map(String::from),
+        }
+    }
+
+    /// A "system dir" that cannot be created: its would-be parent is a regular file.
+    fn blocked(dir: &tempfile::TempDir) -> PathBuf {
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        file.join("hoard")
+    }
+
+    #[test]
+    fn work_dir_resolution_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = env(None, Some("/data/xdg"), Some("/home/u"));
+        // The system dir wins when it exists and is writable, or can be created.
+        let existing = dir.path().join("var-lib-hoard");
+        std::fs::create_dir(&existing).unwrap();
+        assert_eq!(resolve_work_dir(&existing, &all), existing);
+        let creatable = dir.path().join("var/lib/hoard");
+        assert_eq!(resolve_work_dir(&creatable, &all), creatable);
+        assert!(!creatable.exists(), "resolving creates nothing");
+        // Else $XDG_DATA_HOME/hoard, else ~/.local/share/hoard.
+        let system = blocked(&dir);
+        assert_eq!(resolve_work_dir(&system, &all), Path::new("/data/xdg/hoard"));
+        assert_eq!(
+            resolve_work_dir(&system, &env(None, None, Some("/home/u/"))),
+            Path::new("/home/u/.local/share/hoard")
+        );
+        // Relative values are ignored (the XDG spec says so).
+        assert_eq!(
+            resolve_work_dir(&system, &env(None, Some("xdg"), Some("/home/u"))),
+            Path::new("/home/u/.local/share/hoard")
+        );
+        // Nothing usable: the system dir anyway (creating it fails later, naming it).
+        assert_eq!(resolve_work_dir(&system, &env(None, None, None)), system);
+        // Never /tmp.
+        assert!(!default_work_dir(&all).starts_with("/tmp"));
+    }
+
+    #[test]
+    fn a_set_work_dir_is_kept_and_an_empty_one_is_the_default() {
+        let env = env(None, Some("/data/xdg"), Some("/home/u"));
+        let set = SiteConfig::from_properties_with(Path::new(CONF), &props(&[(keys::WORK_DIR, "/srv/h")]), None, &env)
+            .unwrap()
+            .config;
+        assert_eq!(set.work_dir, Path::new("/srv/h"));
+        assert_eq!(set.worker.identity_file, Path::new("/srv/h/system-info/worker_identity"));
+        let empty = SiteConfig::from_properties_with(Path::new(CONF), &props(&[(keys::WORK_DIR, " ")]), None, &env)
+            .unwrap()
+            .config;
+        assert_eq!(empty.work_dir, default_work_dir(&env));
+    }
+
+    #[test]
+    fn host_names_default_to_the_machine_name() {
+        let load = |env: &Environment, pairs: &[(&str, &str)]| {
+            SiteConfig::from_properties_with(Path::new(CONF), &props(pairs), None, env).unwrap()
+        };
+        let named = load(&env(Some("node7.example.com"), None, None), &[]);
+        assert!(named.warnings.is_empty(), "{:?}", named.warnings);
+        assert_eq!(named.config.worker.hostname, "node7.example.com");
+        assert_eq!(named.config.coordinator.hostname, "node7.example.com");
+        // Set ones are kept.
+        let set = load(
+            &env(Some("node7"), None, None),
+            &[(keys::COORDINATOR_HOSTNAME, "10.0.0.2")],
+        );
+        assert_eq!(set.config.coordinator.hostname, "10.0.0.2");
+        assert_eq!(set.config.worker.hostname, "node7");
+        // No name: localhost; an unusable one: localhost with a warning saying why.
+        assert_eq!(load(&Environment::default(), &[]).config.worker.hostname, "localhost");
+        let bad = load(&env(Some("bad name!"), None, None), &[]);
+        assert_eq!(bad.config.worker.hostname, "localhost");
+        assert!(
+            bad.warnings.iter().any(|w| w.contains("bad name!") && w.contains(keys::WORKER_HOSTNAME)),
+            "{:?}",
+            bad.warnings
+        );
     }
 }

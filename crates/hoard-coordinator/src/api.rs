@@ -1,12 +1,13 @@
 //! REST handlers. Errors are `{"error": "...", "code": "..."}` with a 4xx status for bad input
 //! and 5xx when the metastore fails; every request that changes state needs the admin token
-//! when one is configured.
+//! when one is configured, and membership changes always need the cluster secret.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -75,13 +76,46 @@ impl From<ApiFailure> for ApiError {
     }
 }
 
-fn bad_body(rejection: JsonRejection) -> ApiError {
+/// The documented JSON error for a body that cannot be used. The message is serde's, without
+/// axum's preamble: `unknown field `replica`, expected one of ...`.
+pub(crate) fn bad_body(rejection: JsonRejection) -> ApiError {
     let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         StatusCode::PAYLOAD_TOO_LARGE
     } else {
         StatusCode::BAD_REQUEST
     };
-    ApiError::new(status, codes::BAD_REQUEST, rejection.body_text())
+    let text = rejection.body_text();
+    let message = [
+        "Failed to deserialize the JSON body into the target type: ",
+        "Failed to parse the request body as JSON: ",
+    ]
+    .iter()
+    .find_map(|preamble| text.strip_prefix(preamble))
+    .unwrap_or(&text);
+    ApiError::new(status, codes::BAD_REQUEST, message)
+}
+
+/// Proof that a request carries the cluster secret: a handler that takes it refuses anything
+/// else with 401 before it reads the body. Membership changes take it.
+struct ClusterMember;
+
+impl FromRequestParts<SharedState> for ClusterMember {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<ClusterMember, ApiError> {
+        match hoard_common::api::check_cluster_secret(&parts.headers, &state.cluster_secret) {
+            None => Ok(ClusterMember),
+            Some(refused) => {
+                tracing::warn!(
+                    method = %parts.method,
+                    path = %parts.uri.path(),
+                    reason = %refused.message,
+                    "refused a membership change without the cluster secret"
+                );
+                Err(refused)
+            }
+        }
+    }
 }
 
 /// Rejects state-changing requests without the configured admin token.
@@ -168,11 +202,41 @@ fn check_registration(registration: &WorkerRegistration) -> Result<(), ApiError>
     Ok(())
 }
 
+/// A registration as the API takes it: the record's fields and no others (the stored record
+/// stays lenient, so a newer version's extra field does not make it unreadable).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegistrationBody {
+    worker_id: String,
+    host: String,
+    rpc_port: u16,
+    capacity_bytes: u64,
+    version: String,
+    start_time_ms: u64,
+    instance: String,
+}
+
+impl From<RegistrationBody> for WorkerRegistration {
+    fn from(body: RegistrationBody) -> WorkerRegistration {
+        WorkerRegistration {
+            worker_id: body.worker_id,
+            host: body.host,
+            rpc_port: body.rpc_port,
+            capacity_bytes: body.capacity_bytes,
+            version: body.version,
+            start_time_ms: body.start_time_ms,
+            instance: body.instance,
+        }
+    }
+}
+
 async fn register(
+    _member: ClusterMember,
     State(state): State<SharedState>,
-    body: Result<Json<WorkerRegistration>, JsonRejection>,
+    body: Result<Json<RegistrationBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(registration) = body.map_err(bad_body)?;
+    let Json(body) = body.map_err(bad_body)?;
+    let registration = WorkerRegistration::from(body);
     check_registration(&registration)?;
     let worker_id = registration.worker_id.clone();
     state.register_worker(registration).await?;
@@ -180,6 +244,7 @@ async fn register(
 }
 
 async fn heartbeat(
+    _member: ClusterMember,
     State(state): State<SharedState>,
     Path(worker_id): Path<String>,
     body: Result<Json<Heartbeat>, JsonRejection>,
@@ -196,6 +261,7 @@ struct RemoveQuery {
 }
 
 async fn remove(
+    _member: ClusterMember,
     State(state): State<SharedState>,
     Path(worker_id): Path<String>,
     query: Result<Query<RemoveQuery>, QueryRejection>,

@@ -39,6 +39,8 @@ pub enum CoordinatorError {
     Ufs(#[from] hoard_ufs::UfsError),
     #[error("http client setup: {0}")]
     Http(String),
+    #[error(transparent)]
+    Secret(#[from] hoard_common::secret::SecretError),
 }
 
 enum Backend {
@@ -60,6 +62,8 @@ pub struct CoordinatorState {
     start_time_ms: u64,
     membership_type: MembershipType,
     admin_token: Option<String>,
+    /// What membership changes (registration, heartbeats, removal) must present.
+    cluster_secret: hoard_common::secret::ClusterSecret,
     static_workers: Vec<hoard_config::WorkerAddress>,
     backend: Backend,
     pub metrics: CoordinatorMetrics,
@@ -97,6 +101,7 @@ impl CoordinatorState {
     pub async fn open(config: &SiteConfig, address: String) -> Result<Arc<CoordinatorState>, CoordinatorError> {
         let id = uuid::Uuid::new_v4().to_string();
         let start_time_ms = now_millis();
+        let cluster_secret = load_cluster_secret(config.security.cluster_secret_file.clone()).await?;
         let metrics = CoordinatorMetrics::default();
         let uses_etcd =
             config.worker.membership_type == MembershipType::Etcd || config.jobs.store_type == JobStoreType::Etcd;
@@ -195,6 +200,7 @@ impl CoordinatorState {
             start_time_ms,
             membership_type: config.worker.membership_type,
             admin_token: config.security.admin_token.clone(),
+            cluster_secret,
             static_workers: config.workers.clone(),
             backend,
             metrics,
@@ -497,6 +503,27 @@ impl CoordinatorState {
             session.close().await;
         }
     }
+}
+
+/// The cluster secret from `path`, created there on the first start (docs/membership.md).
+async fn load_cluster_secret(
+    path: std::path::PathBuf,
+) -> Result<hoard_common::secret::ClusterSecret, CoordinatorError> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = path.clone();
+    let (secret, created, mode) = tokio::task::spawn_blocking(move || {
+        let (secret, created) = hoard_common::secret::ClusterSecret::load_or_create(&file)?;
+        let mode = std::fs::metadata(&file).map_or(0, |meta| meta.permissions().mode());
+        Ok::<_, hoard_common::secret::SecretError>((secret, created, mode))
+    })
+    .await
+    .map_err(|err| CoordinatorError::Startup(err.to_string()))??;
+    if created {
+        tracing::info!(path = %path.display(), "created the cluster secret; copy this file to every worker machine");
+    } else if hoard_common::secret::is_shared(mode) {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the cluster secret file is readable by others; chmod 600 it");
+    }
+    Ok(secret)
 }
 
 /// Why a REST request failed: mapped to a status and an error code by the API layer.

@@ -1,5 +1,5 @@
 //! The REST API in process, over the embedded store: registration, heartbeats, liveness,
-//! removal, the admin token, and a restart on the same store file.
+//! removal, the cluster secret, the admin token, and a restart on the same store file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +11,19 @@ use hoard_coordinator::CoordinatorState;
 use hoard_meta::WorkerRegistration;
 use tower::ServiceExt;
 
+/// The cluster secret [`config`] puts in place (the coordinator reads an existing file).
+const TEST_SECRET: &str = "test-cluster-secret-0123456789";
+
 fn config(dir: &std::path::Path, token: Option<&str>) -> hoard_config::SiteConfig {
+    let secret = dir.join("system-info/cluster_secret");
+    if !secret.exists() {
+        hoard_common::secret::write_private(&secret, TEST_SECRET.as_bytes()).expect("secret");
+    }
+    bare_config(dir, token)
+}
+
+/// A config whose secret file the coordinator creates.
+fn bare_config(dir: &std::path::Path, token: Option<&str>) -> hoard_config::SiteConfig {
     let mut properties = BTreeMap::new();
     properties.insert("hoard.work.dir".to_string(), dir.display().to_string());
     std::fs::create_dir_all(dir.join("underfs")).expect("ufs root");
@@ -47,9 +59,23 @@ async fn call(
     body: Option<serde_json::Value>,
     token: Option<&str>,
 ) -> (StatusCode, serde_json::Value) {
+    call_with_secret(state, method, uri, body, token, Some(TEST_SECRET)).await
+}
+
+async fn call_with_secret(
+    state: &Arc<CoordinatorState>,
+    method: Method,
+    uri: &str,
+    body: Option<serde_json::Value>,
+    token: Option<&str>,
+    secret: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(secret) = secret {
+        request = request.header("x-hoard-cluster-secret", secret);
     }
     let request = match body {
         Some(body) => request
@@ -235,4 +261,87 @@ async fn admin_token_is_required_for_changes_only() {
         StatusCode::OK
     );
     assert_eq!(call(&state, Method::GET, "/health", None, None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn membership_changes_need_the_cluster_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = bare_config(dir.path(), None);
+    let state = CoordinatorState::open(&config, "127.0.0.1:1".into())
+        .await
+        .expect("open");
+    // Created on the first start, private.
+    let path = &config.security.cluster_secret_file;
+    let mode = std::fs::metadata(path).expect("secret file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secret = std::fs::read_to_string(path).expect("secret").trim().to_string();
+    assert_eq!(secret.len(), 64);
+
+    let body = serde_json::to_value(registration(W1, 7001, "i1")).expect("json");
+    let beat = serde_json::json!({"instance": "i1", "usedBytes": 0, "capacityBytes": 1});
+    let heartbeat = format!("/api/v1/workers/{W1}/heartbeat");
+    let removal = format!("/api/v1/workers/{W1}?force=true");
+    for presented in [None, Some("wrong-secret-wrong-secret"), Some(&secret[1..])] {
+        for (method, uri, body) in [
+            (Method::POST, "/api/v1/workers", Some(body.clone())),
+            (Method::PUT, heartbeat.as_str(), Some(beat.clone())),
+            (Method::DELETE, removal.as_str(), None),
+        ] {
+            let (status, error) = call_with_secret(&state, method.clone(), uri, body, None, presented).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {presented:?}: {error}");
+            assert_eq!(error["code"], "UNAUTHORIZED");
+            assert!(
+                !error["error"].as_str().unwrap_or_default().contains(&secret),
+                "the secret is never repeated"
+            );
+        }
+        // Even a malformed body is refused for the missing secret first.
+        let (status, _) = call_with_secret(
+            &state,
+            Method::POST,
+            "/api/v1/workers",
+            Some(serde_json::json!({"bogus": 1})),
+            None,
+            presented,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (_, nodes) = call_with_secret(&state, Method::GET, "/api/v1/nodes", None, None, None).await;
+    assert!(states(&nodes).is_empty(), "nothing registered without the secret");
+
+    let (status, _) = call_with_secret(&state, Method::POST, "/api/v1/workers", Some(body), None, Some(&secret)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call_with_secret(&state, Method::PUT, &heartbeat, Some(beat), None, Some(&secret)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, nodes) = call_with_secret(&state, Method::GET, "/api/v1/nodes", None, None, None).await;
+    assert_eq!(states(&nodes), vec![(W1.to_string(), "ONLINE".to_string())]);
+
+    // A restart reads the same secret back.
+    drop(state);
+    let reopened = CoordinatorState::open(&config, "127.0.0.1:1".into())
+        .await
+        .expect("reopen");
+    let (status, _) = call_with_secret(&reopened, Method::DELETE, &removal, None, None, Some(&secret)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_fields_in_bodies_are_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let state = CoordinatorState::open(&config(dir.path(), None), "127.0.0.1:1".into())
+        .await
+        .expect("open");
+    let mut body = serde_json::to_value(registration(W1, 7001, "i1")).expect("json");
+    body["rpcPrt"] = serde_json::json!(7002);
+    let (status, error) = call(&state, Method::POST, "/api/v1/workers", Some(body), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["code"], "BAD_REQUEST");
+    assert!(
+        error["error"].as_str().unwrap_or_default().starts_with("unknown field `rpcPrt`"),
+        "{error}"
+    );
+    let (_, nodes) = call(&state, Method::GET, "/api/v1/nodes", None, None).await;
+    assert!(states(&nodes).is_empty(), "nothing registered from a bad body");
 }

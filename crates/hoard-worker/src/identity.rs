@@ -1,42 +1,58 @@
 //! The worker's persistent identity: a UUID kept in `hoard.worker.identity.uuid.file.path`,
 //! created once and reused on every restart, so a restarted worker keeps its place (and cache).
+//! The file is private (mode 0600): its id lets a process claim the worker's place.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::WorkerError;
 
 /// Reads the identity file, or creates it with a fresh UUID if it does not exist yet.
-/// Creation writes a temp file and renames it, so a crash never leaves a half-written id.
+/// The file appears whole or not at all (a crash never leaves a half-written id) and never
+/// replaces one already there: of two processes creating it at once, both use the first id.
 pub fn load_or_create(path: &Path) -> Result<String, WorkerError> {
-    let io_error = |source: std::io::Error| WorkerError::Identity {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(contents) => {
-            let id = contents.trim();
-            return uuid::Uuid::parse_str(id).map(|uuid| uuid.to_string()).map_err(|err| {
-                WorkerError::InvalidIdentity {
-                    path: path.to_path_buf(),
-                    reason: err.to_string(),
-                }
-            });
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(io_error(err)),
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io_error)?;
+    if let Some(id) = read(path)? {
+        return Ok(id);
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp).map_err(io_error)?;
-    file.write_all(format!("{id}\n").as_bytes()).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    std::fs::rename(&temp, path).map_err(io_error)?;
-    tracing::info!(worker_id = %id, path = %path.display(), "created worker identity");
-    Ok(id)
+    match hoard_common::secret::write_new_private(path, format!("{id}\n").as_bytes()) {
+        Ok(()) => {
+            tracing::info!(worker_id = %id, path = %path.display(), "created worker identity");
+            Ok(id)
+        }
+        Err(hoard_common::secret::SecretError::Write { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            read(path)?.ok_or_else(|| WorkerError::Identity {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(hoard_common::secret::SecretError::Write { source, .. }) => Err(WorkerError::Identity {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(other) => Err(WorkerError::Identity {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        }),
+    }
+}
+
+/// The id in the file, `None` when there is no file.
+fn read(path: &Path) -> Result<Option<String>, WorkerError> {
+    match std::fs::read_to_string(path) {
+        Ok(contents) => uuid::Uuid::parse_str(contents.trim())
+            .map(|uuid| Some(uuid.to_string()))
+            .map_err(|err| WorkerError::InvalidIdentity {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(WorkerError::Identity {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +67,9 @@ mod tests {
         let second = load_or_create(&path).unwrap();
         assert_eq!(first, second);
         assert!(uuid::Uuid::parse_str(&first).is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - `STATIC`: nothing to do (`conf/workers` lists it).
 //! - `COORDINATOR`: `POST /api/v1/workers` to the coordinator, then a heartbeat every
 //!   [`hoard_config::WorkerConfig::heartbeat_interval`]; a heartbeat answered "unknown worker"
-//!   (the coordinator lost or removed the record) registers again.
+//!   (the coordinator lost or removed the record) registers again. Every request carries the
+//!   cluster secret; a worker without the secret file does not start, one whose secret the
+//!   coordinator refuses keeps serving and retrying, logging an error.
 //! - `ETCD`: a permanent registration plus a liveness key on a lease kept alive by
 //!   [`hoard_meta::etcd::LeaseSession`], which re-registers after etcd restarts by itself.
 //!
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use hoard_common::api::coordinator::{self as routes, Heartbeat};
 use hoard_common::api::{codes, ErrorBody};
+use hoard_common::secret::{ClusterSecret, CLUSTER_SECRET_HEADER};
 use hoard_config::{MembershipType, SiteConfig};
 use hoard_meta::etcd::{EtcdStore, LeaseSession, SessionState};
 use hoard_meta::{now_millis, MetaError, WorkerRegistration};
@@ -93,10 +96,34 @@ pub fn registration_record(config: &SiteConfig, state: &WorkerState, port: u16) 
     }
 }
 
+/// The cluster secret this worker presents to the coordinator (COORDINATOR membership; `None`
+/// otherwise). Blocking (reads a file). A missing or unreadable file is an error: without it
+/// the worker could never join, so it does not start.
+pub fn load_secret(config: &SiteConfig) -> Result<Option<ClusterSecret>, WorkerError> {
+    if config.worker.membership_type != MembershipType::Coordinator {
+        return Ok(None);
+    }
+    let path = &config.security.cluster_secret_file;
+    let secret = ClusterSecret::load(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if hoard_common::secret::is_shared(meta.permissions().mode()) {
+            tracing::warn!(path = %path.display(), "the cluster secret file is readable by others; chmod 600 it");
+        }
+    }
+    Ok(Some(secret))
+}
+
 /// Starts keeping this worker registered, in the background (the worker serves meanwhile:
 /// a coordinator or etcd that is down must not stop reads). `None` for STATIC membership.
 /// [`Registration::lost`] resolves when the worker must stop: another live process holds its id.
-pub fn start(config: &SiteConfig, state: Arc<WorkerState>, port: u16) -> Result<Option<Registration>, WorkerError> {
+/// `secret` is [`load_secret`]'s: required for COORDINATOR membership.
+pub fn start(
+    config: &SiteConfig,
+    state: Arc<WorkerState>,
+    port: u16,
+    secret: Option<ClusterSecret>,
+) -> Result<Option<Registration>, WorkerError> {
     let record = registration_record(config, &state, port);
     let probe = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
@@ -115,10 +142,17 @@ pub fn start(config: &SiteConfig, state: Arc<WorkerState>, port: u16) -> Result<
                 .no_proxy()
                 .build()
                 .map_err(|err| WorkerError::Registration(format!("http client setup: {err}")))?;
+            let Some(secret) = secret else {
+                return Err(WorkerError::Registration(
+                    "COORDINATOR membership needs the cluster secret".into(),
+                ));
+            };
             let link = Arc::new(CoordinatorLink {
                 http,
                 base: format!("http://{}", config.coordinator.address()),
                 token: config.security.admin_token.clone(),
+                secret,
+                secret_file: config.security.cluster_secret_file.clone(),
             });
             let goodbye = (Arc::clone(&link), record.clone());
             let task = tokio::spawn(coordinator_loop(link, record, state, interval, probe, lost_tx));
@@ -214,6 +248,21 @@ async fn coordinator_loop(
                 tracing::warn!(worker_id = %record.worker_id, "coordinator does not know this worker; registering again");
                 registered = false;
             }
+            Err(Refused::Unauthorized(reason)) => {
+                // Not fatal: the operator may fix the secret file (or the token) on either
+                // side without restarting this worker; it keeps serving reads meanwhile.
+                if !failing {
+                    tracing::error!(
+                        worker_id = %record.worker_id,
+                        reason = %reason,
+                        secret_file = %link.secret_file.display(),
+                        "the coordinator refuses this worker: its cluster secret file (hoard.security.cluster.secret.file) must hold the coordinator's secret, and the admin token must match if one is set; retrying"
+                    );
+                    failing = true;
+                }
+                registered = false;
+                backoff.wait().await;
+            }
             Err(Refused::Retry(reason)) => {
                 // Log the first failure of a streak, not every one.
                 if !failing {
@@ -292,6 +341,9 @@ struct CoordinatorLink {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    secret: ClusterSecret,
+    /// Where the secret came from, for error messages.
+    secret_file: std::path::PathBuf,
 }
 
 enum Refused {
@@ -299,13 +351,18 @@ enum Refused {
     IdInUse { message: String, address: String },
     /// The coordinator does not know this worker: register again.
     Unknown,
+    /// The coordinator refused the cluster secret or the admin token (401).
+    Unauthorized(String),
     /// Try again later.
     Retry(String),
 }
 
 impl CoordinatorLink {
     fn request(&self, method: reqwest::Method, route: &str) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, format!("{}{route}", self.base));
+        let builder = self
+            .http
+            .request(method, format!("{}{route}", self.base))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose());
         match &self.token {
             Some(token) => builder.bearer_auth(token),
             None => builder,
@@ -328,6 +385,7 @@ impl CoordinatorLink {
                 Err(Refused::IdInUse { message, address })
             }
             Some(codes::UNKNOWN_WORKER) => Err(Refused::Unknown),
+            _ if status == reqwest::StatusCode::UNAUTHORIZED => Err(Refused::Unauthorized(message)),
             _ => Err(Refused::Retry(message)),
         }
     }
@@ -390,6 +448,12 @@ impl Backoff {
         let jitter = rand::random::<f64>() * 0.5 + 0.75;
         tokio::time::sleep(self.next.mul_f64(jitter)).await;
         self.next = (self.next * 2).min(Duration::from_secs(2));
+    }
+}
+
+impl From<hoard_common::secret::SecretError> for WorkerError {
+    fn from(err: hoard_common::secret::SecretError) -> WorkerError {
+        WorkerError::Registration(err.to_string())
     }
 }
 

@@ -50,6 +50,12 @@ pub async fn run(args: CoordinatorArgs, config: SiteConfig) -> anyhow::Result<()
         port,
     }
     .to_string();
+    crate::startup::warn_loopback_advertised(
+        &config.coordinator.hostname,
+        "coordinator",
+        &crate::startup::coordinator_peers(&config),
+    )
+    .await;
     let state = hoard_coordinator::CoordinatorState::open(&config, advertised.clone())
         .await
         .context("coordinator cannot start")?;

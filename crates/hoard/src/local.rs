@@ -4,7 +4,8 @@
 //! Layout under HOME: `conf/` (the client conf to pass as `--conf`), `coordinator/conf/` and
 //! `coordinator/` (the coordinator's conf and embedded metastore), `worker-N/conf/` and
 //! `worker-N/` (each worker's conf, page store and identity), `logs/<name>.log`,
-//! `sample-ufs/` (the sample dataset when no `--ufs` is given) and `local.json` (the processes).
+//! `sample-ufs/` (the sample dataset when no `--ufs` is given), `cluster_secret` (mode 0600)
+//! and `local.json` (the processes). Files that may hold secrets are written with mode 0600.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,16 +20,22 @@ use crate::output::{human_bytes, print_table};
 use crate::Format;
 
 const STATE_FILE: &str = "local.json";
+/// The cluster secret every process of a local cluster shares (under HOME).
+const SECRET_FILE: &str = "cluster_secret";
 const SAMPLE_DIR: &str = "sample-ufs";
 
 #[derive(Debug, Subcommand)]
 pub enum LocalCommand {
     /// Start the coordinator and workers in the background; returns once every one answers.
     Start(StartArgs),
-    /// Stop the processes started by `start` (by their recorded pids).
+    /// Stop the processes started by `start` (by their recorded pids): SIGTERM, then SIGKILL
+    /// for any still running after the grace period. Exits non-zero if one survives even that.
     Stop {
         #[arg(long)]
         home: PathBuf,
+        /// How long a process may take to stop cleanly after SIGTERM before it is killed.
+        #[arg(long, default_value = "10s", value_parser = parse_grace)]
+        grace: Duration,
     },
     /// Every process: role, id, pid, address, conf dir, log file, and whether it answers.
     Status {
@@ -128,7 +135,7 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
             print_started(&state);
             Ok(())
         }
-        LocalCommand::Stop { home } => stop(&home).await,
+        LocalCommand::Stop { home, grace } => stop(&home, grace).await,
         LocalCommand::Status { home, format } => status(&home, format).await,
         LocalCommand::Demo { home, workers, keep } => demo(&home, workers, keep).await,
     }
@@ -170,6 +177,21 @@ fn is_running(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+fn parse_grace(value: &str) -> Result<Duration, String> {
+    let grace = hoard_config::parse_duration(value)?;
+    if grace > MAX_GRACE {
+        return Err(format!("at most {}", hoard_config::format_duration(MAX_GRACE)));
+    }
+    Ok(grace)
+}
+
+/// `stop`'s default grace period.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Longest `--grace`: a stop that waits longer is not stopping.
+const MAX_GRACE: Duration = Duration::from_secs(3600);
+/// How long a SIGKILLed process may take to disappear (the kernel frees its memory first).
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 fn parse_properties(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut properties = BTreeMap::new();
@@ -307,7 +329,15 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
         "hoard.worker.membership.manager.type".to_string(),
         membership.property().to_string(),
     );
+    // Everything explicit: the machine-dependent defaults (work dir, host names) must not
+    // take a local cluster out of its home or off loopback.
     shared.insert("hoard.coordinator.hostname".to_string(), "127.0.0.1".to_string());
+    shared.insert("hoard.worker.hostname".to_string(), "127.0.0.1".to_string());
+    // One secret for every process of this cluster, created below before any starts.
+    shared.insert(
+        hoard_config::keys::SECURITY_CLUSTER_SECRET_FILE.to_string(),
+        home.join(SECRET_FILE).display().to_string(),
+    );
     shared.insert("hoard.coordinator.web.port".to_string(), coordinator_port.to_string());
     if let Some(endpoints) = &args.etcd {
         shared.insert("hoard.etcd.endpoints".to_string(), endpoints.clone());
@@ -325,7 +355,10 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     let mut client_properties = shared.clone();
     client_properties.insert("hoard.work.dir".to_string(), home.display().to_string());
     client_properties.extend(user_properties.clone());
-    write_conf(&client_conf, &client_properties, &workers_file)?;
+    let client_config = write_conf(&client_conf, &client_properties, &workers_file)?;
+    // Created before the processes start (workers refuse to start without it); a restart
+    // under the same home keeps the secret it had.
+    hoard_common::secret::ClusterSecret::load_or_create(&client_config.security.cluster_secret_file)?;
 
     let mut processes = Vec::new();
     let mut children = Vec::new();
@@ -491,17 +524,23 @@ fn kill_all(children: &mut [std::process::Child]) {
     }
 }
 
-fn write_conf(conf_dir: &Path, properties: &BTreeMap<String, String>, workers_file: &str) -> anyhow::Result<()> {
+/// Writes a conf dir and returns the configuration its processes will read. The properties
+/// file is private (mode 0600): it may hold the admin token or S3 keys.
+fn write_conf(
+    conf_dir: &Path,
+    properties: &BTreeMap<String, String>,
+    workers_file: &str,
+) -> anyhow::Result<hoard_config::SiteConfig> {
     std::fs::create_dir_all(conf_dir).with_context(|| format!("cannot create {}", conf_dir.display()))?;
-    write_atomically(
+    hoard_common::secret::write_private(
         &conf_dir.join(hoard_config::SITE_FILE_NAME),
         properties_text(properties).as_bytes(),
     )?;
     write_atomically(&conf_dir.join(hoard_config::WORKERS_FILE_NAME), workers_file.as_bytes())?;
     // Refuse to start anything on a config the processes would reject.
-    hoard_config::SiteConfig::load(conf_dir)
+    let loaded = hoard_config::SiteConfig::load(conf_dir)
         .with_context(|| format!("invalid configuration in {}", conf_dir.display()))?;
-    Ok(())
+    Ok(loaded.config)
 }
 
 /// Starts `hoard <role>` in the background on an inherited, already-bound listener.
@@ -612,7 +651,10 @@ fn print_started(state: &LocalState) {
     println!("stop: hoard local stop --home {}", state.home.display());
 }
 
-pub async fn stop(home: &Path) -> anyhow::Result<()> {
+/// Stops every recorded process: workers first (they deregister), coordinators last. Each
+/// group gets SIGTERM and `grace` to exit; what is still running then is SIGKILLed and named.
+/// An error (non-zero exit) if any process survives even that.
+pub async fn stop(home: &Path, grace: Duration) -> anyhow::Result<()> {
     let Some(state) = read_state(home)? else {
         bail!(
             "no hoard local cluster recorded under {} (no {STATE_FILE})",
@@ -620,27 +662,79 @@ pub async fn stop(home: &Path) -> anyhow::Result<()> {
         );
     };
     let mut stopped = 0;
-    // Workers first (they deregister), the coordinator last.
-    for process in state.processes.iter().rev() {
-        if !is_running(process.pid) {
-            continue;
+    let mut killed = Vec::new();
+    let mut survivors = Vec::new();
+    for role in ["worker", "coordinator"] {
+        let group: Vec<&LocalProcess> = state
+            .processes
+            .iter()
+            .rev()
+            .filter(|process| process.role == role && is_running(process.pid))
+            .collect();
+        for process in &group {
+            signal(process, libc::SIGTERM);
         }
-        let pid = i32::try_from(process.pid).context("pid out of range")?;
-        // SAFETY: plain kill(2) on a pid checked above to be a live hoard process.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while is_running(process.pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let remaining = wait_exited(&group, grace).await;
+        for process in &remaining {
+            tracing::warn!(pid = process.pid, name = %process.name, "did not stop on SIGTERM, killing");
+            signal(process, libc::SIGKILL);
         }
-        if is_running(process.pid) {
-            tracing::warn!(pid, name = %process.name, "did not stop on SIGTERM, killing");
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        let alive = wait_exited(&remaining, KILL_WAIT).await;
+        stopped += group.len() - remaining.len();
+        for process in remaining {
+            if alive.iter().any(|other| other.pid == process.pid) {
+                survivors.push(process);
+            } else {
+                killed.push(process);
+            }
         }
-        stopped += 1;
     }
-    println!("stopped {stopped} process(es) under {}", home.display());
+    for process in &killed {
+        println!(
+            "killed {} (pid {}) with SIGKILL: it did not stop within {} of SIGTERM",
+            process.name,
+            process.pid,
+            hoard_config::format_duration(grace)
+        );
+    }
+    println!(
+        "stopped {} process(es) under {}{}",
+        stopped + killed.len(),
+        home.display(),
+        if killed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} killed)", killed.len())
+        }
+    );
+    if !survivors.is_empty() {
+        let names: Vec<String> = survivors
+            .iter()
+            .map(|process| format!("{} (pid {})", process.name, process.pid))
+            .collect();
+        bail!("still running after SIGKILL: {}", names.join(", "));
+    }
     Ok(())
+}
+
+fn signal(process: &LocalProcess, signal: libc::c_int) {
+    let Ok(pid) = i32::try_from(process.pid) else {
+        return;
+    };
+    // SAFETY: plain kill(2) on a pid checked to be a live hoard process.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// Waits until none of `processes` runs, or `limit` passes; returns those still running.
+async fn wait_exited<'a>(processes: &[&'a LocalProcess], limit: Duration) -> Vec<&'a LocalProcess> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let running: Vec<&LocalProcess> = processes.iter().copied().filter(|p| is_running(p.pid)).collect();
+        if running.is_empty() || Instant::now() >= deadline {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -819,7 +913,7 @@ async fn demo(home: &Path, workers: usize, keep: bool) -> anyhow::Result<()> {
     print_started(&state);
     let result = demo_reads(&state).await;
     if !keep {
-        stop(&state.home).await?;
+        stop(&state.home, DEFAULT_GRACE).await?;
     }
     result
 }

@@ -8,6 +8,7 @@ mod job;
 mod local;
 mod output;
 mod process;
+mod startup;
 mod worker;
 
 use std::path::PathBuf;
@@ -118,7 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn load_config(cli_conf: Option<&std::path::Path>) -> anyhow::Result<SiteConfig> {
     let env_value = std::env::var(hoard_config::CONF_DIR_ENV).ok();
     let conf_dir = hoard_config::resolve_conf_dir(cli_conf, env_value.as_deref());
-    let loaded = SiteConfig::load(&conf_dir)
+    let loaded = SiteConfig::load_with(&conf_dir, &environment())
         .with_context(|| format!("cannot load configuration from {}", conf_dir.display()))?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
@@ -127,4 +128,26 @@ pub fn load_config(cli_conf: Option<&std::path::Path>) -> anyhow::Result<SiteCon
         }
     }
     Ok(loaded.config)
+}
+
+/// What hoard-config's machine-dependent defaults need, read once here: hoard-config never
+/// reads the environment itself.
+fn environment() -> hoard_config::Environment {
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    hoard_config::Environment {
+        hostname: machine_name(),
+        xdg_data_home: var("XDG_DATA_HOME"),
+        home: var("HOME"),
+    }
+}
+
+/// gethostname(2), when it answers with UTF-8.
+fn machine_name() -> Option<String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most `buffer.len()` bytes into the buffer we own.
+    if unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } != 0 {
+        return None;
+    }
+    let end = buffer.iter().position(|byte| *byte == 0)?;
+    std::str::from_utf8(&buffer[..end]).ok().map(str::to_string)
 }

@@ -1,6 +1,6 @@
 //! `hoard process ...`: cluster membership changes.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Subcommand;
 use hoard_config::{MembershipType, SiteConfig};
 
@@ -32,7 +32,13 @@ async fn remove_worker(config: &SiteConfig, worker_id: &str, force: bool) -> any
             config.conf_dir.join(hoard_config::WORKERS_FILE_NAME).display()
         ),
         MembershipType::Coordinator => {
+            // Removal is a membership change: the coordinator wants the cluster secret.
+            let path = config.security.cluster_secret_file.clone();
+            let secret = tokio::task::spawn_blocking(move || hoard_common::secret::ClusterSecret::load(&path))
+                .await?
+                .context("remove-worker needs the cluster secret")?;
             hoard_client::CoordinatorClient::new(config)?
+                .with_cluster_secret(secret)
                 .remove_worker(worker_id, force)
                 .await?
         }

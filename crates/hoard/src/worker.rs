@@ -25,9 +25,15 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     .to_string();
     let state_config = config.clone();
     let state_address = advertised.clone();
-    let state = tokio::task::spawn_blocking(move || hoard_worker::open_state(&state_config, state_address))
-        .await
-        .context("worker start-up task failed")??;
+    let (secret, state) = tokio::task::spawn_blocking(move || {
+        // Checked first: a worker that could never join stops before opening its cache.
+        let secret = hoard_worker::registration::load_secret(&state_config)?;
+        crate::startup::warn_volatile_worker_paths(&state_config);
+        Ok::<_, hoard_worker::WorkerError>((secret, hoard_worker::open_state(&state_config, state_address)?))
+    })
+    .await
+    .context("worker start-up task failed")??;
+    crate::startup::warn_loopback_advertised(&config.worker.hostname, "worker", &crate::startup::worker_peers(&config)).await;
     let stats = state.store().stats();
     tracing::info!(
         worker_id = %state.worker_id,
@@ -37,7 +43,7 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
         capacity_bytes = stats.capacity_bytes,
         "worker ready"
     );
-    let registration = hoard_worker::registration::start(&config, Arc::clone(&state), port)
+    let registration = hoard_worker::registration::start(&config, Arc::clone(&state), port, secret)
         .with_context(|| format!("worker {} cannot join the cluster", state.worker_id))?;
     let options = hoard_worker::ServeOptions::from_config(&config.worker);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
