@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -76,23 +76,40 @@ impl From<ApiFailure> for ApiError {
     }
 }
 
-/// The documented JSON error for a body that cannot be used. The message is serde's, without
-/// axum's preamble: `unknown field `replica`, expected one of ...`.
-pub(crate) fn bad_body(rejection: JsonRejection) -> ApiError {
-    let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let text = rejection.body_text();
-    let message = [
-        "Failed to deserialize the JSON body into the target type: ",
-        "Failed to parse the request body as JSON: ",
-    ]
-    .iter()
-    .find_map(|preamble| text.strip_prefix(preamble))
-    .unwrap_or(&text);
-    ApiError::new(status, codes::BAD_REQUEST, message)
+/// A JSON request body, read strictly: a body that is not JSON, has a field its type does not
+/// define, or lacks one it needs is a 400 with serde's own message (`unknown field `replica`,
+/// expected one of ...`); one over [`MAX_BODY_BYTES`] is a 413. Both are the documented
+/// `{"error", "code": "BAD_REQUEST"}`.
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(bad_request("expected a JSON body with 'Content-Type: application/json'"));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, codes::BAD_REQUEST, rejection.body_text())
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|err| bad_request(err.to_string()))
+    }
 }
 
 /// Proof that a request carries the cluster secret: a handler that takes it refuses anything
@@ -233,9 +250,8 @@ impl From<RegistrationBody> for WorkerRegistration {
 async fn register(
     _member: ClusterMember,
     State(state): State<SharedState>,
-    body: Result<Json<RegistrationBody>, JsonRejection>,
+    JsonBody(body): JsonBody<RegistrationBody>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(bad_body)?;
     let registration = WorkerRegistration::from(body);
     check_registration(&registration)?;
     let worker_id = registration.worker_id.clone();
@@ -247,9 +263,8 @@ async fn heartbeat(
     _member: ClusterMember,
     State(state): State<SharedState>,
     Path(worker_id): Path<String>,
-    body: Result<Json<Heartbeat>, JsonRejection>,
+    JsonBody(beat): JsonBody<Heartbeat>,
 ) -> Result<Response, ApiError> {
-    let Json(beat) = body.map_err(bad_body)?;
     state.heartbeat(&worker_id, &beat).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -379,9 +394,8 @@ async fn validate_submission(
 
 async fn submit_job(
     State(state): State<SharedState>,
-    body: Result<Json<SubmitJob>, JsonRejection>,
+    JsonBody(submit): JsonBody<SubmitJob>,
 ) -> Result<Response, ApiError> {
-    let Json(submit) = body.map_err(bad_body)?;
     let (job_type, path, options) = validate_submission(&state, &submit).await?;
     let (record, created) = state
         .job_store

@@ -40,6 +40,14 @@ fn start_cluster(workers: usize, ufs: &Path, etcd: Option<&Etcd>, properties: &[
     Cluster::start_with(workers, &ufs.display().to_string(), &props, &extra)
 }
 
+/// The secret every process of the cluster shares (`hoard local` puts it under its home).
+fn cluster_secret(cluster: &Cluster) -> String {
+    std::fs::read_to_string(cluster.home.path().join("cluster_secret"))
+        .expect("cluster secret")
+        .trim()
+        .to_string()
+}
+
 fn state_of(cluster: &Cluster, worker_id: &str) -> Option<bool> {
     cluster
         .worker_states()
@@ -376,14 +384,16 @@ fn admin_token_guards_state_changes() {
     // Workers registered with the token; reads work.
     assert_eq!(cluster.worker_states().len(), 1);
     assert!(cluster.hoard(&["fs", "cat", "/t.bin"]).stdout == content(81, 5000));
+    // With the cluster secret but without the admin token: still refused.
+    let secret = cluster_secret(&cluster);
     let request = format!(
-        "DELETE /api/v1/workers/{}?force=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "DELETE /api/v1/workers/{}?force=true HTTP/1.1\r\nHost: x\r\nX-Hoard-Cluster-Secret: {secret}\r\nConnection: close\r\n\r\n",
         worker.id
     );
     let (status, _, body) = http_request(&coordinator.address, &request).expect("delete");
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
     let wrong = format!(
-        "DELETE /api/v1/workers/{}?force=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
+        "DELETE /api/v1/workers/{}?force=true HTTP/1.1\r\nHost: x\r\nX-Hoard-Cluster-Secret: {secret}\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
         worker.id
     );
     assert_eq!(http_request(&coordinator.address, &wrong).expect("delete").0, 401);
@@ -405,11 +415,13 @@ fn coordinator_api_rejects_bad_input() {
     let ufs = ufs_with(&[("/b.bin", content(91, 100))]);
     let cluster = start_cluster(1, ufs.path(), None, &[]);
     let coordinator = cluster.process_named("coordinator");
+    // A member's requests (with the cluster secret) that are malformed.
+    let secret = cluster_secret(&cluster);
     let post = |body: &str| {
         http_request(
             &coordinator.address,
             &format!(
-                "POST /api/v1/workers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "POST /api/v1/workers HTTP/1.1\r\nHost: x\r\nX-Hoard-Cluster-Secret: {secret}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             ),
         )
