@@ -1,8 +1,9 @@
 //! The UFS ("under file system"): where the data really lives. A narrow async trait with a local
 //! directory backend and an S3 backend, and a [`MountTable`] that maps Hoard paths onto them.
 //!
-//! Both backends go through [opendal](https://opendal.apache.org/) with a timeout layer (per
-//! attempt) under a retry layer (temporary failures only); see [`UfsOptions`]. docs/ufs.md is the
+//! S3 calls and plain local reads go through [opendal](https://opendal.apache.org/) with a
+//! timeout layer (per attempt) under a retry layer (temporary failures only); local status,
+//! versioned reads and listings use std's file calls under the same timeout; see [`UfsOptions`]. docs/ufs.md is the
 //! user-facing description of URIs, credentials, mount semantics, listing and errors.
 //!
 //! Nothing here reads the environment or a config file on its own: the S3 credentials come from
