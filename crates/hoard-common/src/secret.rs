@@ -152,8 +152,14 @@ fn create_private_parent(path: &Path) -> Result<(), SecretError> {
 
 /// A temp file next to `path`, mode 0600, holding `bytes` (synced).
 fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, SecretError> {
-    let name = path.file_name().map_or_else(|| "secret".into(), |name| name.to_string_lossy());
-    let temp = path.with_file_name(format!(".{name}.tmp.{}.{:08x}", std::process::id(), rand::random::<u32>()));
+    let name = path
+        .file_name()
+        .map_or_else(|| "secret".into(), |name| name.to_string_lossy());
+    let temp = path.with_file_name(format!(
+        ".{name}.tmp.{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -1046,7 +1046,10 @@ mod machine_defaults {
             .unwrap()
             .config;
         assert_eq!(set.work_dir, Path::new("/srv/h"));
-        assert_eq!(set.worker.identity_file, Path::new("/srv/h/system-info/worker_identity"));
+        assert_eq!(
+            set.worker.identity_file,
+            Path::new("/srv/h/system-info/worker_identity")
+        );
         let empty = SiteConfig::from_properties_with(Path::new(CONF), &props(&[(keys::WORK_DIR, " ")]), None, &env)
             .unwrap()
             .config;
@@ -1074,7 +1077,9 @@ mod machine_defaults {
         let bad = load(&env(Some("bad name!"), None, None), &[]);
         assert_eq!(bad.config.worker.hostname, "localhost");
         assert!(
-            bad.warnings.iter().any(|w| w.contains("bad name!") && w.contains(keys::WORKER_HOSTNAME)),
+            bad.warnings
+                .iter()
+                .any(|w| w.contains("bad name!") && w.contains(keys::WORKER_HOSTNAME)),
             "{:?}",
             bad.warnings
         );

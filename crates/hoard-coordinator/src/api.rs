@@ -2,10 +2,11 @@
 //! and 5xx when the metastore fails; every request that changes state needs the admin token
 //! when one is configured, and membership changes always need the cluster secret.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -96,7 +97,9 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody
                 mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
         if !is_json {
-            return Err(bad_request("expected a JSON body with 'Content-Type: application/json'"));
+            return Err(bad_request(
+                "expected a JSON body with 'Content-Type: application/json'",
+            ));
         }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -123,17 +126,33 @@ impl FromRequestParts<SharedState> for ClusterMember {
         match hoard_common::api::check_cluster_secret(&parts.headers, &state.cluster_secret) {
             None => Ok(ClusterMember),
             Some(refused) => {
-                tracing::warn!(
-                    method = %parts.method,
-                    path = %parts.uri.path(),
-                    reason = %refused.message,
-                    "refused a membership change without the cluster secret"
-                );
+                REFUSALS.fetch_add(1, Ordering::Relaxed);
+                let now = now_millis();
+                let last = LAST_REFUSAL_LOG_MS.load(Ordering::Relaxed);
+                // At most one warning a second, however many requests are refused.
+                if now.saturating_sub(last) >= 1000
+                    && LAST_REFUSAL_LOG_MS
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        method = %parts.method,
+                        path = %parts.uri.path(),
+                        reason = %refused.message,
+                        refused_so_far = REFUSALS.load(Ordering::Relaxed),
+                        "refused a membership change without the cluster secret"
+                    );
+                }
                 Err(refused)
             }
         }
     }
 }
+
+/// Membership changes refused for the cluster secret since start, and when the last warning
+/// about them was logged.
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
+static LAST_REFUSAL_LOG_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Rejects state-changing requests without the configured admin token.
 async fn require_token(State(state): State<SharedState>, request: Request, next: Next) -> Response {

@@ -289,7 +289,11 @@ async fn membership_changes_need_the_cluster_secret() {
             (Method::DELETE, removal.as_str(), None),
         ] {
             let (status, error) = call_with_secret(&state, method.clone(), uri, body, None, presented).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {presented:?}: {error}");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {presented:?}: {error}"
+            );
             assert_eq!(error["code"], "UNAUTHORIZED");
             assert!(
                 !error["error"].as_str().unwrap_or_default().contains(&secret),
@@ -339,7 +343,10 @@ async fn unknown_fields_in_bodies_are_named() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert_eq!(error["code"], "BAD_REQUEST");
     assert!(
-        error["error"].as_str().unwrap_or_default().starts_with("unknown field `rpcPrt`"),
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("unknown field `rpcPrt`"),
         "{error}"
     );
     let (_, nodes) = call(&state, Method::GET, "/api/v1/nodes", None, None).await;

@@ -21,7 +21,9 @@ fn volatile_reason(path: &Path) -> Option<&'static str> {
 
 /// `path` or its nearest ancestor that exists (the file may not be created yet).
 fn nearest_existing(path: &Path) -> Option<PathBuf> {
-    path.ancestors().find(|candidate| candidate.exists()).map(Path::to_path_buf)
+    path.ancestors()
+        .find(|candidate| candidate.exists())
+        .map(Path::to_path_buf)
 }
 
 fn is_tmpfs(path: &Path) -> bool {
@@ -34,10 +36,10 @@ fn is_tmpfs(path: &Path) -> bool {
     if unsafe { libc::statfs(raw.as_ptr(), &mut stat) } != 0 {
         return false;
     }
-    // f_type's integer type differs between architectures.
+    // f_type's integer type (and TMPFS_MAGIC's) differs between architectures.
     #[allow(clippy::unnecessary_cast)]
-    let fs_type = stat.f_type as i64;
-    fs_type == libc::TMPFS_MAGIC as i64
+    let (fs_type, tmpfs) = (stat.f_type as i64, libc::TMPFS_MAGIC as i64);
+    fs_type == tmpfs
 }
 
 /// Warns when the worker's identity file or a page store dir may be cleared by a reboot: the
@@ -77,7 +79,11 @@ fn literal_reach(host: &str) -> Option<Reach> {
         if ip.is_unspecified() {
             return Some(Reach::Unknown);
         }
-        return Some(if ip.is_loopback() { Reach::Loopback } else { Reach::Remote });
+        return Some(if ip.is_loopback() {
+            Reach::Loopback
+        } else {
+            Reach::Remote
+        });
     }
     let name = bare.trim_end_matches('.').to_ascii_lowercase();
     if name == "localhost" || name.ends_with(".localhost") {
@@ -123,7 +129,9 @@ pub fn worker_peers(config: &SiteConfig) -> Vec<String> {
     let mut peers = Vec::new();
     match config.worker.membership_type {
         MembershipType::Static => {}
-        MembershipType::Coordinator => peers.extend(config.coordinator.client_addresses().iter().map(ToString::to_string)),
+        MembershipType::Coordinator => {
+            peers.extend(config.coordinator.client_addresses().iter().map(ToString::to_string))
+        }
         MembershipType::Etcd => peers.extend(config.etcd.endpoints.iter().cloned()),
     }
     peers.extend(config.workers.iter().map(ToString::to_string));
@@ -198,10 +206,19 @@ mod tests {
 
     #[test]
     fn volatile_paths() {
-        assert_eq!(volatile_reason(Path::new("/tmp/hoard/system-info/worker_identity")), Some("under /tmp"));
-        assert_eq!(volatile_reason(Path::new("/tmpfoo/x")).is_some(), is_tmpfs(Path::new("/")));
+        assert_eq!(
+            volatile_reason(Path::new("/tmp/hoard/system-info/worker_identity")),
+            Some("under /tmp")
+        );
+        assert_eq!(
+            volatile_reason(Path::new("/tmpfoo/x")).is_some(),
+            is_tmpfs(Path::new("/"))
+        );
         if is_tmpfs(Path::new("/dev/shm")) {
-            assert_eq!(volatile_reason(Path::new("/dev/shm/not/yet/created")), Some("on tmpfs (memory)"));
+            assert_eq!(
+                volatile_reason(Path::new("/dev/shm/not/yet/created")),
+                Some("on tmpfs (memory)")
+            );
         }
     }
 }

@@ -33,7 +33,12 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
     })
     .await
     .context("worker start-up task failed")??;
-    crate::startup::warn_loopback_advertised(&config.worker.hostname, "worker", &crate::startup::worker_peers(&config)).await;
+    crate::startup::warn_loopback_advertised(
+        &config.worker.hostname,
+        "worker",
+        &crate::startup::worker_peers(&config),
+    )
+    .await;
     let stats = state.store().stats();
     tracing::info!(
         worker_id = %state.worker_id,

@@ -46,21 +46,31 @@ fn a_worker_on_tmpfs_warns_at_start() {
     let ufs = ufs_with(&[("/w.bin", data.clone())]);
     // The page store on tmpfs (/dev/shm), the identity file on a persistent disk (the target
     // dir), so the warning names the page store only.
-    let shm = RemoveOnDrop(std::path::PathBuf::from(format!("/dev/shm/hoard-test-{}", std::process::id())));
+    let shm = RemoveOnDrop(std::path::PathBuf::from(format!(
+        "/dev/shm/hoard-test-{}",
+        std::process::id()
+    )));
     let persistent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("persistent dir");
     let pages = format!("hoard.worker.page.store.dirs={}", shm.0.display());
     let identity = format!(
         "hoard.worker.identity.uuid.file.path={}",
         persistent.path().join("worker_identity").display()
     );
-    let cluster = Cluster::start(1, ufs.path(), &[&pages, &identity, "hoard.worker.page.store.direct.write.enabled=false"]);
+    let cluster = Cluster::start(
+        1,
+        ufs.path(),
+        &[&pages, &identity, "hoard.worker.page.store.direct.write.enabled=false"],
+    );
     let worker = cluster.processes().remove(0);
     let log = std::fs::read_to_string(&worker.log_file).expect("worker log");
     assert!(
         log.contains("the page store dir is on tmpfs (memory): a reboot clears the cache"),
         "{log}"
     );
-    assert!(log.contains(&shm.0.display().to_string()), "the warning names the dir: {log}");
+    assert!(
+        log.contains(&shm.0.display().to_string()),
+        "the warning names the dir: {log}"
+    );
     assert!(
         !log.contains("the worker identity file is"),
         "the identity file is on a persistent disk: {log}"
@@ -97,10 +107,18 @@ fn local_stop_kills_what_does_not_stop_and_says_so() {
         stdout.contains(&format!("killed worker-0 (pid {}) with SIGKILL", paused.pid)),
         "{stdout}"
     );
-    assert!(!stdout.contains("killed worker-1") && !stdout.contains("killed coordinator"), "{stdout}");
+    assert!(
+        !stdout.contains("killed worker-1") && !stdout.contains("killed coordinator"),
+        "{stdout}"
+    );
     assert!(stdout.contains("stopped 3 process(es)"), "{stdout}");
     for process in &processes {
-        assert!(!alive(process.pid), "{} (pid {}) is still running", process.name, process.pid);
+        assert!(
+            !alive(process.pid),
+            "{} (pid {}) is still running",
+            process.name,
+            process.pid
+        );
     }
     // Nothing is left to stop: a second stop stops nothing and succeeds.
     let again = Command::new(HOARD)

@@ -102,7 +102,10 @@ fn impostors_without_the_cluster_secret_are_refused() {
     let coordinator = cluster.process_named("coordinator").address;
     let members = cluster.worker_states();
     assert_eq!(members.len(), 2);
-    assert!(members.iter().all(|(_, _, online)| *online), "real workers register: {members:?}");
+    assert!(
+        members.iter().all(|(_, _, online)| *online),
+        "real workers register: {members:?}"
+    );
     let impostor = impostor_server();
     let (host, port) = impostor.rsplit_once(':').expect("host:port");
     let registration = format!(
@@ -114,7 +117,12 @@ fn impostors_without_the_cluster_secret_are_refused() {
     let attempt = |headers: &str| {
         for _ in 0..3 {
             let answer = send_json(&coordinator, "POST", "/api/v1/workers", headers, &registration);
-            assert_eq!(answer.0, 401, "registration with {headers:?}: {}", String::from_utf8_lossy(&answer.2));
+            assert_eq!(
+                answer.0,
+                401,
+                "registration with {headers:?}: {}",
+                String::from_utf8_lossy(&answer.2)
+            );
             assert_eq!(error_of(&answer)["code"], "UNAUTHORIZED");
             let beat = r#"{"instance":"evil","usedBytes":0,"capacityBytes":1}"#;
             let answer = send_json(&coordinator, "PUT", &heartbeat, headers, beat);
@@ -129,7 +137,10 @@ fn impostors_without_the_cluster_secret_are_refused() {
     attempt("X-Hoard-Cluster-Secret: not-the-secret-not-the-secret\r\n");
     // Close to the real one, or the real one in the admin token's header: refused too.
     let secret = secret_of(&cluster);
-    attempt(&format!("X-Hoard-Cluster-Secret: {}\r\n", secret.replace(|c: char| c != '0', "0")));
+    attempt(&format!(
+        "X-Hoard-Cluster-Secret: {}\r\n",
+        secret.replace(|c: char| c != '0', "0")
+    ));
     attempt(&format!("X-Hoard-Cluster-Secret: {}\r\n", &secret[..secret.len() - 1]));
     attempt(&format!("X-Hoard-Cluster-Secret: {secret}x\r\n"));
     attempt(&format!("Authorization: Bearer {secret}\r\n"));
@@ -139,7 +150,10 @@ fn impostors_without_the_cluster_secret_are_refused() {
     assert!(!nodes.to_string().contains(&impostor), "{nodes}");
     assert_bytes_and_members(&cluster, &files, &members);
     let log = std::fs::read_to_string(cluster.home.path().join("logs/coordinator.log")).expect("log");
-    assert!(log.contains("refused a membership change without the cluster secret"), "{log}");
+    assert!(
+        log.contains("refused a membership change without the cluster secret"),
+        "{log}"
+    );
     assert!(!log.contains(&secret), "the secret is never logged");
 }
 
@@ -155,9 +169,13 @@ fn extra_worker_conf(cluster: &Cluster, dir: &Path, secret_file: &Path) -> (std:
     let mut lines: Vec<String> = text
         .lines()
         .filter(|line| {
-            !["hoard.work.dir=", "hoard.worker.rpc.port=", "hoard.security.cluster.secret.file="]
-                .iter()
-                .any(|key| line.starts_with(key))
+            ![
+                "hoard.work.dir=",
+                "hoard.worker.rpc.port=",
+                "hoard.security.cluster.secret.file=",
+            ]
+            .iter()
+            .any(|key| line.starts_with(key))
         })
         .map(String::from)
         .collect();
@@ -206,7 +224,10 @@ fn workers_without_the_right_secret_never_join() {
         stderr.contains("cluster secret file") && stderr.contains(&missing.display().to_string()),
         "{stderr}"
     );
-    assert!(!dir.path().join("a/work/page_store").exists(), "it stopped before opening a cache");
+    assert!(
+        !dir.path().join("a/work/page_store").exists(),
+        "it stopped before opening a cache"
+    );
 
     // A wrong secret: the worker serves but the coordinator never lists it; its log says why.
     let wrong = dir.path().join("wrong_secret");
@@ -229,7 +250,10 @@ fn workers_without_the_right_secret_never_join() {
     });
     assert!(http_get(&address, "/health").is_ok_and(|answer| answer.0 == 200));
     let text = std::fs::read_to_string(&log_path).expect("log");
-    assert!(text.contains(&wrong.display().to_string()), "the log names the secret file: {text}");
+    assert!(
+        text.contains(&wrong.display().to_string()),
+        "the log names the secret file: {text}"
+    );
     assert!(!text.contains("not-the-cluster-secret"), "the secret is never logged");
     assert_bytes_and_members(&cluster, &files, &members);
 }
@@ -248,7 +272,11 @@ fn files_holding_secrets_are_private() {
     let mut checked = Vec::new();
     let mut conf_dirs = vec![home.join("conf")];
     conf_dirs.extend(cluster.all_processes().into_iter().map(|process| process.conf_dir));
-    assert_eq!(conf_dirs.len(), 4, "the client's, the coordinator's and two workers' conf dirs");
+    assert_eq!(
+        conf_dirs.len(),
+        4,
+        "the client's, the coordinator's and two workers' conf dirs"
+    );
     for conf in conf_dirs {
         let site = conf.join("hoard-site.properties");
         assert!(std::fs::read_to_string(&site).expect("conf").contains("let-me-in"));
@@ -256,10 +284,21 @@ fn files_holding_secrets_are_private() {
     }
     checked.push(home.join("cluster_secret"));
     for process in cluster.processes() {
-        checked.push(process.conf_dir.parent().expect("work dir").join("system-info/worker_identity"));
+        checked.push(
+            process
+                .conf_dir
+                .parent()
+                .expect("work dir")
+                .join("system-info/worker_identity"),
+        );
     }
     for path in &checked {
-        assert_eq!(mode(path), 0o600, "{} must be readable by its owner only", path.display());
+        assert_eq!(
+            mode(path),
+            0o600,
+            "{} must be readable by its owner only",
+            path.display()
+        );
     }
     // The cluster still works with its private files.
     let members = cluster.worker_states();
@@ -286,7 +325,10 @@ fn unknown_fields_in_rest_bodies_get_400_naming_them() {
         assert_eq!(answer.0, 400, "{body}: {}", String::from_utf8_lossy(&answer.2));
         let error = error_of(&answer);
         assert_eq!(error["code"], "BAD_REQUEST");
-        assert!(error["error"].as_str().unwrap_or_default().contains(expected), "{body}: {error}");
+        assert!(
+            error["error"].as_str().unwrap_or_default().contains(expected),
+            "{body}: {error}"
+        );
         assert_eq!(
             common::header(&answer.1, "content-type"),
             Some("application/json"),
@@ -297,7 +339,10 @@ fn unknown_fields_in_rest_bodies_get_400_naming_them() {
     let answer = send_json(&coordinator, "POST", "/api/v1/jobs", "", cases[0].0);
     let error = error_of(&answer);
     assert!(
-        error["error"].as_str().unwrap_or_default().starts_with("unknown field `replica`"),
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("unknown field `replica`"),
         "{error}"
     );
     // A heartbeat with a stray field, from a real member (with the secret).
@@ -311,7 +356,10 @@ fn unknown_fields_in_rest_bodies_get_400_naming_them() {
         beat,
     );
     assert_eq!(answer.0, 400);
-    assert!(error_of(&answer)["error"].as_str().unwrap_or_default().contains("unknown field `leavng`"));
+    assert!(error_of(&answer)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("unknown field `leavng`"));
     // A worker's task with a stray field changes nothing.
     cluster.hoard(&["fs", "cat", &files[0].0]);
     let length = files[0].1.len() as u64;
@@ -319,7 +367,10 @@ fn unknown_fields_in_rest_bodies_get_400_naming_them() {
     let free = format!(r#"{{"jobId":"j","taskId":1,"paths":["{}"],"force":true}}"#, files[0].0);
     let answer = send_json(&worker.address, "POST", "/api/v1/tasks/free", "", &free);
     assert_eq!(answer.0, 400, "{}", String::from_utf8_lossy(&answer.2));
-    assert!(error_of(&answer)["error"].as_str().unwrap_or_default().contains("unknown field `force`"));
+    assert!(error_of(&answer)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("unknown field `force`"));
     cluster.wait_cached(&files[0].0, length);
 
     // Nothing was submitted; the cluster is as it was.
