@@ -9,19 +9,24 @@ use common::*;
 
 const LEN: usize = 300_000;
 
+/// The start of a body, for messages (file bodies are binary).
+fn shown(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)]).to_string()
+}
+
 fn json_error(answer: &HttpAnswer) -> serde_json::Value {
     let (_, headers, body) = answer;
     assert_eq!(
         header(headers, "content-type"),
         Some("application/json"),
         "{headers:?} {:?}",
-        String::from_utf8_lossy(body)
+        shown(body)
     );
     serde_json::from_slice(body).expect("a JSON error body")
 }
 
 fn assert_bad_request(answer: HttpAnswer, codes: &[&str], what: &str) {
-    assert_eq!(answer.0, 400, "{what}: {:?}", String::from_utf8_lossy(&answer.2));
+    assert_eq!(answer.0, 400, "{what}: {:?}", shown(&answer.2));
     let error = json_error(&answer);
     assert!(
         codes.iter().any(|code| error["code"] == *code),
