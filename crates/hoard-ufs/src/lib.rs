@@ -71,9 +71,9 @@ impl UfsError {
 /// ticks: two writes close together can get the same ctime and mtime, so the second one keeps the
 /// version (see [`UfsStatus::version`]). Any change made after `ctime + lag` gets a later ctime,
 /// so a read that starts later than that sees the bytes that version keeps for good. The lag
-/// measured on Linux 6.18 with HZ=250 (4ms ticks) in a VM on two busy cores: 3-8ms typically,
-/// 15.4ms at most over 3.7 million samples; 100ms leaves room for a tick delayed by a busy host,
-/// and costs a cache nothing (a page read that soon after a write is simply read again).
+/// measured on Linux 6.18 with HZ=250 (4ms ticks) in a VM with both cores busy: 3-8ms
+/// typically, 9.5ms at most over 3.3 million samples; 100ms leaves ten times that for ticks
+/// delayed by a busier host, and costs a cache nothing (such a page is simply read again).
 /// It also assumes the clock of whoever stamps the file (an NFS server) is within this of ours.
 pub const RECENT_CHANGE_WINDOW: Duration = Duration::from_millis(100);
 
@@ -326,7 +326,10 @@ mod tests {
     fn a_recent_change_is_not_settled_until_the_window_has_passed() {
         let at = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         let status = changed(Some(at));
-        assert!(!status.is_settled(at - Duration::from_secs(1)), "a change in the future");
+        assert!(
+            !status.is_settled(at - Duration::from_secs(1)),
+            "a change in the future"
+        );
         assert!(!status.is_settled(at));
         assert!(!status.is_settled(at + RECENT_CHANGE_WINDOW - Duration::from_nanos(1)));
         assert!(status.is_settled(at + RECENT_CHANGE_WINDOW));

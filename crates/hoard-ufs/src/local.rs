@@ -299,10 +299,7 @@ impl Ufs for LocalUfs {
             return Err(UfsError::NotDirectory(relative.to_string()));
         }
         let dir = self.inner.root.join(&resolved.canonical);
-        let read_dir = self
-            .inner
-            .timed(relative, "list", tokio::fs::read_dir(dir))
-            .await?;
+        let read_dir = self.inner.timed(relative, "list", tokio::fs::read_dir(dir)).await?;
         let lister = Lister {
             read_dir,
             inner: Arc::clone(&self.inner),
@@ -338,7 +335,10 @@ impl Lister {
                 return Ok(None);
             };
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                tracing::debug!(dir = self.relative, "leaving a name that is not UTF-8 out of the listing");
+                tracing::debug!(
+                    dir = self.relative,
+                    "leaving a name that is not UTF-8 out of the listing"
+                );
                 continue;
             };
             let child = convert::join_relative(&self.relative, &name);

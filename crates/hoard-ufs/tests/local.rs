@@ -117,7 +117,10 @@ async fn a_same_length_rewrite_with_the_mtime_restored_changes_the_version() {
     assert!(!after.same_version(&before), "{before:?} vs {after:?}");
     let err = ufs.read_version("f.bin", 0..8192, &before).await.unwrap_err();
     assert!(matches!(err, UfsError::Changed(_)), "{err:?}");
-    assert_eq!(ufs.read_version("f.bin", 0..8192, &after).await.unwrap(), content(8192, 2));
+    assert_eq!(
+        ufs.read_version("f.bin", 0..8192, &after).await.unwrap(),
+        content(8192, 2)
+    );
 }
 
 #[tokio::test]

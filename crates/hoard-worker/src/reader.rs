@@ -383,8 +383,7 @@ impl WorkerState {
         Err(ReadError::Store {
             path: file.status.path.clone(),
             index,
-            message: "the file's change time stays too recent to cache it (is the clock behind the ufs's?)"
-                .to_string(),
+            message: "the file's change time stays too recent to cache it (is the clock behind the ufs's?)".to_string(),
         })
     }
 

@@ -594,6 +594,20 @@ async fn concurrent_loads_and_reads_read_each_page_once() {
         let len = 8 * PAGE + 3;
         let data = content(len, 14);
         write_file(&fx.ufs_root, "shared.bin", &data);
+        // A page read in the first moments after a write is served but not cached (and so
+        // read again later): let the file settle first.
+        let status = fx
+            .state
+            .mounts()
+            .status(&HoardPath::parse("/shared.bin").unwrap())
+            .await
+            .unwrap();
+        if let Some(wait) = status
+            .settled_at()
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+        {
+            tokio::time::sleep(wait).await;
+        }
         let files: Vec<TaskFile> = (0..20).map(|_| whole("/shared.bin")).collect();
         let (task_a, task_b) = (load_task(files.clone()), load_task(files));
         let (a, b, (_, body, _)) = tokio::join!(fx.load(&task_a), fx.load(&task_b), fx.read("/shared.bin"),);

@@ -166,7 +166,10 @@ impl<'a> Reads<'a> {
                 "cat failed for another reason: {}",
                 describe(&cat)
             );
-            assert!(self.generations.is_start_of_one(&cat.stdout), "what a failed cat wrote mixed");
+            assert!(
+                self.generations.is_start_of_one(&cat.stdout),
+                "what a failed cat wrote mixed"
+            );
             self.failed += 1;
             return None;
         }
@@ -202,12 +205,13 @@ fn set_mtime(file: &Path, mtime: SystemTime) {
         .expect("set mtime");
 }
 
-/// Caches page 0 of a five-page file, rewrites the file `how`, and reads it whole until the
-/// worker's cached status has expired: every read is the old or the new bytes, or fails as a
-/// read of a changing file may; after that every read is the new bytes.
-fn rewrite_while_page_zero_is_cached(how: Rewrite) {
+/// Two five-page files, one with only page 0 cached and one cached whole, are rewritten `how`
+/// and read whole until the worker's cached status has expired: every read is the old or the
+/// new bytes, or fails as a read of a changing file may; after that every read is the new bytes.
+fn rewrite_cached_files(how: Rewrite) {
     const OLD: u64 = 1;
     const NEW: u64 = 2;
+    const FILES: [(&str, usize); 2] = [("/partly.bin", PAGE), ("/whole.bin", 5 * PAGE - 123)];
     let mut generations = Generations::default();
     let old = generations.add(OLD, 5 * PAGE - 123);
     let new = match how {
@@ -216,84 +220,115 @@ fn rewrite_while_page_zero_is_cached(how: Rewrite) {
         Rewrite::Shorter => generations.add(NEW, 3 * PAGE - 5),
     };
     let ufs = tempfile::Builder::new().prefix("hoard-ufs").tempdir().expect("ufs dir");
-    let file = ufs.path().join("r.bin");
-    std::fs::write(&file, &old).expect("write old");
+    for (path, _) in FILES {
+        std::fs::write(ufs.path().join(&path[1..]), &old).expect("write old");
+    }
     let cluster = Cluster::start(1, ufs.path(), &PROPERTIES);
     let worker = cluster.processes()[0].clone();
 
-    // Only page 0 cached. A read in the first moments after the write is not cached (the
-    // file has not settled): read until it is.
-    wait_until("page 0 cached", Duration::from_secs(30), || {
-        let (status, _, body) = http_request(
-            &worker.address,
-            "GET /files/r.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-999\r\nConnection: close\r\n\r\n",
-        )
-        .expect("read page 0");
-        assert_eq!((status, body.as_slice()), (206, &old[..1000]));
-        cached_bytes(&worker.address, "/r.bin") == PAGE as u64
-    });
-
-    let old_mtime = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
-    std::fs::write(&file, &new).expect("rewrite");
-    if how == Rewrite::MtimeRestored {
-        set_mtime(&file, old_mtime);
-        let meta = std::fs::metadata(&file).expect("stat");
-        assert_eq!((meta.modified().expect("mtime"), meta.len()), (old_mtime, old.len() as u64));
+    // A read in the first moments after a write is not cached (the file has not settled):
+    // read until the pages are.
+    for (path, cached) in FILES {
+        wait_until(
+            &format!("{path}: {cached} bytes cached"),
+            Duration::from_secs(30),
+            || {
+                let request = format!(
+                    "GET /files{path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-{}\r\nConnection: close\r\n\r\n",
+                    cached - 1
+                );
+                let (status, _, body) = http_request(&worker.address, &request).expect("read");
+                assert_eq!((status, body.as_slice()), (206, &old[..cached]));
+                cached_bytes(&worker.address, path) == cached as u64
+            },
+        );
     }
-    // The worker's status of the old version expires at the latest one max age from now.
-    let expired = Instant::now() + MAX_AGE + Duration::from_millis(300);
 
-    let mut reads = Reads::new(&cluster, &worker.address, "/r.bin", &generations);
-    let mut round = 0;
-    while Instant::now() < expired || round < 20 {
-        round += 1;
-        if round % 10 == 0 {
-            reads.cat();
-        } else {
-            reads.http();
+    for (path, _) in FILES {
+        let file = ufs.path().join(&path[1..]);
+        let old_mtime = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
+        std::fs::write(&file, &new).expect("rewrite");
+        if how == Rewrite::MtimeRestored {
+            set_mtime(&file, old_mtime);
+            let meta = std::fs::metadata(&file).expect("stat");
+            assert_eq!(
+                (meta.modified().expect("mtime"), meta.len()),
+                (old_mtime, old.len() as u64)
+            );
         }
     }
-    for _ in 0..20 {
-        assert_eq!(reads.http(), Some(NEW), "{how:?}: the new bytes once the max age has passed");
+    // The worker's statuses of the old versions expire at the latest one max age from now.
+    let expired = Instant::now() + MAX_AGE + Duration::from_millis(300);
+
+    let mut reads: Vec<Reads> = FILES
+        .iter()
+        .map(|(path, _)| Reads::new(&cluster, &worker.address, path, &generations))
+        .collect();
+    let mut round = 0;
+    while Instant::now() < expired || round < 40 {
+        round += 1;
+        let file = &mut reads[round % 2];
+        if round % 10 < 2 {
+            file.cat();
+        } else {
+            file.http();
+        }
     }
-    for _ in 0..3 {
-        assert_eq!(reads.cat(), Some(NEW), "{how:?}: the new bytes once the max age has passed");
+    for file in &mut reads {
+        for _ in 0..10 {
+            assert_eq!(
+                file.http(),
+                Some(NEW),
+                "{how:?} {}: new bytes after the max age",
+                file.path
+            );
+        }
+        assert_eq!(
+            file.cat(),
+            Some(NEW),
+            "{how:?} {}: new bytes after the max age",
+            file.path
+        );
     }
-    eprintln!(
-        "{how:?}: {round} reads while the old status could be cached: {} old, {} new, {} failed",
-        reads.count(OLD),
-        reads.count(NEW),
-        reads.failed
-    );
+    for file in &reads {
+        eprintln!(
+            "{how:?} {}: while the old status could be cached: {} old, {} new, {} failed",
+            file.path,
+            file.count(OLD),
+            file.count(NEW),
+            file.failed
+        );
+    }
 }
 
 #[test]
 fn a_same_length_rewrite_with_the_mtime_restored_is_never_mixed() {
-    rewrite_while_page_zero_is_cached(Rewrite::MtimeRestored);
+    rewrite_cached_files(Rewrite::MtimeRestored);
 }
 
 #[test]
 fn a_same_length_rewrite_is_never_mixed() {
-    rewrite_while_page_zero_is_cached(Rewrite::SameLength);
+    rewrite_cached_files(Rewrite::SameLength);
 }
 
 #[test]
 fn a_longer_rewrite_is_never_mixed() {
-    rewrite_while_page_zero_is_cached(Rewrite::Longer);
+    rewrite_cached_files(Rewrite::Longer);
 }
 
 #[test]
 fn a_shorter_rewrite_is_never_mixed() {
-    rewrite_while_page_zero_is_cached(Rewrite::Shorter);
+    rewrite_cached_files(Rewrite::Shorter);
 }
 
 /// Writes, reads page 0 and writes again as fast as a client can, round after round, so that
 /// both writes often fall in the same millisecond (one version when versions were milliseconds)
-/// or the same tick of the kernel's clock. Every whole read is one generation, never pages of
-/// two, and one ETag never names two generations; once the max age has passed, the last one.
+/// or the same tick of the kernel's clock. The worker caches no status (max age 0), so it sees
+/// every write. Every whole read is the second write, never pages of two generations, and one
+/// ETag never names two generations.
 #[test]
 fn rewrites_in_the_same_millisecond_are_never_mixed() {
-    const ROUNDS: u64 = 150;
+    const ROUNDS: u64 = 300;
     let ufs = tempfile::Builder::new().prefix("hoard-ufs").tempdir().expect("ufs dir");
     let file = ufs.path().join("m.bin");
     let mut generations = Generations::default();
@@ -301,7 +336,14 @@ fn rewrites_in_the_same_millisecond_are_never_mixed() {
         generations.add(generation, 5 * PAGE);
     }
     std::fs::write(&file, generation(0, 5 * PAGE)).expect("write");
-    let cluster = Cluster::start(1, ufs.path(), &PROPERTIES);
+    let cluster = Cluster::start(
+        1,
+        ufs.path(),
+        &[
+            "hoard.worker.page.store.page.size=64KiB",
+            "hoard.user.file.metadata.max.age=0s",
+        ],
+    );
     let worker = cluster.processes()[0].clone();
     // One byte over a kept-alive connection: the worker still fills (and may cache) the whole
     // page, and the second write follows as soon as possible.
@@ -309,44 +351,24 @@ fn rewrites_in_the_same_millisecond_are_never_mixed() {
     let mtime_ms = |meta: &std::fs::Metadata| meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000;
     let mut reads = Reads::new(&cluster, &worker.address, "/m.bin", &generations);
     let mut same_millisecond = 0;
-    let mut latest = 0;
     for round in 1..=ROUNDS {
         let (first, second) = (2 * round, 2 * round + 1);
         let second_bytes = generation(second, 5 * PAGE);
         std::fs::write(&file, generation(first, 5 * PAGE)).expect("write first");
         let first_ms = mtime_ms(&std::fs::metadata(&file).expect("stat"));
-        // Through a status the worker still holds, this may fail (FILE_CHANGED) or be served
-        // from pages an earlier round cached.
-        let mut status = 0;
-        for _ in 0..3 {
-            status = connection.get("/files/m.bin", "bytes=0-0");
-            if status == 206 {
-                break;
-            }
-            assert_eq!(status, 503, "page 0");
-        }
-        assert_eq!(status, 206, "round {round}: page 0");
+        assert_eq!(
+            connection.get("/files/m.bin", "bytes=0-0"),
+            206,
+            "round {round}: page 0"
+        );
         std::fs::write(&file, &second_bytes).expect("write second");
         same_millisecond += usize::from(mtime_ms(&std::fs::metadata(&file).expect("stat")) == first_ms);
-        for _ in 0..3 {
-            if let Some(seen) = reads.http() {
-                latest += usize::from(seen == second);
-                break;
-            }
+        assert_eq!(reads.http(), Some(second), "round {round}: the second write, whole");
+        if round % 10 == 0 {
+            assert_eq!(reads.cat(), Some(second), "round {round}: the second write, whole");
         }
     }
-    let last = 2 * ROUNDS + 1;
-    let expired = Instant::now() + MAX_AGE + Duration::from_millis(300);
-    while Instant::now() < expired {
-        reads.http();
-    }
-    assert_eq!(reads.http(), Some(last), "the last write once the max age has passed");
-    assert_eq!(reads.cat(), Some(last), "the last write once the max age has passed");
-    eprintln!(
-        "{ROUNDS} rounds, {same_millisecond} with both writes in the same millisecond; {latest} \
-         read the round's second write, {} reads failed as the file changed under them",
-        reads.failed
-    );
+    eprintln!("{ROUNDS} rounds, {same_millisecond} with both writes in the same millisecond");
 }
 
 /// An HTTP/1.1 connection kept open across requests.
@@ -379,7 +401,11 @@ impl KeptAlive {
                 break;
             }
             if status == 0 {
-                status = line.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status");
+                status = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|code| code.parse().ok())
+                    .expect("status");
             } else if let Some((name, value)) = line.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().expect("content-length");

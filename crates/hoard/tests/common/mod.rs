@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 pub const HOARD: &str = env!("CARGO_BIN_EXE_hoard");
 
+/// Longer than `hoard_ufs::RECENT_CHANGE_WINDOW`.
+const SETTLE: Duration = Duration::from_millis(150);
+
 pub struct Cluster {
     pub home: tempfile::TempDir,
     pub conf: PathBuf,
@@ -50,6 +53,7 @@ impl Cluster {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Cluster {
+        let began = Instant::now();
         let home = tempfile::Builder::new()
             .prefix("hoard-test")
             .tempdir()
@@ -68,6 +72,12 @@ impl Cluster {
         }
         let output = command.output().expect("run hoard local start");
         assert!(output.status.success(), "local start failed: {}", describe(&output));
+        // Pages of a local file changed less than hoard_ufs::RECENT_CHANGE_WINDOW (100ms) ago
+        // are served but not cached: files written before the cluster started are settled
+        // (and so cached by their first read) once this returns.
+        if let Some(rest) = SETTLE.checked_sub(began.elapsed()) {
+            std::thread::sleep(rest);
+        }
         let conf = home.path().canonicalize().expect("home").join("conf");
         Cluster { home, conf }
     }
