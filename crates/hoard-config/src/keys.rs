@@ -20,7 +20,6 @@ pub const WORKER_IDENTITY_FILE: &str = "hoard.worker.identity.uuid.file.path";
 pub const WORKER_MEMBERSHIP_TYPE: &str = "hoard.worker.membership.manager.type";
 pub const WORKER_MAX_HEADER_SIZE: &str = "hoard.worker.http.max.header.size";
 pub const WORKER_UFS_READ_TIMEOUT: &str = "hoard.worker.ufs.read.timeout";
-pub const WORKER_MAPPED_PAGES: &str = "hoard.worker.page.store.mapped.pages";
 pub const WORKER_MEMORY_SIZE: &str = "hoard.worker.page.store.memory.size";
 pub const WORKER_DIRECT_WRITES: &str = "hoard.worker.page.store.direct.write.enabled";
 pub const WORKER_IO_THREADS: &str = "hoard.worker.network.io.threads";
@@ -257,11 +256,6 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         WORKER_MAX_HEADER_SIZE,
         "16KiB",
         "Largest HTTP request header block the worker accepts; 8KiB to 1MiB.",
-    ),
-    key(
-        WORKER_MAPPED_PAGES,
-        "4096",
-        "Page files a worker keeps mapped read-only to serve hot pages without copies; 0 reads every page with pread.",
     ),
     key(
         WORKER_MEMORY_SIZE,

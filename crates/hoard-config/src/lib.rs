@@ -183,8 +183,6 @@ pub struct WorkerConfig {
     pub membership_type: MembershipType,
     pub max_request_header_bytes: u64,
     pub ufs_read_timeout: Duration,
-    /// Page files kept mapped for zero-copy reads (0 = always `pread`).
-    pub mapped_pages: u32,
     /// Bytes of verified hot pages kept in process memory (0 = no memory tier).
     pub memory_size: u64,
     /// `hoard.worker.page.store.direct.write.enabled`.
@@ -850,13 +848,6 @@ fn parse_virtual_nodes(value: &str) -> Result<u32, String> {
     parse_count(value, 1, MAX_VIRTUAL_NODES)
 }
 
-/// Most page files a worker may keep mapped (each costs one mapping of a page's address space).
-pub const MAX_MAPPED_PAGES: u32 = 1 << 20;
-
-fn parse_mapped_pages(value: &str) -> Result<u32, String> {
-    parse_count(value, 0, MAX_MAPPED_PAGES)
-}
-
 /// A whole number in `min..=max`.
 fn parse_count(value: &str, min: u32, max: u32) -> Result<u32, String> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
@@ -934,7 +925,6 @@ fn parse_worker_config(values: &mut Values<'_>) -> Result<WorkerConfig, ConfigEr
         membership_type: values.parse(keys::WORKER_MEMBERSHIP_TYPE, parse_membership)?,
         max_request_header_bytes: values.size(keys::WORKER_MAX_HEADER_SIZE, MIN_HEADER_SIZE, MAX_HEADER_SIZE)?,
         ufs_read_timeout: values.duration(keys::WORKER_UFS_READ_TIMEOUT, false)?,
-        mapped_pages: values.parse(keys::WORKER_MAPPED_PAGES, parse_mapped_pages)?,
         memory_size: values.size(keys::WORKER_MEMORY_SIZE, 0, u64::MAX)?,
         direct_writes: values.parse(keys::WORKER_DIRECT_WRITES, parse_bool)?,
         io_threads: values.parse(keys::WORKER_IO_THREADS, |value| parse_count(value, 0, 1024))?,

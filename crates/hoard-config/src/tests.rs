@@ -68,7 +68,6 @@ fn defaults() {
     assert_eq!(worker.membership_type, MembershipType::Static);
     assert_eq!(worker.max_request_header_bytes, 16 << 10);
     assert_eq!(worker.ufs_read_timeout, Duration::from_secs(30));
-    assert_eq!(worker.mapped_pages, 4096);
     assert_eq!(worker.memory_size, 1 << 30);
     assert_eq!(worker.io_threads, 0);
     assert_eq!(worker.sendfile_max_size, 256 << 10);
@@ -257,15 +256,9 @@ fn bad_values_name_key_value_and_reason() {
         ("hoard.worker.http.max.header.size", "1KiB", "between 8KiB and 1MiB"),
         ("hoard.worker.http.max.header.size", "2MiB", "between 8KiB and 1MiB"),
         ("hoard.worker.ufs.read.timeout", "0s", "more than 0"),
-        ("hoard.worker.page.store.mapped.pages", "many", "whole number"),
         ("hoard.worker.network.io.threads", "-1", "whole number"),
         ("hoard.worker.network.io.threads", "2000", "between 0 and 1024"),
         ("hoard.worker.page.store.memory.size", "lots", "size"),
-        (
-            "hoard.worker.page.store.mapped.pages",
-            "2000000",
-            "between 0 and 1048576",
-        ),
         ("hoard.worker.ufs.read.timeout", "30 parsecs", "unknown duration unit"),
         ("hoard.user.file.metadata.max.age", "-1", "negative"),
         (

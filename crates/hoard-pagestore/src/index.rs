@@ -228,9 +228,13 @@ pub(crate) struct FileEntry {
 
 #[derive(Debug, Clone)]
 pub(crate) struct DirState {
+    /// The dir's effective capacity (see `space.rs`): the configured one, or less while its
+    /// file system is full.
     pub capacity: u64,
     /// Bytes of complete pages plus reservations of pending ones.
     pub used: u64,
+    /// Of `used`, the reservations of pending pages.
+    pub pending: u64,
     pub pages: u64,
     /// Most and least recently used complete pages.
     pub head: u32,
@@ -284,6 +288,7 @@ impl Index {
                 .map(|&capacity| DirState {
                     capacity,
                     used: 0,
+                    pending: 0,
                     pages: 0,
                     head: NIL,
                     tail: NIL,
@@ -422,6 +427,7 @@ impl Index {
         };
         self.file_slab[file as usize].pages.insert(key.index, s);
         self.dirs[dir as usize].used += u64::from(name.len);
+        self.dirs[dir as usize].pending += u64::from(name.len);
         if state == State::Complete {
             self.complete(s);
         }
@@ -435,6 +441,7 @@ impl Index {
         slot.state = State::Complete;
         let (len, dir, file) = (u64::from(slot.len), slot.dir as usize, slot.file as usize);
         self.file_slab[file].bytes += len;
+        self.dirs[dir].pending -= len;
         self.dirs[dir].pages += 1;
         self.pages += 1;
         self.lru_push_front(s);
@@ -456,6 +463,8 @@ impl Index {
             self.file_slab[slot.file as usize].bytes -= len;
             self.dirs[slot.dir as usize].pages -= 1;
             self.pages -= 1;
+        } else {
+            self.dirs[slot.dir as usize].pending -= len;
         }
         self.dirs[slot.dir as usize].used -= len;
         let entry = &mut self.file_slab[slot.file as usize];

@@ -12,18 +12,23 @@
 //!   complete; `open` rebuilds the index by scanning the dirs (no separate database);
 //! - an in-memory index (one mutex, no IO under it) maps keys to pages and keeps one LRU list
 //!   per dir; a page's dir is chosen by weighted rendezvous hashing of its key;
-//! - `get` / `get_range` read the page (or the chunks a range touches), verify them against
-//!   the table and the table against the checksum, and return `Bytes`; a bad page is deleted
-//!   and reported as absent. Reads use `pread` by default, or a read-only mapping returned
-//!   without a copy (`set_mmap_threshold`).
+//! - `get` / `get_range` read the page (or the chunks a range touches) with `pread` into a
+//!   pooled buffer, verify them against the table and the table against the checksum, and
+//!   return the bytes; a bad page is deleted and reported as absent. Page files are never
+//!   mapped, so nothing done to them from outside can crash the process (only the memory
+//!   tier's sealed in-memory copies are mapped);
+//! - a dir whose file system fills up before its capacity gets a lower effective capacity
+//!   (`space`), so eviction goes on.
 
+mod buffers;
+mod files;
 mod index;
 mod layout;
-mod mapped;
 mod memory;
 mod page;
 mod recover;
 mod sealed;
+mod space;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -31,6 +36,7 @@ use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use tracing::{info, warn};
@@ -40,6 +46,7 @@ use index::{Index, Removed, State};
 use layout::PageName;
 use page::ReadFailure;
 pub use sealed::PageBytes;
+pub use space::DEFAULT_PROBE_INTERVAL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageStoreError {
@@ -51,6 +58,14 @@ pub enum PageStoreError {
     PageTooLarge { len: usize, page_size: u64 },
     #[error("page of {len} bytes does not fit in any directory (largest capacity {capacity})")]
     NoSpace { len: usize, capacity: u64 },
+}
+
+/// Why one attempt of a put failed.
+enum PutError {
+    /// The dir had no room for the page after all (its effective capacity has been lowered):
+    /// choose a dir and try again.
+    Full(PageStoreError),
+    Other(PageStoreError),
 }
 
 /// What a no-wait read ([`PageStore::get_range_nowait`]) found.
@@ -155,7 +170,11 @@ pub struct PageStoreStats {
     /// Bytes of complete pages plus bytes reserved by puts in progress (never above
     /// `capacity_bytes`).
     pub used_bytes: u64,
+    /// The configured capacity.
     pub capacity_bytes: u64,
+    /// What the dirs may hold now: the configured capacity, less where a file system filled up
+    /// first (see docs/pagestore.md, "When the disk is full").
+    pub effective_capacity_bytes: u64,
     /// Complete pages.
     pub pages: u64,
     /// Pages evicted to make room (not counting `delete_file` or corrupt pages).
@@ -190,6 +209,7 @@ pub struct DirStats {
     pub path: PathBuf,
     pub used_bytes: u64,
     pub capacity_bytes: u64,
+    pub effective_capacity_bytes: u64,
     pub pages: u64,
 }
 
@@ -197,7 +217,8 @@ struct Dir {
     root: PathBuf,
     pages: PathBuf,
     tmp: PathBuf,
-    capacity: u64,
+    /// The configured and the effective capacity.
+    space: space::DirSpace,
     /// Page bytes are written with O_DIRECT (turned off for good when the file system
     /// refuses it).
     direct_writes: AtomicBool,
@@ -223,10 +244,10 @@ pub struct PageStore {
     counters: Counters,
     recovered_pages: u64,
     recovery_discarded: u64,
-    /// Pages at least this long are read through a mapping (see `set_mmap_threshold`).
-    mmap_threshold: AtomicU64,
-    /// Read-only mappings of hot page files (see `set_mapped_pages`).
-    mapped: mapped::MappedPages,
+    /// Some dir is below its configured capacity (its file system filled up first).
+    limited: AtomicBool,
+    /// How often a limited dir looks for room again.
+    probe_interval: Duration,
     /// Verified copies of hot pages in process memory (see `set_memory_capacity`).
     memory: memory::MemoryPages,
     /// flock'ed lock files, released on drop.
@@ -239,7 +260,11 @@ impl fmt::Debug for PageStore {
             .field("page_size", &self.page_size)
             .field(
                 "dirs",
-                &self.dirs.iter().map(|d| (&d.root, d.capacity)).collect::<Vec<_>>(),
+                &self
+                    .dirs
+                    .iter()
+                    .map(|d| (&d.root, d.space.configured))
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -249,12 +274,10 @@ impl fmt::Debug for PageStore {
 /// reads (1 while there is room).
 const FULL_TIER_READS_PER_COPY: usize = 4;
 
-/// Default of `PageStore::set_mmap_threshold`: never map (see docs/pagestore.md).
-pub const DEFAULT_MMAP_THRESHOLD: u64 = u64::MAX;
-
-/// How many times a put retries the final rename when a concurrent eviction removed the
-/// file's (then empty) directory.
-const RENAME_ATTEMPTS: usize = 64;
+/// How many times a put writes its page again after the file system ran out of room (each
+/// time with the dir's effective capacity lowered by at least the page's length, and pages
+/// evicted accordingly).
+const NO_SPACE_ATTEMPTS: usize = 32;
 
 fn io_err(path: &Path, source: io::Error) -> PageStoreError {
     PageStoreError::Io {
@@ -308,7 +331,7 @@ impl PageStore {
                 root: root.clone(),
                 pages: p.pages.clone(),
                 tmp: p.tmp.clone(),
-                capacity,
+                space: space::DirSpace::new(capacity),
                 direct_writes: AtomicBool::new(false),
             })
             .collect();
@@ -350,8 +373,8 @@ impl PageStore {
             counters: Counters::default(),
             recovered_pages,
             recovery_discarded: discarded,
-            mmap_threshold: AtomicU64::new(DEFAULT_MMAP_THRESHOLD),
-            mapped: mapped::MappedPages::new(0),
+            limited: AtomicBool::new(false),
+            probe_interval: space::DEFAULT_PROBE_INTERVAL,
             memory: memory::MemoryPages::new(0, page_size),
             _locks: prepared.into_iter().map(|p| p.lock).collect(),
         };
@@ -445,11 +468,7 @@ impl PageStore {
         if promote {
             return self.read_into_memory(key, &name, &path, within);
         }
-        if self.mapped.enabled() {
-            return self.read_through_mapping(key, &name, &path, within, nowait);
-        }
-        let map = u64::from(name.len) >= self.mmap_threshold.load(Ordering::Relaxed);
-        match page::read(&path, name.len, name.checksum, within, map, nowait) {
+        match page::read(&path, name.len, name.checksum, within, nowait) {
             Ok(bytes) => {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(CachedRead::Hit(bytes.into()))
@@ -467,9 +486,7 @@ impl PageStore {
         path: &Path,
         range: Range<usize>,
     ) -> Result<CachedRead, PageStoreError> {
-        // Never a mapping: its bytes are the OS page cache's, which the kernel may reread
-        // from disk after the check.
-        match page::read(path, name.len, name.checksum, 0..name.len as usize, false, false) {
+        match page::read(path, name.len, name.checksum, 0..name.len as usize, false) {
             Ok(bytes) => {
                 self.counters.memory_copies.fetch_add(1, Ordering::Relaxed);
                 let page = self.memory.hold(bytes);
@@ -482,43 +499,6 @@ impl PageStore {
                 Ok(CachedRead::Hit(page.slice(range)))
             }
             Err(failure) => self.read_failed(key, name.gen, path, failure),
-        }
-    }
-
-    /// Serves from a cached mapping of the page file, creating it when the caller may block.
-    fn read_through_mapping(
-        &self,
-        key: &PageKey,
-        name: &PageName,
-        path: &Path,
-        range: Range<usize>,
-        nowait: bool,
-    ) -> Result<CachedRead, PageStoreError> {
-        let mapping = match self.mapped.get(key, name.gen) {
-            Some(mapping) => mapping,
-            // Mapping with `populate` may read the disk: leave it to a blocking thread.
-            None if nowait => return Ok(CachedRead::NotInMemory),
-            None => match page::map(path, name.len) {
-                Ok(mapping) => {
-                    self.mapped.insert(*key, name.gen, std::sync::Arc::clone(&mapping));
-                    // Evicted meanwhile: don't keep its deleted file's blocks alive.
-                    if !self.holds(key, name.gen) {
-                        self.mapped.remove(key);
-                    }
-                    mapping
-                }
-                Err(failure) => return self.read_failed(key, name.gen, path, failure),
-            },
-        };
-        match page::read_mapped(&mapping, name.len, name.checksum, range) {
-            Ok(bytes) => {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(CachedRead::Hit(bytes.into()))
-            }
-            Err(failure) => {
-                self.mapped.remove(key);
-                self.read_failed(key, name.gen, path, failure)
-            }
         }
     }
 
@@ -547,14 +527,6 @@ impl PageStore {
         }
     }
 
-    /// Keeps read-only mappings of up to `pages` page files and serves reads from them: no
-    /// copy into a buffer and no map/unmap per read, at the price of address space and of
-    /// SIGBUS if something outside Hoard truncates a mapped page file (see docs/pagestore.md).
-    /// `0` (the default) reads with `pread`. Call before sharing the store.
-    pub fn set_mapped_pages(&mut self, pages: usize) {
-        self.mapped = mapped::MappedPages::new(pages);
-    }
-
     /// Keeps verified copies of hot pages, up to `bytes` in all, in process memory and serves
     /// them without verifying them again. A page earns its copy once readers have read as
     /// many of its 4KiB chunks as it has (so copying costs at most as much hashing as reading
@@ -577,17 +549,10 @@ impl PageStore {
         self.dirs.iter().all(|dir| dir.direct_writes.load(Ordering::Relaxed))
     }
 
-    /// Page files currently mapped.
-    pub fn mapped_pages(&self) -> usize {
-        self.mapped.len()
-    }
-
-    /// Pages of at least `bytes` bytes are read through a read-only mapping of the page file
-    /// and returned as that mapping (no copy in user space); shorter pages are read into a
-    /// buffer with `pread`. `u64::MAX` (the default, see docs/pagestore.md for the
-    /// measurements behind it) never maps; `0` always does.
-    pub fn set_mmap_threshold(&self, bytes: u64) {
-        self.mmap_threshold.store(bytes, Ordering::Relaxed);
+    /// How often a dir whose file system filled up before its configured capacity looks for
+    /// room again ([`DEFAULT_PROBE_INTERVAL`] unless set). Call before sharing the store.
+    pub fn set_space_probe_interval(&mut self, interval: Duration) {
+        self.probe_interval = interval;
     }
 
     /// Removes a page whose file turned out missing or corrupt, if the index still holds that
@@ -629,6 +594,11 @@ impl PageStore {
     /// dir is chosen by weighted rendezvous hashing of the key over the dirs whose capacity
     /// can hold it. If the rest of that dir is reserved by puts in progress, waits for one of
     /// them to finish.
+    ///
+    /// When the file system is full (`ENOSPC`, `EDQUOT`) the dir's effective capacity is
+    /// lowered to what it holds, pages are evicted accordingly and the page written again (see
+    /// docs/pagestore.md, "When the disk is full"); `NoSpace` or `Io` only when even that finds
+    /// no room.
     pub fn put(&self, key: &PageKey, data: &[u8]) -> Result<(), PageStoreError> {
         if data.len() as u64 > self.page_size {
             return Err(PageStoreError::PageTooLarge {
@@ -636,15 +606,45 @@ impl PageStore {
                 page_size: self.page_size,
             });
         }
+        self.probe_space_if_due();
         let len = data.len() as u32;
-        let dir = self.place(key, len)?;
         let (checksum, table) = page::chunk_table(data);
+        let mut attempts = 0;
+        loop {
+            let dir = self.place(key, len)?;
+            match self.put_in(dir, key, len, checksum, data, &table) {
+                Err(PutError::Full(_)) if attempts < NO_SPACE_ATTEMPTS => attempts += 1,
+                Err(PutError::Full(e) | PutError::Other(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// One attempt of `put` in `dir`. `PutError::Full` when the dir turned out to have no room
+    /// for the page (its effective capacity has been lowered since): try again.
+    fn put_in(
+        &self,
+        dir: u8,
+        key: &PageKey,
+        len: u32,
+        checksum: u64,
+        data: &[u8],
+        table: &[u8],
+    ) -> Result<(), PutError> {
         let mut evicted = Vec::new();
         let reserved = {
             let mut idx = self.index.lock();
             loop {
                 if idx.lookup(key).is_some() {
-                    break None;
+                    break Ok(None);
+                }
+                let capacity = idx.dirs[dir as usize].capacity;
+                if capacity < u64::from(len) {
+                    // Lowered since the dir was chosen: choose again.
+                    break Err(PutError::Full(PageStoreError::NoSpace {
+                        len: len as usize,
+                        capacity,
+                    }));
                 }
                 if idx.make_room(dir, u64::from(len), &mut evicted) {
                     let name = PageName {
@@ -654,7 +654,7 @@ impl PageStore {
                         gen: idx.next_gen(),
                     };
                     let slot = idx.insert(key, name, dir, State::Pending);
-                    break Some((slot, name));
+                    break Ok(Some((slot, name)));
                 }
                 // Everything left in the dir is being written: wait for a put to finish.
                 self.put_done.wait(&mut idx);
@@ -662,12 +662,14 @@ impl PageStore {
         };
         // Free the space before using it, so the disk never holds more than the capacity.
         self.delete_removed(&evicted);
-        let Some((slot, name)) = reserved else {
+        evicted.clear();
+        let Some((slot, name)) = reserved? else {
             return Ok(());
         };
 
         let d = &self.dirs[dir as usize];
-        let written = write_page(d, key, &name, data, &table);
+        let written = files::write_page(d, key, &name, data, table);
+        let mut lowered = None;
         let doomed = {
             let mut idx = self.index.lock();
             let doomed = match &written {
@@ -676,6 +678,19 @@ impl PageStore {
                     None
                 }
                 Ok(_) => Some(idx.remove(slot)), // delete_file ran meanwhile
+                Err(PageStoreError::Io { source, .. }) if space::is_no_space(source) => {
+                    // The dir holds what it has now (puts in progress included), without
+                    // this page: make that its capacity, which evicts the least recently used
+                    // pages the next attempt needs. (At least this page's length less than
+                    // before, so that attempts make progress whatever happened meanwhile.)
+                    let state = &idx.dirs[dir as usize];
+                    let before = state.capacity;
+                    let after = state.used.min(before).saturating_sub(u64::from(len));
+                    idx.remove(slot);
+                    self.set_capacity(&mut idx, dir, after, &mut evicted);
+                    lowered = Some((before, after));
+                    None
+                }
                 Err(_) => {
                     idx.remove(slot);
                     None
@@ -684,8 +699,15 @@ impl PageStore {
             self.put_done.notify_all();
             doomed
         };
+        if let Some((before, after)) = lowered {
+            self.delete_removed(&evicted);
+            if let Err(PageStoreError::Io { source, .. }) = &written {
+                self.log_full(dir, before, after, source);
+            }
+        }
         match (written, doomed) {
-            (Err(e), _) => Err(e),
+            (Err(e), _) if lowered.is_some() => Err(PutError::Full(e)),
+            (Err(e), _) => Err(PutError::Other(e)),
             (Ok(()), Some(r)) => {
                 self.delete_removed(&[r]);
                 Ok(())
@@ -698,12 +720,12 @@ impl PageStore {
     }
 
     /// The dir for a page: weighted rendezvous (highest random weight) hashing of the key over
-    /// the dirs whose capacity can hold it, weights = capacities. Deterministic, spreads a
-    /// file's pages over all dirs in proportion to their capacities, and moves few pages when
-    /// dirs are added.
+    /// the dirs whose (effective) capacity can hold it, weights = capacities. Deterministic
+    /// while capacities stay the same, spreads a file's pages over all dirs in proportion to
+    /// their capacities, and moves few pages when dirs are added.
     fn place(&self, key: &PageKey, len: u32) -> Result<u8, PageStoreError> {
         let len64 = u64::from(len);
-        if self.dirs.len() == 1 && self.dirs[0].capacity >= len64 {
+        if self.dirs.len() == 1 && self.dirs[0].space.effective() >= len64 {
             return Ok(0);
         }
         let mut buf = [0u8; 24];
@@ -711,20 +733,21 @@ impl PageStore {
         buf[16..].copy_from_slice(&key.index.to_le_bytes());
         let mut best: Option<(f64, u8)> = None;
         for (i, d) in self.dirs.iter().enumerate() {
-            if d.capacity < len64 {
+            let capacity = d.space.effective();
+            if capacity < len64 {
                 continue;
             }
             let h = xxh3_64_with_seed(&buf, i as u64);
             // Uniform in (0, 1); score = w / -ln(u).
             let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            let score = d.capacity as f64 / -u.ln();
+            let score = capacity as f64 / -u.ln();
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, i as u8));
             }
         }
         best.map(|(_, i)| i).ok_or(PageStoreError::NoSpace {
             len: len as usize,
-            capacity: self.dirs.iter().map(|d| d.capacity).max().unwrap_or(0),
+            capacity: self.dirs.iter().map(|d| d.space.effective()).max().unwrap_or(0),
         })
     }
 
@@ -766,7 +789,7 @@ impl PageStore {
         for r in &removed {
             self.forget_copies(r);
             let path = layout::page_path(&self.dirs[r.dir as usize].pages, r.file, &r.name);
-            if let Err(e) = fs::remove_file(&path) {
+            if let Err(e) = files::remove_page_file(&path) {
                 if e.kind() != io::ErrorKind::NotFound && first_err.is_none() {
                     first_err = Some(io_err(&path, e));
                 }
@@ -789,7 +812,8 @@ impl PageStore {
         let c = &self.counters;
         PageStoreStats {
             used_bytes: dirs.iter().map(|d| d.used).sum(),
-            capacity_bytes: dirs.iter().map(|d| d.capacity).sum(),
+            capacity_bytes: self.dirs.iter().map(|d| d.space.configured).sum(),
+            effective_capacity_bytes: dirs.iter().map(|d| d.capacity).sum(),
             pages,
             evictions,
             checksum_failures: c.checksum_failures.load(Ordering::Relaxed),
@@ -809,20 +833,20 @@ impl PageStore {
                 .map(|(s, d)| DirStats {
                     path: d.root.clone(),
                     used_bytes: s.used,
-                    capacity_bytes: s.capacity,
+                    capacity_bytes: d.space.configured,
+                    effective_capacity_bytes: s.capacity,
                     pages: s.pages,
                 })
                 .collect(),
         }
     }
 
-    /// Drops the mapping and the memory copy of a page removed from the index.
+    /// Drops the memory copy of a page removed from the index.
     fn forget_copies(&self, removed: &Removed) {
         let key = PageKey {
             file: removed.file,
             index: removed.name.index,
         };
-        self.mapped.remove(&key);
         self.memory.remove(&key);
     }
 
@@ -832,66 +856,13 @@ impl PageStore {
         for r in removed {
             self.forget_copies(r);
             let pages = &self.dirs[r.dir as usize].pages;
-            let path = layout::page_path(pages, r.file, &r.name);
-            if let Err(e) = fs::remove_file(&path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    warn!(path = %path.display(), error = %e, "could not delete page file");
-                }
-            }
+            files::delete_page_file(&layout::page_path(pages, r.file, &r.name));
             if r.file_now_empty {
                 // Fails harmlessly if a new page of the file arrived meanwhile.
                 let _ = fs::remove_dir(layout::file_dir(pages, r.file));
             }
         }
     }
-}
-
-/// Writes the page to a temp file and renames it into place.
-fn write_page(d: &Dir, key: &PageKey, name: &PageName, data: &[u8], table: &[u8]) -> Result<(), PageStoreError> {
-    let tmp = layout::temp_path(&d.tmp, key.file, key.index, name.gen);
-    let result = (|| {
-        write_page_file(d, &tmp, data, table)?;
-        let dest = layout::page_path(&d.pages, key.file, name);
-        let mut attempt = 0;
-        loop {
-            match fs::rename(&tmp, &dest) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < RENAME_ATTEMPTS => {
-                    // The file's directory does not exist yet (or was just removed by an
-                    // eviction of the file's last page): create it and retry.
-                    attempt += 1;
-                    let dir = layout::file_dir(&d.pages, key.file);
-                    if let Err(e) = fs::create_dir_all(&dir) {
-                        // NotFound / AlreadyExists: racing with the removal of the directory.
-                        if !matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists) {
-                            return Err(io_err(&dir, e));
-                        }
-                    }
-                }
-                Err(e) => return Err(io_err(&dest, e)),
-            }
-        }
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn write_page_file(d: &Dir, tmp: &Path, data: &[u8], table: &[u8]) -> Result<(), PageStoreError> {
-    if d.direct_writes.load(Ordering::Relaxed) {
-        match page::write_direct(tmp, data, table) {
-            Ok(()) => return Ok(()),
-            Err(page::DirectWriteError::Io(e)) => return Err(io_err(tmp, e)),
-            Err(page::DirectWriteError::Unsupported(e)) => {
-                if d.direct_writes.swap(false, Ordering::Relaxed) {
-                    warn!(dir = %d.root.display(), error = %e, "the file system refuses direct writes; page writes go through the page cache");
-                }
-                let _ = fs::remove_file(tmp);
-            }
-        }
-    }
-    page::write(tmp, data, table).map_err(|e| io_err(tmp, e))
 }
 
 #[allow(dead_code)]
@@ -909,21 +880,6 @@ pub mod bench_internals {
 
     use bytes::Bytes;
     use xxhash_rust::xxh3::xxh3_64;
-
-    /// Reads a whole file through a mapping and hashes it.
-    pub fn read_mapped_verified(path: &Path, populate: bool) -> io::Result<Bytes> {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len() as usize;
-        let mut opts = memmap2::MmapOptions::new();
-        opts.len(len);
-        if populate {
-            opts.populate();
-        }
-        // SAFETY: benchmark files are not modified while mapped.
-        let map = unsafe { opts.map(&file)? };
-        std::hint::black_box(xxh3_64(&map));
-        Ok(Bytes::from_owner(map))
-    }
 
     /// Reads a whole file into a buffer and hashes it.
     pub fn read_copied_verified(path: &Path) -> io::Result<Bytes> {

@@ -13,6 +13,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::buffers::PooledBuffer;
+
 /// XXH3-64 (seed 0). twox-hash picks AVX2 at run time when the CPU has it: hashing is most of
 /// the cost of a verified read, and the binary must still run on CPUs without it.
 fn xxh3_64(data: &[u8]) -> u64 {
@@ -142,13 +144,13 @@ pub(crate) enum ReadFailure {
 
 impl From<io::Error> for ReadFailure {
     fn from(e: io::Error) -> ReadFailure {
-        let transient = matches!(
-            e.kind(),
-            io::ErrorKind::OutOfMemory | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-        ) || matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
-        );
+        // Everything else (EIO, EISDIR, ELOOP, ESPIPE, EAGAIN from a file that is no longer a
+        // regular file...) is the page's fault: it is dropped and refetched.
+        let transient = matches!(e.kind(), io::ErrorKind::OutOfMemory | io::ErrorKind::Interrupted)
+            || matches!(
+                e.raw_os_error(),
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+            );
         if transient {
             ReadFailure::Transient(e)
         } else {
@@ -157,10 +159,28 @@ impl From<io::Error> for ReadFailure {
     }
 }
 
-/// Reads `range` (within `0..len`) of the page at `path`, verifying the chunk table against
-/// `checksum` and every chunk the range touches against the table. With `map`, the file is
-/// mapped read-only and the result borrows the mapping; otherwise the bytes are read into a
-/// buffer.
+/// Opens a page file for reading. `O_NOFOLLOW`: a page file replaced by a symbolic link is
+/// refused (and dropped), never followed; `O_NONBLOCK`: one replaced by a FIFO cannot block
+/// the open (regular files ignore the flag).
+fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+thread_local! {
+    /// The chunk table of the page being read, reused by every read of the thread.
+    static TABLE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads `range` (within `0..len`) of the page at `path` into a pooled buffer, verifying the
+/// chunk table against `checksum` and every chunk the range touches against the table.
+///
+/// Page files are read, never mapped: something outside the store may truncate or rewrite a
+/// file at any moment, which makes a read short or its bytes wrong (the page is then dropped),
+/// where a mapping would raise SIGBUS and kill the process.
 ///
 /// With `nowait`, the reads fail with [`ReadFailure::WouldBlock`] instead of waiting for the
 /// disk when the bytes are not in the OS page cache (`preadv2` with `RWF_NOWAIT`), so an async
@@ -170,96 +190,33 @@ pub(crate) fn read(
     len: u32,
     checksum: u64,
     range: Range<usize>,
-    map: bool,
     nowait: bool,
 ) -> Result<Bytes, ReadFailure> {
     debug_assert!(range.start <= range.end && range.end <= len as usize);
-    let file = File::open(path)?;
-    let expected = file_len(len);
+    let file = open(path)?;
     let len = len as usize;
-    let n = chunks(len as u32);
+    let table_len = 8 * chunks(len as u32);
     let first = range.start / CHUNK;
     let end_chunk = range.end.div_ceil(CHUNK).max(first);
     // Bytes of the body to read and verify: whole chunks.
     let body = first * CHUNK..(end_chunk * CHUNK).min(len);
-    let whole = body.start == 0 && body.end == len;
-
-    if map && !nowait && expected > 0 {
-        // The length must be checked before mapping: touching a mapping beyond the end of
-        // the file raises SIGBUS. (Without a mapping, a short file shows as a short read.)
-        let actual = file.metadata()?.len();
-        if actual != expected {
-            return Err(ReadFailure::Corrupt(format!(
-                "file length {actual}, expected {expected}"
-            )));
+    let mut buffer = PooledBuffer::take(body.len()).map_err(ReadFailure::Transient)?;
+    TABLE.with(|table| {
+        let mut table = table.borrow_mut();
+        if table.len() < table_len {
+            table.resize(table_len, 0);
         }
-        // SAFETY: page files are never modified after they are renamed into place (a new
-        // version of a page is a new file; deletion unlinks, which leaves existing mappings
-        // intact) and the length was checked above, so the mapping stays valid and unchanging.
-        // Someone else truncating the file under us would raise SIGBUS; see docs/pagestore.md.
-        let mapping = unsafe { memmap2::MmapOptions::new().len(expected as usize).map(&file)? };
-        verify(&mapping[len..], checksum, &mapping[body.clone()], first)?;
-        return Ok(Bytes::from_owner(mapping).slice(range));
-    }
-    if whole {
-        // One read for the body and the table.
-        let mut buf = Vec::new();
-        pread_exact(&file, &mut buf, expected as usize, 0, nowait)?;
-        verify(&buf[len..], checksum, &buf[..len], 0)?;
-        buf.truncate(len);
-        return Ok(Bytes::from(buf).slice(range));
-    }
-    let mut table = Vec::new();
-    pread_exact(&file, &mut table, 8 * n, len as u64, nowait)?;
-    let mut buf = Vec::new();
-    pread_exact(&file, &mut buf, body.len(), body.start as u64, nowait)?;
-    verify(&table, checksum, &buf, first)?;
-    Ok(Bytes::from(buf).slice(range.start - body.start..range.end - body.start))
-}
-
-/// Maps the page file read-only, after checking its length (touching a mapping beyond the end
-/// of its file raises SIGBUS). `populate` faults the pages in now, on this (blocking) thread.
-pub(crate) fn map(path: &Path, len: u32) -> Result<std::sync::Arc<memmap2::Mmap>, ReadFailure> {
-    let file = File::open(path)?;
-    let expected = file_len(len);
-    let actual = file.metadata()?.len();
-    if actual != expected {
-        return Err(ReadFailure::Corrupt(format!(
-            "file length {actual}, expected {expected}"
-        )));
-    }
-    // SAFETY: page files are never modified after they are renamed into place (a new version
-    // of a page is a new file; deletion unlinks, which leaves mappings intact) and the length
-    // was checked above. See docs/pagestore.md for what an outside truncation would do.
-    let mapping = unsafe {
-        memmap2::MmapOptions::new()
-            .len(expected as usize)
-            .populate()
-            .map(&file)?
-    };
-    Ok(std::sync::Arc::new(mapping))
-}
-
-/// `range` of a mapped page, verified like [`read`], returned without a copy.
-pub(crate) fn read_mapped(
-    mapping: &std::sync::Arc<memmap2::Mmap>,
-    len: u32,
-    checksum: u64,
-    range: Range<usize>,
-) -> Result<Bytes, ReadFailure> {
-    let len = len as usize;
-    debug_assert!(range.start <= range.end && range.end <= len);
-    if mapping.len() < len {
-        return Err(ReadFailure::Corrupt(format!(
-            "mapping of {} bytes, page of {len}",
-            mapping.len()
-        )));
-    }
-    let first = range.start / CHUNK;
-    let end_chunk = range.end.div_ceil(CHUNK).max(first);
-    let body = first * CHUNK..(end_chunk * CHUNK).min(len);
-    verify(&mapping[len..], checksum, &mapping[body], first)?;
-    Ok(Bytes::from_owner(crate::mapped::SharedMap(std::sync::Arc::clone(mapping))).slice(range))
+        let table = &mut table[..table_len];
+        if body.end == len {
+            // The table follows the page's last byte: one read for the body and the table.
+            read_exact_at(&file, &mut [buffer.as_mut_slice(), table], body.start as u64, nowait)?;
+        } else {
+            read_exact_at(&file, &mut [table], len as u64, nowait)?;
+            read_exact_at(&file, &mut [buffer.as_mut_slice()], body.start as u64, nowait)?;
+        }
+        verify(table, checksum, buffer.as_mut_slice(), first)
+    })?;
+    Ok(buffer.freeze().slice(range.start - body.start..range.end - body.start))
 }
 
 /// Checks `table` against the page checksum and `body` (whole chunks from chunk `first` on)
@@ -307,46 +264,53 @@ fn prefetch(chunk: &[u8]) {
     let _ = chunk;
 }
 
-/// Reads exactly `len` bytes at `offset` into `buf` (cleared first), without zeroing it. A
-/// file too short for that is corrupt.
-fn pread_exact(file: &File, buf: &mut Vec<u8>, len: usize, offset: u64, nowait: bool) -> Result<(), ReadFailure> {
+/// Fills `parts`, in order, from the file's bytes at `offset` on (`preadv2`, one call in the
+/// usual case). A file too short for that is corrupt.
+fn read_exact_at(file: &File, parts: &mut [&mut [u8]], offset: u64, nowait: bool) -> Result<(), ReadFailure> {
     use std::os::fd::AsRawFd;
-    buf.clear();
-    buf.reserve_exact(len);
-    while buf.len() < len {
-        let done = buf.len();
-        let spare = &mut buf.spare_capacity_mut()[..len - done];
-        // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity, which we
-        // own; the length is only extended by what it reports as written.
-        let n = unsafe {
-            if nowait {
-                let iov = libc::iovec {
-                    iov_base: spare.as_mut_ptr().cast(),
-                    iov_len: spare.len(),
-                };
-                libc::preadv2(
-                    file.as_raw_fd(),
-                    &iov,
-                    1,
-                    (offset + done as u64) as libc::off_t,
-                    libc::RWF_NOWAIT,
-                )
-            } else {
-                libc::pread(
-                    file.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    (offset + done as u64) as libc::off_t,
-                )
+    const MAX_PARTS: usize = 2;
+    debug_assert!(parts.len() <= MAX_PARTS);
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    let mut done = 0;
+    while done < total {
+        // The parts still to fill, the first one from where the last read stopped.
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_PARTS];
+        let mut count = 0;
+        let mut skip = done;
+        for part in parts.iter_mut().take(MAX_PARTS) {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
             }
+            let rest = &mut part[skip..];
+            iov[count] = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            count += 1;
+            skip = 0;
+        }
+        let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
+        // SAFETY: every iovec points into a distinct part borrowed mutably for this call, and
+        // preadv2 writes at most `iov_len` bytes into each.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                count as libc::c_int,
+                (offset + done as u64) as libc::off_t,
+                flags,
+            )
         };
         match n {
-            // SAFETY: the first `n` bytes of the spare capacity were written by pread.
-            n if n > 0 => unsafe { buf.set_len(done + n as usize) },
+            n if n > 0 => done += n as usize,
             0 => {
                 return Err(ReadFailure::Corrupt(format!(
                     "file shorter than {}",
-                    offset + len as u64
+                    offset + total as u64
                 )))
             }
             _ => {
@@ -393,39 +357,35 @@ mod tests {
             write(&path, &d, &table).unwrap();
             assert_eq!(fs::metadata(&path).unwrap().len(), file_len(len as u32));
             let ranges = [0..len, 0..0, len / 2..len, len / 3..len / 2, len.saturating_sub(1)..len];
-            for map in [false, true] {
-                for r in ranges.clone() {
-                    let got = read(&path, len as u32, checksum, r.clone(), map, false)
-                        .unwrap_or_else(|_| panic!("read {len} {r:?}"));
-                    assert_eq!(&got[..], &d[r]);
-                }
-                assert!(matches!(
-                    read(&path, len as u32, checksum ^ 1, 0..len, map, false),
-                    Err(ReadFailure::Corrupt(_))
-                ));
+            for r in ranges.clone() {
+                let got =
+                    read(&path, len as u32, checksum, r.clone(), false).unwrap_or_else(|_| panic!("read {len} {r:?}"));
+                assert_eq!(&got[..], &d[r]);
             }
+            assert!(matches!(
+                read(&path, len as u32, checksum ^ 1, 0..len, false),
+                Err(ReadFailure::Corrupt(_))
+            ));
             if len > CHUNK {
                 // Corrupt the last chunk: reads of the first chunk still succeed (they never
                 // return the bad bytes), reads touching it fail.
                 let mut bytes = fs::read(&path).unwrap();
                 bytes[len - 1] ^= 1;
                 fs::write(&path, &bytes).unwrap();
-                for map in [false, true] {
-                    let got = read(&path, len as u32, checksum, 0..100, map, false).ok().unwrap();
-                    assert_eq!(&got[..], &d[..100]);
-                    assert!(matches!(
-                        read(&path, len as u32, checksum, len - 1..len, map, false),
-                        Err(ReadFailure::Corrupt(_))
-                    ));
-                    assert!(matches!(
-                        read(&path, len as u32, checksum, 0..len, map, false),
-                        Err(ReadFailure::Corrupt(_))
-                    ));
-                }
+                let got = read(&path, len as u32, checksum, 0..100, false).ok().unwrap();
+                assert_eq!(&got[..], &d[..100]);
+                assert!(matches!(
+                    read(&path, len as u32, checksum, len - 1..len, false),
+                    Err(ReadFailure::Corrupt(_))
+                ));
+                assert!(matches!(
+                    read(&path, len as u32, checksum, 0..len, false),
+                    Err(ReadFailure::Corrupt(_))
+                ));
             }
         }
         assert!(matches!(
-            read(&tmp.path().join("none"), 1, 0, 0..1, false, false),
+            read(&tmp.path().join("none"), 1, 0, 0..1, false),
             Err(ReadFailure::Missing(_))
         ));
     }

@@ -74,20 +74,6 @@ fn bench_read_strategies() {
             }),
         );
         report(
-            "mmap + xxh3 + munmap",
-            len,
-            run(budget, || {
-                black_box(read_mapped_verified(&paths[next()], false).unwrap());
-            }),
-        );
-        report(
-            "mmap(MAP_POPULATE) + xxh3 + munmap",
-            len,
-            run(budget, || {
-                black_box(read_mapped_verified(&paths[next()], true).unwrap());
-            }),
-        );
-        report(
             "pread into Vec + xxh3",
             len,
             run(budget, || {
@@ -96,24 +82,6 @@ fn bench_read_strategies() {
         );
         // The same, followed by one copy out of the bytes (standing in for the kernel's copy
         // into the socket), where the copy's source may still be in the CPU caches.
-        report(
-            "mmap + xxh3 + copy out + munmap",
-            len,
-            run(budget, || {
-                let b = read_mapped_verified(&paths[next()], false).unwrap();
-                sink.copy_from_slice(&b);
-                black_box(&sink);
-            }),
-        );
-        report(
-            "mmap(MAP_POPULATE) + xxh3 + copy out + munmap",
-            len,
-            run(budget, || {
-                let b = read_mapped_verified(&paths[next()], true).unwrap();
-                sink.copy_from_slice(&b);
-                black_box(&sink);
-            }),
-        );
         report(
             "pread into Vec + xxh3 + copy out",
             len,
@@ -164,8 +132,8 @@ fn bench_get() {
     let pages = 256u64; // 256 MiB: in the page cache, not in the CPU caches
     let store = Arc::new(fill(tmp.path(), pages, MIB));
     const K64: u64 = 64 * 1024;
-    for (mode, threshold) in [("pread", u64::MAX), ("mmap", 0)] {
-        store.set_mmap_threshold(threshold);
+    {
+        let mode = "pread";
         for threads in [1usize, 2] {
             let s = store.clone();
             report(
@@ -200,6 +168,16 @@ fn bench_get() {
             );
             let s = store.clone();
             report(
+                &format!("[{mode}] get_range_nowait: 64 KiB random (aligned), {threads} thr"),
+                64 * 1024,
+                run_threads(threads, budget, move |rng| {
+                    let off = rng.below(16) * K64;
+                    let k = key(fid(1), rng.below(pages));
+                    black_box(s.get_range_nowait(&k, off..off + K64).unwrap());
+                }),
+            );
+            let s = store.clone();
+            report(
                 &format!("[{mode}] get_range: 64 KiB random (unaligned), {threads} thr"),
                 64 * 1024,
                 run_threads(threads, budget, move |rng| {
@@ -210,7 +188,6 @@ fn bench_get() {
             );
         }
     }
-    store.set_mmap_threshold(u64::MAX);
     // Baselines without a store: one copy out of the page cache, no checksum (what a server
     // using read(2) pays; sendfile avoids even this copy into user space).
     let paths: Vec<_> = (0..64)

@@ -22,20 +22,10 @@ fn len_of(k: &hoard_pagestore::PageKey) -> usize {
 
 #[test]
 fn concurrent_readers_and_writers_stay_within_capacity_and_never_see_wrong_bytes() {
-    readers_and_writers(u64::MAX);
-}
-
-#[test]
-fn concurrent_readers_and_writers_with_mapped_reads() {
-    readers_and_writers(0);
-}
-
-fn readers_and_writers(mmap_threshold: u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dirs: Vec<PathBuf> = vec![tmp.path().join("a"), tmp.path().join("b")];
     let caps = [6 * PS, 10 * PS];
     let store = Arc::new(PageStore::open(config(&dirs, &caps, PS)).unwrap());
-    store.set_mmap_threshold(mmap_threshold);
     let threads = 8;
     let ops = 3000;
     let barrier = Arc::new(Barrier::new(threads + 1));

@@ -100,7 +100,7 @@ fn direct_writes_store_exact_bytes_that_survive_a_restart() {
 }
 
 #[test]
-fn large_pages_are_served_through_the_mapping_path() {
+fn large_pages_stay_readable_after_their_file_is_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     let ps = 1 << 20;
     let store = open1(tmp.path(), 8 * ps, ps);
@@ -561,27 +561,24 @@ fn get_range_returns_verified_parts_clamped_to_the_page() {
     let len = 100_000usize;
     let data = page_data(&k, len);
     store.put(&k, &data).unwrap();
-    for threshold in [u64::MAX, 0] {
-        store.set_mmap_threshold(threshold);
-        for (a, b) in [
-            (0u64, 10u64),
-            (16383, 16385),
-            (16384, 32768),
-            (5, 99_999),
-            (0, 100_000),
-            (90_000, 200_000),
-            (100_000, 100_001),
-            (200_000, 300_000),
-            (7, 7),
-            (9, 3),
-        ] {
-            let got = store.get_range(&k, a..b).unwrap().unwrap();
-            let end = (b as usize).min(len);
-            let start = (a as usize).min(end);
-            assert_eq!(&got[..], &data[start..end], "{a}..{b} threshold {threshold}");
-        }
-        assert_eq!(&store.get(&k).unwrap().unwrap()[..], &data[..]);
+    for (a, b) in [
+        (0u64, 10u64),
+        (16383, 16385),
+        (16384, 32768),
+        (5, 99_999),
+        (0, 100_000),
+        (90_000, 200_000),
+        (100_000, 100_001),
+        (200_000, 300_000),
+        (7, 7),
+        (9, 3),
+    ] {
+        let got = store.get_range(&k, a..b).unwrap().unwrap();
+        let end = (b as usize).min(len);
+        let start = (a as usize).min(end);
+        assert_eq!(&got[..], &data[start..end], "{a}..{b}");
     }
+    assert_eq!(&store.get(&k).unwrap().unwrap()[..], &data[..]);
     assert_eq!(store.get_range(&key(fid(1), 1), 0..10).unwrap(), None);
 }
 
@@ -617,11 +614,10 @@ fn get_range_detects_corruption_in_the_chunks_it_reads() {
 }
 
 #[test]
-fn mapped_reads_behave_like_copied_reads() {
+fn bytes_read_outlive_eviction_and_corruption_is_caught() {
     let tmp = tempfile::tempdir().unwrap();
     let ps = 256 * 1024;
     let store = open1(tmp.path(), 4 * ps, ps);
-    store.set_mmap_threshold(0);
     let keys: Vec<_> = (0..6).map(|i| key(fid(1), i)).collect();
     for k in &keys {
         store.put(k, &page_data(k, ps as usize - 3)).unwrap();
@@ -630,14 +626,14 @@ fn mapped_reads_behave_like_copied_reads() {
     for k in &keys[2..5] {
         assert_eq!(&store.get(k).unwrap().unwrap()[..], &page_data(k, ps as usize - 3)[..]);
     }
-    // Evicting a page whose mapping is still held does not disturb the bytes.
+    // Evicting a page whose bytes are still held does not disturb them.
     for i in 10..14 {
         let k = key(fid(1), i);
         store.put(&k, &page_data(&k, 10)).unwrap();
     }
     assert!(!store.contains(&keys[5]));
     assert_eq!(&held[..], &page_data(&keys[5], ps as usize - 3)[..]);
-    // Corruption is caught through the mapping too.
+    // Corruption is caught.
     let k = key(fid(1), 10);
     let p = find_page_file(tmp.path(), ps, &k).unwrap();
     fs::write(&p, b"0123456789\0\0\0\0\0\0\0\0").unwrap();
@@ -683,48 +679,33 @@ fn nowait_reads_serve_cached_pages_and_defer_the_rest() {
 }
 
 #[test]
-fn mapped_pages_serve_verified_bytes_and_follow_eviction() {
+fn nowait_reads_verify_and_drop_corrupt_pages() {
     use hoard_pagestore::CachedRead;
     let tmp = tempfile::tempdir().unwrap();
-    let mut store = open1(tmp.path(), 4 * PS, PS);
-    store.set_mapped_pages(2);
+    let store = open1(tmp.path(), 4 * PS, PS);
     let keys: Vec<_> = (0..4).map(|i| key(fid(9), i)).collect();
     for k in &keys {
         store.put(k, &page_data(k, PS as usize)).unwrap();
     }
-    // Not mapped yet: a no-wait read defers; the blocking read maps it.
-    assert_eq!(
-        store.get_range_nowait(&keys[0], 0..10).unwrap(),
-        CachedRead::NotInMemory
-    );
-    for k in &keys {
-        assert_eq!(
-            &store.get_range(k, 10..4000).unwrap().unwrap()[..],
-            &page_data(k, PS as usize)[10..4000]
-        );
-    }
-    assert_eq!(store.mapped_pages(), 2, "bounded by the configured count");
     let last = &keys[3];
-    assert_eq!(
-        store.get_range_nowait(last, 5..50).unwrap(),
-        CachedRead::Hit(bytes::Bytes::copy_from_slice(&page_data(last, PS as usize)[5..50]).into())
-    );
-
-    // A page corrupted on disk is caught through its mapping, dropped, and never served.
+    for k in &keys {
+        // Just written, so in the OS page cache: a hit (or, on file systems without no-wait
+        // reads, a deferral), never wrong bytes.
+        match store.get_range_nowait(k, 5..50).unwrap() {
+            CachedRead::Hit(bytes) => assert_eq!(&bytes[..], &page_data(k, PS as usize)[5..50]),
+            CachedRead::NotInMemory => {}
+            CachedRead::Absent => panic!("a stored page reported absent"),
+        }
+    }
+    // A page corrupted on disk is caught by a no-wait read too, dropped, and never served.
     corrupt_page_file(tmp.path(), PS, last);
-    assert_eq!(store.get_range_nowait(last, 0..200).unwrap(), CachedRead::Absent);
+    match store.get_range_nowait(last, 0..200).unwrap() {
+        CachedRead::Absent => {}
+        CachedRead::NotInMemory => assert_eq!(store.get_range(last, 0..200).unwrap(), None),
+        CachedRead::Hit(_) => panic!("corrupt bytes served"),
+    }
     assert_eq!(store.stats().checksum_failures, 1);
     assert!(!store.contains(last));
-    assert_eq!(store.mapped_pages(), 1);
-
-    // Evicting a page drops its mapping too.
-    let mapped = keys[2];
-    for i in 10..14 {
-        let k = key(fid(10), i);
-        store.put(&k, &page_data(&k, PS as usize)).unwrap();
-    }
-    assert!(!store.contains(&mapped));
-    assert_eq!(store.mapped_pages(), 0);
     assert!(store.stats().used_bytes <= 4 * PS);
 }
 
@@ -744,7 +725,6 @@ fn memory_tier_copies_a_page_once_it_has_been_read_whole_and_serves_only_verifie
     use hoard_pagestore::CachedRead;
     let tmp = tempfile::tempdir().unwrap();
     let mut store = open1(tmp.path(), 8 * MPS, MPS);
-    store.set_mapped_pages(4);
     store.set_memory_capacity(2 * MPS);
     let chunk = 4096u64;
     let chunks_per_page = MPS / chunk;

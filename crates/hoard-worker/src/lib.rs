@@ -46,7 +46,6 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
         capacities: config.worker.page_store_sizes.clone(),
         page_size: config.worker.page_size,
     })?;
-    store.set_mapped_pages(config.worker.mapped_pages as usize);
     store.set_memory_capacity(config.worker.memory_size);
     store.set_direct_writes(config.worker.direct_writes);
     let mounts = hoard_ufs::MountTable::from_config_with_options(

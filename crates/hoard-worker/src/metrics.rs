@@ -48,6 +48,7 @@ pub struct WorkerMetrics {
     memory_capacity_bytes: Gauge,
     page_store_used_bytes: Gauge,
     page_store_capacity_bytes: Gauge,
+    page_store_effective_capacity_bytes: Gauge,
     page_store_pages: Gauge,
 }
 
@@ -63,6 +64,8 @@ impl WorkerMetrics {
         self.memory_capacity_bytes.set(clamp_i64(store.memory_capacity_bytes));
         self.page_store_used_bytes.set(clamp_i64(store.used_bytes));
         self.page_store_capacity_bytes.set(clamp_i64(store.capacity_bytes));
+        self.page_store_effective_capacity_bytes
+            .set(clamp_i64(store.effective_capacity_bytes));
         self.page_store_pages.set(clamp_i64(store.pages));
 
         let mut registry = Registry::with_prefix("hoard_worker");
@@ -147,7 +150,7 @@ impl WorkerMetrics {
             "File (range) results of tasks that failed, by task kind",
             self.task_files_failed.clone(),
         );
-        let gauges: [(&str, &str, &Gauge); 5] = [
+        let gauges: [(&str, &str, &Gauge); 6] = [
             (
                 "page_store_used_bytes",
                 "Bytes of pages stored",
@@ -157,6 +160,11 @@ impl WorkerMetrics {
                 "page_store_capacity_bytes",
                 "Configured page store capacity",
                 &self.page_store_capacity_bytes,
+            ),
+            (
+                "page_store_effective_capacity_bytes",
+                "Page store capacity in effect: the configured one, less while a disk is full before it",
+                &self.page_store_effective_capacity_bytes,
             ),
             ("page_store_pages", "Pages stored", &self.page_store_pages),
             (

@@ -124,3 +124,96 @@ pub fn disk_bytes(roots: &[PathBuf]) -> u64 {
 pub fn file_len(len: u64) -> u64 {
     len + 8 * len.div_ceil(64 * 1024)
 }
+
+/// A small file system mounted for a test (tmpfs, or ext4 on a loop device), unmounted when
+/// dropped, pass or fail. Needs root; `None` (with the reason printed) where mounting is
+/// impossible.
+pub struct Mount {
+    pub path: PathBuf,
+    image: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// `mount -t tmpfs -o size=<size> tmpfs <temp dir>`.
+    pub fn tmpfs(size: &str) -> Option<Mount> {
+        let dir = tempfile::Builder::new().prefix("hoard-tmpfs").tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let options = format!("size={size}");
+        mount(&["-t", "tmpfs", "-o", &options, "tmpfs"], &path)?;
+        Some(Mount {
+            path,
+            image: None,
+            _dir: dir,
+        })
+    }
+
+    /// An ext4 file system of `mib` MiB in an image file, mounted through a loop device: a
+    /// disk file system that takes O_DIRECT writes.
+    pub fn ext4(mib: u64) -> Option<Mount> {
+        let dir = tempfile::Builder::new().prefix("hoard-ext4").tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        fs::create_dir(&path).unwrap();
+        let image = std::env::temp_dir().join(format!(
+            "hoard-ext4-{}-{}.img",
+            std::process::id(),
+            dir.path().file_name().unwrap().to_string_lossy()
+        ));
+        fs::File::create(&image).unwrap().set_len(mib << 20).unwrap();
+        let mkfs = std::process::Command::new("mkfs.ext4")
+            // No blocks reserved for root (the tests run as root): the disk holds what df says.
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&image)
+            .output();
+        if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("skipping: mkfs.ext4 failed: {mkfs:?}");
+            let _ = fs::remove_file(&image);
+            return None;
+        }
+        let image_arg = image.to_string_lossy().to_string();
+        if mount(&["-o", "loop", &image_arg], &path).is_none() {
+            let _ = fs::remove_file(&image);
+            return None;
+        }
+        Some(Mount {
+            path,
+            image: Some(image),
+            _dir: dir,
+        })
+    }
+
+    /// `mount -o remount,size=<size>` (tmpfs): more or less room, pages kept.
+    pub fn resize(&self, size: &str) {
+        let options = format!("remount,size={size}");
+        let out = std::process::Command::new("mount")
+            .args(["-o", &options])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount: {out:?}");
+    }
+}
+
+fn mount(args: &[&str], at: &Path) -> Option<()> {
+    let out = std::process::Command::new("mount").args(args).arg(at).output();
+    match out {
+        Ok(out) if out.status.success() => Some(()),
+        other => {
+            eprintln!("skipping: cannot mount a small file system (mount {args:?}; this test needs root): {other:?}");
+            None
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("umount").arg(&self.path).output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            // Still busy (a process of a failed test): detach it now, gone when released.
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).output();
+        }
+        if let Some(image) = &self.image {
+            let _ = fs::remove_file(image);
+        }
+    }
+}
