@@ -273,7 +273,15 @@ pub mod tasks {
     #[serde(rename_all = "camelCase")]
     pub struct TaskResponse {
         pub results: Vec<FileResult>,
+        /// The worker process that answered: random per process, so a different value from the
+        /// same worker means it restarted in between (what it acknowledged before may be gone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub instance: Option<String>,
     }
+
+    /// The code of a load result whose range was read but did not stay cached whole (pages
+    /// were evicted before the task answered).
+    pub const NOT_CACHED: &str = "NOT_CACHED";
 }
 
 /// The coordinator's REST API (docs/coordinator-api.md; OpenAPI at [`coordinator::OPENAPI_ROUTE`]).
@@ -438,6 +446,13 @@ pub mod coordinator {
         pub retried: u64,
         pub listing_done: bool,
         pub verified: Option<bool>,
+        /// Files the final check of a load sent to their owners again (their placement was in
+        /// doubt: a worker restarted, failed a task or left the ring during the job).
+        #[serde(default)]
+        pub files_rechecked: u64,
+        /// Of those, files that were missing (or partly) on an owner and were loaded again.
+        #[serde(default)]
+        pub files_repaired: u64,
         /// The first failures (at most 100), with reasons.
         pub failed_files: Vec<FailedFileView>,
         pub throughput_bytes_per_sec: f64,

@@ -48,6 +48,7 @@ pub const JOB_BATCH_SIZE: &str = "hoard.job.batch.size";
 pub const JOB_CLEANUP_INTERVAL: &str = "hoard.job.cleanup.interval";
 pub const JOB_RETENTION_TIME: &str = "hoard.job.retention.time";
 pub const JOB_FILE_MAX_ATTEMPTS: &str = "hoard.job.file.max.attempts";
+pub const JOB_FINAL_CHECK: &str = "hoard.job.final.check";
 pub const WORKER_LOAD_PARTITION_SIZE: &str = "hoard.worker.load.file.partition.size";
 pub const WORKER_LOAD_READERS_MAX: &str = "hoard.worker.network.grpc.reader.threads.max";
 pub const USER_METADATA_MAX_AGE: &str = "hoard.user.file.metadata.max.age";
@@ -331,6 +332,11 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         JOB_FILE_MAX_ATTEMPTS,
         "3",
         "Attempts per file (on the ring's next candidates, with backoff) before a load records it as failed; 1 to 100.",
+    ),
+    key(
+        JOB_FINAL_CHECK,
+        "DOUBTFUL",
+        "Which files a load sends to their owners again at its end, loading what is missing: DOUBTFUL (those whose placement is in doubt: a worker restarted, failed a task or left the ring during the job), ALL or NONE.",
     ),
     key(
         WORKER_LOAD_PARTITION_SIZE,

@@ -330,6 +330,20 @@ pub struct JobConfig {
     pub partition_size: u64,
     /// Concurrent UFS reads of a worker's load tasks.
     pub worker_load_readers: u32,
+    /// Which files a load checks on their owners at its end.
+    pub final_check: FinalCheck,
+}
+
+/// `hoard.job.final.check`: which files a load sends to their owners again at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalCheck {
+    /// The files whose placement is in doubt (a worker restarted, failed a task or left the
+    /// ring during the job).
+    Doubtful,
+    /// Every file.
+    All,
+    /// None: a load's success says what the workers acknowledged.
+    None,
 }
 
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -965,6 +979,14 @@ fn parse_job_config(values: &mut Values<'_>, page_size: u64) -> Result<JobConfig
         file_max_attempts: values.parse(keys::JOB_FILE_MAX_ATTEMPTS, |value| parse_count(value, 1, 100))?,
         partition_size: values.size(keys::WORKER_LOAD_PARTITION_SIZE, page_size, u64::MAX)?,
         worker_load_readers: values.parse(keys::WORKER_LOAD_READERS_MAX, |value| parse_count(value, 1, 65_536))?,
+        final_check: values.parse(keys::JOB_FINAL_CHECK, |value| {
+            match value.to_ascii_uppercase().as_str() {
+                "DOUBTFUL" => Ok(FinalCheck::Doubtful),
+                "ALL" => Ok(FinalCheck::All),
+                "NONE" => Ok(FinalCheck::None),
+                _ => Err("expected DOUBTFUL, ALL or NONE".into()),
+            }
+        })?,
     })
 }
 

@@ -34,6 +34,7 @@
 //! WAITING; `rerun` (also from the CLI, without a coordinator) moves a FAILED, STOPPED or stuck
 //! RUNNING job back to WAITING, keeping its progress so the next run resumes at the watermark.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -216,6 +217,33 @@ pub struct JobProgress {
     pub listing_done: bool,
     /// The verify pass's outcome (`None`: not verified, or not yet).
     pub verified: Option<bool>,
+    /// Files the final check of a load sent to their owners again (all its passes and runs).
+    pub rechecked: u64,
+    /// Of those, files an owner was missing (whole or in part) and loaded again.
+    pub repaired: u64,
+}
+
+/// What the final check of a load needs from the runs so far: which workers' files are in
+/// doubt (docs/jobs.md, "The final check"). Kept in the record so a resumed run knows it too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct JobAudit {
+    /// Worker key -> the process instance that answered its tasks (the first one seen).
+    pub instances: BTreeMap<String, String>,
+    /// Workers whose files are in doubt: a task to one failed or was turned away, or another
+    /// process of it answered.
+    pub doubtful: BTreeSet<String>,
+    /// A hash of the ring (the members, their identities and states) last seen, hex.
+    pub ring: Option<String>,
+    /// The ring changed since the last completed check: a resumed run, which cannot know the
+    /// rings before it, then checks every file.
+    pub ring_changed: bool,
+}
+
+impl JobAudit {
+    pub fn is_empty(&self) -> bool {
+        self == &JobAudit::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +296,9 @@ pub struct JobRecord {
     /// When the current run (once finished: the last run) started; `None` while WAITING.
     #[serde(default)]
     pub run_started_ms: Option<u64>,
+    /// Loads: what the final check needs to know about the runs so far.
+    #[serde(default, skip_serializing_if = "JobAudit::is_empty")]
+    pub audit: JobAudit,
 }
 
 impl JobRecord {
@@ -292,6 +323,7 @@ impl JobRecord {
             previous_runs_ms: 0,
             queued_ms: now_ms,
             run_started_ms: None,
+            audit: JobAudit::default(),
         }
     }
 

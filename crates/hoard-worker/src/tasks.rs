@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use hoard_common::api::tasks::{
     CheckTask, FileResult, FreeTask, LoadTask, TaskFile, TaskResponse, CHECK_ROUTE, FREE_ROUTE, LOAD_ROUTE,
-    MAX_TASK_FILES,
+    MAX_TASK_FILES, NOT_CACHED,
 };
 use hoard_common::api::{codes, ApiError};
 use hoard_common::HoardPath;
@@ -42,6 +42,20 @@ const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
 const PAGE_STORE_ERROR: &str = "PAGE_STORE_ERROR";
 
 type SharedState = Arc<WorkerState>;
+
+/// This process's instance, in every task answer: random per process, so the coordinator
+/// tells a restarted worker (whose acknowledgements before may be gone) from the same one.
+pub fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn answer(results: Vec<FileResult>) -> TaskResponse {
+    TaskResponse {
+        results,
+        instance: Some(instance().to_string()),
+    }
+}
 
 /// The task routes, with their own body limit.
 pub(crate) fn routes() -> Router<SharedState> {
@@ -216,7 +230,7 @@ async fn run_load(state: SharedState, task: LoadTask) -> TaskResponse {
         .buffered(TASK_FILE_CONCURRENCY)
         .collect()
         .await;
-    TaskResponse { results }
+    answer(results)
 }
 
 async fn run_free(state: SharedState, task: FreeTask) -> TaskResponse {
@@ -228,7 +242,7 @@ async fn run_free(state: SharedState, task: FreeTask) -> TaskResponse {
         .buffered(TASK_FILE_CONCURRENCY)
         .collect()
         .await;
-    TaskResponse { results }
+    answer(results)
 }
 
 async fn run_check(state: SharedState, task: CheckTask) -> TaskResponse {
@@ -240,7 +254,7 @@ async fn run_check(state: SharedState, task: CheckTask) -> TaskResponse {
         .buffered(TASK_FILE_CONCURRENCY)
         .collect()
         .await;
-    TaskResponse { results }
+    answer(results)
 }
 
 /// The flags of a [`LoadTask`] that apply to each of its files.
@@ -409,7 +423,18 @@ impl WorkerState {
                 }
             }
         }
+        // Every page was written (not just queued) before `load_page` returned; a range that
+        // is not whole now lost pages to eviction meanwhile, and is not reported loaded.
         result.cached_bytes = self.range_cached_bytes(&file, range).await;
+        if result.cached_bytes < result.range_length {
+            return Err(Failure {
+                code: NOT_CACHED,
+                message: format!(
+                    "only {} of {} bytes stayed cached (evicted to make room)",
+                    result.cached_bytes, result.range_length
+                ),
+            });
+        }
         result.ok = true;
         Ok(())
     }

@@ -262,6 +262,12 @@ fn print_job(job: &JobView, format: Format, verbose: bool) -> anyhow::Result<()>
             if verified { "every file cached whole" } else { "no" }
         );
     }
+    if job.files_rechecked > 0 {
+        println!(
+            "  final check: {} files in doubt sent to their owners again, {} of them repaired",
+            job.files_rechecked, job.files_repaired
+        );
+    }
     if let Some(error) = &job.error {
         println!("  error: {error}");
     }

@@ -2,8 +2,10 @@
 //! compare-and-set, runs each claimed job ([`runner`]), moves RUNNING jobs of dead owners back
 //! to WAITING, and deletes finished jobs past their retention.
 
+mod dispatch;
 mod lister;
 pub mod plan;
+mod reconcile;
 mod runner;
 mod verify;
 
@@ -430,6 +432,8 @@ pub fn job_view(record: &JobRecord, now_ms: u64) -> JobView {
         retried: progress.retried,
         listing_done: progress.listing_done,
         verified: progress.verified,
+        files_rechecked: progress.rechecked,
+        files_repaired: progress.repaired,
         failed_files: record
             .failed_files
             .iter()

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use hoard_client::ClusterView;
 use hoard_common::api::tasks::TaskFile;
+use hoard_common::HoardPath;
 use hoard_meta::jobs::{FailedFile, MAX_FAILED_FILES};
 
 /// One piece of work on one worker: a file (or a range of it, or a path to free).
@@ -37,11 +39,14 @@ pub struct Counters {
     pub failed: u64,
     pub bytes: u64,
     pub retried: u64,
+    /// Listed lengths of the failed files (what a final check takes out of `bytes`).
+    pub failed_bytes: u64,
 }
 
 #[derive(Debug)]
 struct FileEntry {
     path: String,
+    length: u64,
     pending: u32,
     bytes: u64,
     all_skipped: bool,
@@ -76,15 +81,16 @@ impl Tracker {
         self.next_index
     }
 
-    /// A listed file with `units` pieces of work in flight for it (0: resolved at once, e.g.
-    /// an empty file).
-    pub fn add_file(&mut self, path: String, units: u32) -> u64 {
+    /// A listed file of `length` bytes with `units` pieces of work in flight for it (0:
+    /// resolved at once, e.g. an empty file).
+    pub fn add_file(&mut self, path: String, length: u64, units: u32) -> u64 {
         let index = self.next_index;
         self.next_index += 1;
         self.files.insert(
             index,
             FileEntry {
                 path,
+                length,
                 pending: units,
                 bytes: 0,
                 all_skipped: units > 0,
@@ -97,8 +103,8 @@ impl Tracker {
     }
 
     /// A file that failed before any work was sent for it.
-    pub fn fail_file(&mut self, path: String, reason: String) {
-        let index = self.add_file(path, 1);
+    pub fn fail_file(&mut self, path: String, length: u64, reason: String) {
+        let index = self.add_file(path, length, 1);
         self.unit_finished(index, UnitOutcome::Failed { reason });
     }
 
@@ -140,6 +146,7 @@ impl Tracker {
             match entry.failure {
                 Some(reason) => {
                     self.counters.failed += 1;
+                    self.counters.failed_bytes += entry.length;
                     if self.failed_files.len() < MAX_FAILED_FILES {
                         self.failed_files.push(FailedFile {
                             path: entry.path,
@@ -177,6 +184,30 @@ impl Tracker {
 
     pub fn all_resolved(&self) -> bool {
         self.files.is_empty()
+    }
+
+    /// Takes in what a final check pass (`recheck`, every file resolved) found: its failures,
+    /// files missing on an owner that could not be loaded again, are counted failed instead of
+    /// processed (skipped, when fewer were processed), their bytes taken out, and named.
+    pub fn take_recheck(&mut self, recheck: &Tracker) {
+        debug_assert!(recheck.all_resolved());
+        let found = recheck.counters();
+        let from_processed = found.failed.min(self.counters.processed);
+        self.counters.processed -= from_processed;
+        self.counters.skipped = self.counters.skipped.saturating_sub(found.failed - from_processed);
+        self.counters.bytes = self.counters.bytes.saturating_sub(found.failed_bytes);
+        self.counters.failed += found.failed;
+        self.counters.failed_bytes += found.failed_bytes;
+        self.counters.retried += found.retried;
+        for failed in recheck.failed_files() {
+            if self.failed_files.len() >= MAX_FAILED_FILES {
+                break;
+            }
+            self.failed_files.push(FailedFile {
+                path: failed.path.clone(),
+                reason: format!("final check: {}", failed.reason),
+            });
+        }
     }
 }
 
@@ -302,6 +333,73 @@ impl Batcher {
     }
 }
 
+/// The workers a file goes to under `view`, and the candidates its units may retry on: for a
+/// load the first `replicas` ring candidates, then the next `max_attempts - 1`; a free goes to
+/// every ONLINE worker (a file's pages may be on any of them).
+pub fn targets(
+    view: &ClusterView,
+    path: &HoardPath,
+    load: bool,
+    replicas: usize,
+    max_attempts: usize,
+) -> (Vec<String>, VecDeque<String>) {
+    if !load {
+        let online = view.nodes.iter().filter(|node| node.online).map(super::worker_key);
+        return (online.collect(), VecDeque::new());
+    }
+    let keys: Vec<String> = view.failover_order(path).iter().map(super::worker_key).collect();
+    let replicas = replicas.max(1).min(keys.len());
+    let fallbacks = keys[replicas..]
+        .iter()
+        .take(max_attempts.saturating_sub(1))
+        .cloned()
+        .collect();
+    (keys[..replicas].to_vec(), fallbacks)
+}
+
+/// The units of file `index`: one per target and range. Each replica retries on its own share
+/// of `fallbacks`, so two failed replicas never land on one worker; a free retries its own
+/// worker (the only one that can free its pages). A load counts each file's bytes once (first
+/// replica); a free counts what every worker freed.
+pub fn file_units(
+    index: u64,
+    path: &str,
+    targets: &[String],
+    fallbacks: &VecDeque<String>,
+    ranges: &[(Option<u64>, Option<u64>)],
+    free: bool,
+    max_attempts: usize,
+) -> Vec<(String, Unit)> {
+    let mut units = Vec::with_capacity(targets.len() * ranges.len());
+    for (replica, worker) in targets.iter().enumerate() {
+        let own_fallbacks: VecDeque<String> = if free {
+            std::iter::repeat_n(worker.clone(), max_attempts.saturating_sub(1)).collect()
+        } else {
+            fallbacks
+                .iter()
+                .skip(replica)
+                .step_by(targets.len().max(1))
+                .cloned()
+                .collect()
+        };
+        for (offset, length) in ranges {
+            let unit = Unit {
+                file_index: index,
+                file: TaskFile {
+                    path: path.to_string(),
+                    offset: *offset,
+                    length: *length,
+                },
+                fallbacks: own_fallbacks.clone(),
+                attempts: 1,
+                counts_bytes: replica == 0 || free,
+            };
+            units.push((worker.clone(), unit));
+        }
+    }
+    units
+}
+
 /// The ranges a file of `length` bytes is loaded in: one unit when it fits a partition.
 pub fn partitions(length: u64, partition_size: u64) -> Vec<(Option<u64>, Option<u64>)> {
     if length <= partition_size || partition_size == 0 {
@@ -338,9 +436,9 @@ mod tests {
     #[test]
     fn watermark_moves_only_over_resolved_files() {
         let mut tracker = Tracker::resume(0, Counters::default(), Vec::new());
-        let a = tracker.add_file("/a".into(), 1);
-        let b = tracker.add_file("/b".into(), 2);
-        let c = tracker.add_file("/c".into(), 1);
+        let a = tracker.add_file("/a".into(), 10, 1);
+        let b = tracker.add_file("/b".into(), 10, 2);
+        let c = tracker.add_file("/c".into(), 10, 1);
         tracker.unit_finished(
             c,
             UnitOutcome::Done {
@@ -375,7 +473,8 @@ mod tests {
                 skipped: 0,
                 failed: 1,
                 bytes: 15,
-                retried: 1
+                retried: 1,
+                failed_bytes: 10,
             }
         );
         assert_eq!(tracker.failed_files()[0].path, "/b");
@@ -387,7 +486,7 @@ mod tests {
         // First run: 3 files resolved, the 4th in flight when the coordinator died.
         let mut first = Tracker::resume(0, Counters::default(), Vec::new());
         for name in ["/0", "/1", "/2", "/3"] {
-            first.add_file(name.into(), 1);
+            first.add_file(name.into(), 10, 1);
         }
         for index in 0..3 {
             first.unit_finished(
@@ -402,9 +501,9 @@ mod tests {
         assert_eq!(checkpoint.0, 3);
         // Resume: the listing skips 3 files, then lists /3 and /4 again.
         let mut second = Tracker::resume(checkpoint.0, checkpoint.1, Vec::new());
-        let index = second.add_file("/3".into(), 1);
+        let index = second.add_file("/3".into(), 10, 1);
         assert_eq!(index, 3);
-        let last = second.add_file("/4".into(), 1);
+        let last = second.add_file("/4".into(), 10, 1);
         second.unit_finished(
             index,
             UnitOutcome::Done {
@@ -425,12 +524,51 @@ mod tests {
     }
 
     #[test]
+    fn a_final_check_moves_its_failures_from_processed_to_failed() {
+        let mut job = Tracker::resume(0, Counters::default(), Vec::new());
+        for (name, length) in [("/a", 10), ("/b", 20), ("/c", 30)] {
+            let index = job.add_file(name.into(), length, 1);
+            job.unit_finished(
+                index,
+                UnitOutcome::Done {
+                    bytes: length,
+                    skipped: false,
+                },
+            );
+        }
+        // The check sends /b and /c again: /b was whole, /c cannot be loaded.
+        let mut recheck = Tracker::resume(0, Counters::default(), Vec::new());
+        let b = recheck.add_file("/b".into(), 20, 1);
+        let c = recheck.add_file("/c".into(), 30, 1);
+        recheck.unit_finished(
+            b,
+            UnitOutcome::Done {
+                bytes: 0,
+                skipped: true,
+            },
+        );
+        recheck.unit_retried(c);
+        recheck.unit_finished(
+            c,
+            UnitOutcome::Failed {
+                reason: "w2: gone".into(),
+            },
+        );
+        job.take_recheck(&recheck);
+        let counters = job.counters();
+        assert_eq!((counters.processed, counters.failed, counters.bytes), (2, 1, 30));
+        assert_eq!(counters.retried, 1);
+        assert_eq!(job.failed_files()[0].path, "/c");
+        assert_eq!(job.failed_files()[0].reason, "final check: w2: gone");
+    }
+
+    #[test]
     fn empty_files_and_failed_lists_are_bounded() {
         let mut tracker = Tracker::resume(0, Counters::default(), Vec::new());
-        tracker.add_file("/empty".into(), 0);
+        tracker.add_file("/empty".into(), 10, 0);
         assert_eq!(tracker.watermark(), 1);
         for i in 0..(MAX_FAILED_FILES + 20) {
-            tracker.fail_file(format!("/f{i}"), "gone".into());
+            tracker.fail_file(format!("/f{i}"), 0, "gone".into());
         }
         assert_eq!(tracker.counters().failed, (MAX_FAILED_FILES + 20) as u64);
         assert_eq!(tracker.failed_files().len(), MAX_FAILED_FILES);

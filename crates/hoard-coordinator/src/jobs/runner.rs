@@ -1,27 +1,27 @@
 //! Runs one claimed job: lists its files as a stream, batches them into per-worker tasks (the
 //! first `replicas` ring candidates of each file), keeps at most `max.tasks.per.worker` tasks
 //! in flight per worker, retries failed files on the ring's next candidates with backoff,
-//! checkpoints progress every scheduler interval, and finishes the job in the store.
+//! checkpoints progress every scheduler interval, checks at the end of a load that the files
+//! in doubt are whole on their owners ([`super::reconcile`]), and finishes the job in the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hoard_client::ClusterView;
-use hoard_common::api::codes;
-use hoard_common::api::tasks::{self, FileResult, FreeTask, LoadTask, TaskFile, TaskResponse};
+use hoard_common::api::tasks::{TaskFile, NOT_CACHED};
 use hoard_common::HoardPath;
+use hoard_config::FinalCheck;
 use hoard_meta::jobs::{JobError, JobProgress, JobRecord, JobState, JobType, Versioned};
 use hoard_meta::{now_millis, SharedDeadline};
-use hoard_ufs::UfsError;
 use tokio::task::JoinSet;
 
+use super::dispatch::{backoff, describe_ufs, is_permanent, load_kept, send_task, Ownership, Sent};
 use super::lister::FileLister;
-use super::plan::{partitions, Batcher, Counters, Tracker, Unit, UnitOutcome};
+use super::plan::{self, partitions, Batcher, Counters, Tracker, Unit, UnitOutcome};
+use super::reconcile::{self, Audit, Doubt};
 use super::JobContext;
 
-/// How long one task may take on a worker before it counts as failed (and is retried).
-const TASK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Files listed ahead of what is sent, per worker and task slot, so listing never runs away
 /// from dispatching (memory stays flat in the number of files).
 const LIST_AHEAD_TASKS: usize = 2;
@@ -35,41 +35,6 @@ const NO_WORKERS_LIMIT: Duration = Duration::from_secs(60);
 const STORE_LOSS_LIMIT: Duration = Duration::from_secs(30);
 /// Attempts to record a job's end before leaving it to the orphan reclaim.
 const FINISH_ATTEMPTS: u32 = 5;
-
-struct Sent {
-    task_id: u64,
-    /// `None`: not sent, because ownership could no longer be confirmed when it was due.
-    result: Option<Result<Vec<FileResult>, String>>,
-}
-
-/// Whether a run may still send tasks: its last checkpoint (counted from when it was requested)
-/// is within the ownership window and the coordinator's etcd lease has not lapsed, so no other
-/// coordinator can have taken the job over. Every task send checks it again just before its
-/// request, so a pause in the middle of a dispatch round is not followed by sends.
-#[derive(Clone)]
-struct Ownership {
-    checkpointed: SharedDeadline,
-    lease: Option<SharedDeadline>,
-}
-
-impl Ownership {
-    fn confirmed(&self) -> bool {
-        self.checkpointed.holds() && self.lease.as_ref().is_none_or(SharedDeadline::holds)
-    }
-}
-
-/// Why a file cannot succeed on any worker (no point retrying).
-fn is_permanent(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some(codes::NOT_FOUND | codes::INVALID_PATH | codes::IS_A_DIRECTORY | codes::BAD_REQUEST)
-    )
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.saturating_sub(1).min(5));
-    base.min(Duration::from_secs(5))
-}
 
 struct Run {
     ctx: Arc<JobContext>,
@@ -90,6 +55,14 @@ struct Run {
     taken_away: bool,
     ownership: Ownership,
     no_workers_since: Option<Instant>,
+    /// Loads: what puts files in doubt, for the final check.
+    audit: Audit,
+    /// During a final check pass: which files it sends again; `tracker` is then the pass's,
+    /// and the job's own is kept here.
+    doubt: Option<Arc<Doubt>>,
+    job_tracker: Option<Tracker>,
+    /// Files rechecked and repaired by completed final check passes (all runs).
+    rechecked: (u64, u64),
 }
 
 /// `claim_requested_at`: when the claim was sent, the start of this run's ownership window.
@@ -102,7 +75,9 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requ
         failed: progress.files_failed,
         bytes: progress.bytes_processed,
         retried: progress.retried,
+        failed_bytes: 0,
     };
+    let rechecked = (progress.rechecked, progress.repaired);
     let tracker = Tracker::resume(progress.watermark, counters, claimed.record.failed_files.clone());
     let batch_size = claimed
         .record
@@ -117,6 +92,7 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requ
             Arc::new(ClusterView::new(Vec::new(), &ctx.user))
         }
     };
+    let audit = Audit::resume(&claimed.record.audit, &view);
     let mut run = Run {
         ctx: Arc::clone(&ctx),
         record: claimed.record,
@@ -137,6 +113,10 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requ
             lease: ctx.lease.clone(),
         },
         no_workers_since: None,
+        audit,
+        doubt: None,
+        job_tracker: None,
+        rechecked,
     };
     run.refresh_addresses();
     tracing::info!(job_id, path = %run.record.path, resume_at = run.tracker.watermark(), "job running");
@@ -156,15 +136,99 @@ impl Run {
         self.addresses = super::worker_addresses(&self.view);
     }
 
-    /// Lists, dispatches and collects until every file is resolved. `Err` is the job's failure.
+    /// Loads every file, checks what is in doubt, verifies when asked. `Err` is the job's
+    /// failure.
     async fn execute(&mut self) -> Result<(), String> {
+        // Resume: the files below the watermark were resolved by an earlier run.
+        let listed = self.pass(self.tracker.watermark()).await;
+        self.record.progress.listing_done = matches!(listed, Ok(true));
+        listed?;
+        if self.stopping || self.taken_away {
+            return Ok(());
+        }
+        if self.audited() && self.ctx.config.final_check != FinalCheck::None {
+            if self.ctx.config.final_check == FinalCheck::All {
+                self.audit.doubt_everything();
+            }
+            self.final_check().await?;
+            if self.stopping || self.taken_away {
+                return Ok(());
+            }
+        }
+        if self.record.job_type == JobType::Load && self.record.options.verify && self.tracker.counters().failed == 0 {
+            let verified = super::verify::verify(&self.ctx, &self.record, &self.view).await;
+            self.record.progress.verified = Some(verified.is_ok());
+            verified?;
+        }
+        Ok(())
+    }
+
+    /// Whether the job keeps an [`Audit`] and checks its files at the end: loads of data.
+    fn audited(&self) -> bool {
+        self.record.job_type == JobType::Load && !self.record.options.metadata_only
+    }
+
+    /// Until nothing is in doubt (at most [`reconcile::MAX_PASSES`] passes): asks the workers
+    /// which process they are, then sends the files in doubt to their owners again.
+    async fn final_check(&mut self) -> Result<(), String> {
+        for pass in 1..=reconcile::MAX_PASSES {
+            self.refresh_view().await;
+            let unreachable = reconcile::probe(&self.ctx, &self.view, &mut self.audit, pass == 1).await;
+            if pass > 1 {
+                self.audit.end_check(&self.view, &unreachable);
+            }
+            if !self.audit.in_doubt() {
+                return Ok(());
+            }
+            // Every failed file must be named to be left out of the check (it is counted
+            // already); with more, the job fails anyway.
+            if self.tracker.counters().failed > self.tracker.failed_files().len() as u64 {
+                return Ok(());
+            }
+            let skip: HashSet<String> = self.tracker.failed_files().iter().map(|f| f.path.clone()).collect();
+            let replicas = self.record.options.replicas.max(1) as usize;
+            let doubt = self.audit.begin_check(&self.view, replicas, skip);
+            tracing::info!(job_id = %self.record.job_id, pass, workers = ?self.audit.doubtful_workers(), "final check: sending the files in doubt to their owners again");
+            self.doubt = Some(Arc::new(doubt));
+            let recheck = Tracker::resume(0, Counters::default(), Vec::new());
+            self.job_tracker = Some(std::mem::replace(&mut self.tracker, recheck));
+            let outcome = self.pass(0).await;
+            self.doubt = None;
+            if let Some(job_tracker) = self.job_tracker.take() {
+                let recheck = std::mem::replace(&mut self.tracker, job_tracker);
+                self.rechecked.0 += recheck.next_index();
+                self.rechecked.1 += recheck.counters().processed;
+                if outcome.is_ok() && !self.stopping && !self.taken_away {
+                    self.tracker.take_recheck(&recheck);
+                }
+            }
+            outcome?;
+            if self.stopping || self.taken_away {
+                return Ok(());
+            }
+        }
+        self.refresh_view().await;
+        let unreachable = reconcile::probe(&self.ctx, &self.view, &mut self.audit, false).await;
+        self.audit.end_check(&self.view, &unreachable);
+        if !self.audit.in_doubt() {
+            return Ok(());
+        }
+        Err(format!(
+            "the final check did not settle after {} passes: worker(s) {} restarted or failed during it, files they own may not be cached",
+            reconcile::MAX_PASSES,
+            self.audit.doubtful_workers().join(", ")
+        ))
+    }
+
+    /// Lists, dispatches and collects until every file listed after the first `skip` (in a
+    /// final check pass: every file in doubt) is resolved, or the job stops. `Ok(true)`: the
+    /// listing reached its end; `Err` is the job's failure.
+    async fn pass(&mut self, mut skip: u64) -> Result<bool, String> {
         let root = HoardPath::parse(&self.record.path).map_err(|err| err.to_string())?;
         let mounts = Arc::clone(&self.ctx.mounts);
         let mut lister = FileLister::open(&mounts, &root)
             .await
             .map_err(|err| describe_ufs(&err, &self.record.path))?;
-        // Resume: the files below the watermark were resolved by an earlier run.
-        let mut skip = self.tracker.watermark();
         while skip > 0 {
             match lister.next().await {
                 Some(Ok(_)) => skip -= 1,
@@ -185,7 +249,7 @@ impl Run {
                 self.checkpoint(listing_done).await;
                 if self.taken_away {
                     self.sent.abort_all();
-                    return Ok(());
+                    return Ok(false);
                 }
                 if !self.ownership_confirmed() {
                     // The store cannot be reached: send nothing until it can.
@@ -208,6 +272,7 @@ impl Run {
                     None => lister.next().await,
                 };
                 match next {
+                    Some(Ok(status)) if self.doubt.as_ref().is_some_and(|doubt| !doubt.covers(&status.path)) => {}
                     Some(Ok(status)) if !has_workers => waiting_file = Some(status),
                     Some(Ok(status)) => self.plan_file(status.path.as_str(), status.length),
                     Some(Err(err)) => {
@@ -270,7 +335,7 @@ impl Run {
                 self.checkpoint(listing_done).await;
                 if self.taken_away {
                     self.sent.abort_all();
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
@@ -280,19 +345,10 @@ impl Run {
                 self.tracker.unfolded()
             ));
         }
-        self.record.progress.listing_done = listing_done && failure.is_none();
-        if let Some(reason) = failure {
-            return Err(reason);
+        match failure {
+            Some(reason) => Err(reason),
+            None => Ok(listing_done),
         }
-        if self.stopping {
-            return Ok(());
-        }
-        if self.record.job_type == JobType::Load && self.record.options.verify && self.tracker.counters().failed == 0 {
-            let verified = super::verify::verify(&self.ctx, &self.record, &self.view).await;
-            self.record.progress.verified = Some(verified.is_ok());
-            verified?;
-        }
-        Ok(())
     }
 
     fn batcher_capacity(&self) -> usize {
@@ -309,77 +365,28 @@ impl Run {
     /// Turns one listed file into units on its workers.
     fn plan_file(&mut self, path: &str, length: u64) {
         let Ok(hoard_path) = HoardPath::parse(path) else {
-            self.tracker.fail_file(path.to_string(), "invalid path".into());
+            self.tracker.fail_file(path.to_string(), length, "invalid path".into());
             return;
         };
-        let order = self.view.failover_order(&hoard_path);
-        if order.is_empty() {
-            self.tracker.fail_file(path.to_string(), "no workers are ONLINE".into());
+        let load = self.record.job_type == JobType::Load;
+        let max_attempts = self.ctx.config.file_max_attempts as usize;
+        let replicas = self.record.options.replicas.max(1) as usize;
+        let (targets, fallbacks) = plan::targets(&self.view, &hoard_path, load, replicas, max_attempts);
+        if targets.is_empty() {
+            self.tracker
+                .fail_file(path.to_string(), length, "no workers are ONLINE".into());
             return;
         }
-        let max_attempts = self.ctx.config.file_max_attempts as usize;
-        let (targets, fallbacks): (Vec<String>, VecDeque<String>) = match self.record.job_type {
-            JobType::Load => {
-                let replicas = (self.record.options.replicas.max(1) as usize).min(order.len());
-                let keys: Vec<String> = order.iter().map(super::worker_key).collect();
-                let fallbacks = keys[replicas..]
-                    .iter()
-                    .take(max_attempts.saturating_sub(1))
-                    .cloned()
-                    .collect();
-                (keys[..replicas].to_vec(), fallbacks)
-            }
-            // Free evicts from every worker: a file's pages may be on any of them.
-            JobType::Free => (
-                self.view
-                    .nodes
-                    .iter()
-                    .filter(|n| n.online)
-                    .map(super::worker_key)
-                    .collect(),
-                VecDeque::new(),
-            ),
-        };
-        let ranges = if self.record.job_type == JobType::Load && !self.record.options.metadata_only {
+        let ranges = if load && !self.record.options.metadata_only {
             partitions(length, self.ctx.config.partition_size)
         } else {
             vec![(None, None)]
         };
-        if targets.is_empty() {
-            self.tracker.fail_file(path.to_string(), "no workers are ONLINE".into());
-            return;
-        }
         let units = u32::try_from(targets.len() * ranges.len()).unwrap_or(u32::MAX);
-        let index = self.tracker.add_file(path.to_string(), units);
-        for (replica, worker) in targets.iter().enumerate() {
-            // Each replica retries on its own candidates, so two failed replicas never land on
-            // one worker.
-            let replica_fallbacks: VecDeque<String> = fallbacks
-                .iter()
-                .skip(replica)
-                .step_by(targets.len().max(1))
-                .cloned()
-                .collect();
-            for (offset, len) in &ranges {
-                let mut own_fallbacks = replica_fallbacks.clone();
-                if self.record.job_type == JobType::Free {
-                    // The only worker that can free its pages is itself: retry it.
-                    own_fallbacks = std::iter::repeat_n(worker.clone(), max_attempts.saturating_sub(1)).collect();
-                }
-                let unit = Unit {
-                    file_index: index,
-                    file: TaskFile {
-                        path: path.to_string(),
-                        offset: *offset,
-                        length: *len,
-                    },
-                    fallbacks: own_fallbacks,
-                    attempts: 1,
-                    // A load counts each file's bytes once (first replica); a free counts what every worker freed.
-                    counts_bytes: replica == 0 || self.record.job_type == JobType::Free,
-                };
-                self.batcher.push(worker, unit, offset.is_some());
-            }
+        let index = self.tracker.add_file(path.to_string(), length, units);
+        for (worker, unit) in plan::file_units(index, path, &targets, &fallbacks, &ranges, !load, max_attempts) {
+            let alone = unit.file.offset.is_some();
+            self.batcher.push(&worker, unit, alone);
         }
     }
 
@@ -441,7 +448,9 @@ impl Run {
             let ctx = Arc::clone(&self.ctx);
             let job_id = self.record.job_id.clone();
             let job_type = self.record.job_type;
-            let options = self.record.options.clone();
+            let mut options = self.record.options.clone();
+            // A final check pass loads only what is missing, and says which files were whole.
+            options.skip_if_exists |= self.doubt.is_some();
             let files: Vec<TaskFile> = units.iter().map(|unit| unit.file.clone()).collect();
             let run = self.record.runs;
             let ownership = self.ownership.clone();
@@ -466,6 +475,7 @@ impl Run {
 
     /// A unit whose worker left the ring goes to its next candidate, without using an attempt.
     fn reroute(&mut self, mut unit: Unit, from: &str) {
+        self.audit.failed(from);
         match unit.fallbacks.pop_front() {
             Some(next) => self.requeue(&next, unit),
             None => {
@@ -489,6 +499,7 @@ impl Run {
         let Some((worker, units)) = self.in_flight.remove(&task_id) else {
             return;
         };
+        self.audit.failed(&worker);
         for unit in units {
             self.retry(unit, format!("{worker}: task failed: {reason}"));
         }
@@ -509,12 +520,22 @@ impl Run {
             return;
         };
         match result {
-            Ok(results) => {
-                let answered = results.len();
+            Ok(answer) => {
+                self.audit.answered(&worker, answer.instance.as_deref());
+                let answered = answer.results.len();
                 let expected = sent_units.len();
-                let mut results = results.into_iter();
+                let mut results = answer.results.into_iter();
+                let load = self.record.job_type == JobType::Load;
                 for unit in sent_units {
                     match results.next() {
+                        Some(result) if result.ok && load && !load_kept(&result, &self.record.options) => {
+                            let reason = format!(
+                                "{worker}: {NOT_CACHED}: only {} of {} bytes stayed cached",
+                                result.cached_bytes, result.range_length
+                            );
+                            self.audit.failed(&worker);
+                            self.retry(unit, reason);
+                        }
                         Some(result) if result.ok => {
                             let bytes = if !unit.counts_bytes || self.record.options.metadata_only {
                                 0
@@ -540,17 +561,20 @@ impl Run {
                                 self.tracker
                                     .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
                             } else {
+                                self.audit.failed(&worker);
                                 self.retry(unit, format!("{worker}: {reason}"));
                             }
                         }
                         None => {
                             let reason = format!("worker {worker} answered {answered} results for {expected} files");
+                            self.audit.failed(&worker);
                             self.retry(unit, reason);
                         }
                     }
                 }
             }
             Err(reason) => {
+                self.audit.failed(&worker);
                 for unit in sent_units {
                     self.retry(unit, reason.clone());
                 }
@@ -598,18 +622,32 @@ impl Run {
         }
     }
 
+    /// The job's own tracker (during a final check pass, `tracker` is the pass's).
+    fn job_tracker(&self) -> &Tracker {
+        self.job_tracker.as_ref().unwrap_or(&self.tracker)
+    }
+
     fn progress(&self, listing_done: bool) -> JobProgress {
-        let counters = self.tracker.counters();
+        let tracker = self.job_tracker();
+        let counters = tracker.counters();
+        // A final check pass in progress counts what it has sent so far.
+        let (mut rechecked, mut repaired) = self.rechecked;
+        if self.job_tracker.is_some() {
+            rechecked += self.tracker.next_index();
+            repaired += self.tracker.counters().processed;
+        }
         JobProgress {
-            files_listed: self.tracker.next_index(),
-            watermark: self.tracker.watermark(),
+            files_listed: tracker.next_index(),
+            watermark: tracker.watermark(),
             files_processed: counters.processed,
             files_skipped: counters.skipped,
             files_failed: counters.failed,
             bytes_processed: counters.bytes,
             retried: counters.retried,
-            listing_done,
+            listing_done: listing_done || self.job_tracker.is_some(),
             verified: self.record.progress.verified,
+            rechecked,
+            repaired,
         }
     }
 
@@ -617,7 +655,10 @@ impl Run {
     /// compares the version this run last wrote, so it also proves the job is still this run's.
     async fn checkpoint(&mut self, listing_done: bool) {
         self.record.progress = self.progress(listing_done);
-        self.record.failed_files = self.tracker.failed_files().to_vec();
+        self.record.failed_files = self.job_tracker().failed_files().to_vec();
+        if self.audited() {
+            self.record.audit = self.audit.to_record();
+        }
         self.record.owner_heartbeat_ms = Some(now_millis());
         // The window runs from the request, not the answer: etcd may commit the write, then
         // this process stall past its lease before it reads the answer.
@@ -651,15 +692,24 @@ impl Run {
                 }
             }
         }
+        self.refresh_view().await;
+    }
+
+    /// The current ring (the cluster source caches it briefly).
+    async fn refresh_view(&mut self) {
         if let Ok(view) = self.ctx.cluster.view().await {
             self.view = view;
             self.refresh_addresses();
+            self.audit.saw_ring(&self.view);
         }
     }
 
     async fn finish(mut self, outcome: Result<(), String>) {
         self.record.progress = self.progress(self.record.progress.listing_done);
-        self.record.failed_files = self.tracker.failed_files().to_vec();
+        self.record.failed_files = self.job_tracker().failed_files().to_vec();
+        if self.audited() {
+            self.record.audit = self.audit.to_record();
+        }
         let failed = self.tracker.counters().failed;
         let (state, error) = match outcome {
             Err(reason) => (JobState::Failed, Some(reason)),
@@ -702,76 +752,4 @@ impl Run {
             Err(err) => tracing::error!(job_id, error = %err, "cannot record the end of the job"),
         }
     }
-}
-
-fn describe_ufs(err: &UfsError, path: &str) -> String {
-    match err {
-        UfsError::NotFound(_) => format!("no such file or directory in the UFS: {path}"),
-        other => format!("cannot list {path}: {other}"),
-    }
-}
-
-async fn send_task(
-    ctx: &JobContext,
-    address: &str,
-    job_type: JobType,
-    job_id: &str,
-    task_id: u64,
-    files: Vec<TaskFile>,
-    options: &hoard_meta::jobs::JobOptions,
-) -> Result<Vec<FileResult>, String> {
-    let (route, body) = match job_type {
-        JobType::Load => (
-            tasks::LOAD_ROUTE,
-            serde_json::to_vec(&LoadTask {
-                job_id: job_id.to_string(),
-                task_id,
-                files,
-                skip_if_exists: options.skip_if_exists,
-                metadata_only: options.metadata_only,
-            }),
-        ),
-        JobType::Free => (
-            tasks::FREE_ROUTE,
-            serde_json::to_vec(&FreeTask {
-                job_id: job_id.to_string(),
-                task_id,
-                paths: files.into_iter().map(|file| file.path).collect(),
-            }),
-        ),
-    };
-    post_task(ctx, address, route, body.map_err(|err| err.to_string())?).await
-}
-
-/// POSTs one task's JSON body to a worker (with the admin token when one is set) and returns
-/// its per-file results; any failure to get them is the reason, naming the worker.
-pub(super) async fn post_task(
-    ctx: &JobContext,
-    address: &str,
-    route: &str,
-    body: Vec<u8>,
-) -> Result<Vec<FileResult>, String> {
-    let mut request = ctx
-        .http
-        .post(format!("http://{address}{route}"))
-        .header("content-type", "application/json")
-        .timeout(TASK_TIMEOUT)
-        .body(body);
-    if let Some(token) = &ctx.admin_token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|err| format!("{address}: {}", hoard_client::describe_reqwest(&err)))?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        return Err(format!("{address} answered {status}: {}", text.trim()));
-    }
-    let answer: TaskResponse = response
-        .json()
-        .await
-        .map_err(|err| format!("{address}: unreadable task answer: {err}"))?;
-    Ok(answer.results)
 }

@@ -107,7 +107,9 @@ async fn check(
         paths: batch.iter().map(|(path, _)| path.clone()).collect(),
     };
     let body = serde_json::to_vec(&task).map_err(|err| err.to_string())?;
-    let results = super::runner::post_task(ctx, address, tasks::CHECK_ROUTE, body).await?;
+    let results = super::dispatch::post_task(ctx, address, tasks::CHECK_ROUTE, body, super::dispatch::TASK_TIMEOUT)
+        .await?
+        .results;
     if results.len() != batch.len() {
         return Err(format!(
             "{address} answered {} results for {} files",
