@@ -14,19 +14,19 @@ use std::time::Duration;
 use hoard_common::HoardPath;
 
 pub mod keys;
-mod network;
 mod machine;
+mod network;
 mod props;
 mod subst;
 mod units;
 mod workers;
 pub use workers::parse_host;
 
-pub use network::{NetworkConfig, MAX_CONNECTIONS};
 use machine::default_hostname;
 #[cfg(test)]
 use machine::resolve_work_dir;
 pub use machine::{default_work_dir, Environment, SYSTEM_WORK_DIR};
+pub use network::{NetworkConfig, MAX_CONNECTIONS};
 
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
