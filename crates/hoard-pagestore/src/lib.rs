@@ -20,7 +20,6 @@
 //! - a dir whose file system fills up before its capacity gets a lower effective capacity
 //!   (`space`), so eviction goes on.
 
-mod buffers;
 mod files;
 mod index;
 mod layout;

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use crate::buffers::PooledBuffer;
+use hoard_common::buffers::PooledBuffer;
 
 /// XXH3-64 (seed 0). twox-hash picks AVX2 at run time when the CPU has it: hashing is most of
 /// the cost of a verified read, and the binary must still run on CPUs without it.
@@ -216,7 +216,9 @@ pub(crate) fn read(
         }
         verify(table, checksum, buffer.as_mut_slice(), first)
     })?;
-    Ok(buffer.freeze().slice(range.start - body.start..range.end - body.start))
+    Ok(buffer
+        .freeze(body.len())
+        .slice(range.start - body.start..range.end - body.start))
 }
 
 /// Checks `table` against the page checksum and `body` (whole chunks from chunk `first` on)

@@ -249,7 +249,7 @@ fn worker_listener_survives_idle_half_sent_and_non_reading_clients() {
         address: address.clone(),
         normal_path: format!("/files{SMALL}"),
         normal_body: Some(setup.small.clone()),
-        // The buffer pool for UFS reads (hoard-ufs) keeps up to 64MiB.
+        // The pool of read buffers (hoard-common `buffers`, shared by UFS fills and page reads) keeps up to 64MiB.
         kept_kib: 64 * 1024,
         // Long ranges of a file not cached yet, each from another page.
         non_reader_request: Box::new(move |round, index| {

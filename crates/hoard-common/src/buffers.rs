@@ -1,11 +1,9 @@
-//! Reusable page-aligned buffers that page reads land in.
-//!
-//! Page files are read with `pread` into process memory, never mapped: a mapping of a file
-//! that something outside the store truncates raises SIGBUS on the next touch, which would kill
-//! the worker, while a read of a truncated file is merely short (and the page dropped). A
-//! fresh heap buffer per read would cost an allocation and the page faults of new memory on
-//! every read; these buffers are kept and reused instead. They are page-aligned (anonymous
-//! mappings), which the kernel's copy into them likes.
+//! Reusable page-aligned buffers that file reads land in: the local UFS's page fills and the
+//! page store's page reads (which use `pread`, never a mapping a truncation could turn into
+//! SIGBUS). A fresh heap buffer per read would cost an allocation and the page faults of new
+//! memory on every read; these buffers are kept and reused instead, one pool per process. They
+//! are page-aligned (anonymous mappings), so the page store can write a filled page with
+//! O_DIRECT without copying it into an aligned buffer first.
 //!
 //! Buffers come in power-of-two capacities from 64KiB; the pool keeps at most
 //! [`POOLED_BYTES`] of them in all, per capacity class so that taking one is O(1). A buffer is
@@ -43,7 +41,7 @@ fn class_of(len: usize) -> usize {
 
 /// A buffer of at least `len` bytes; zero-filled the first time it is used, holding an
 /// earlier read's bytes after that (callers overwrite `0..len` before freezing).
-pub(crate) struct PooledBuffer {
+pub struct PooledBuffer {
     map: Option<memmap2::MmapMut>,
     len: usize,
 }
@@ -75,9 +73,11 @@ impl PooledBuffer {
         }
     }
 
-    /// These bytes as `Bytes`; the buffer goes back to the pool when the last of them (and of
-    /// their slices) is dropped.
-    pub fn freeze(self) -> Bytes {
+    /// The first `len` bytes as `Bytes`; the buffer goes back to the pool when the last of them
+    /// (and of their slices) is dropped.
+    pub fn freeze(mut self, len: usize) -> Bytes {
+        debug_assert!(len <= self.len);
+        self.len = len.min(self.len);
         Bytes::from_owner(self)
     }
 }
@@ -131,7 +131,7 @@ mod tests {
         let len = (4 << 20) + 5;
         let mut first = PooledBuffer::take(len).unwrap();
         first.as_mut_slice().fill(7);
-        let bytes = first.freeze();
+        let bytes = first.freeze(len);
         assert_eq!(bytes.len(), len);
         assert_eq!(bytes.as_ptr().align_offset(4096), 0);
         let address = bytes.as_ptr();
