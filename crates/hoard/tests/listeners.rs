@@ -30,10 +30,9 @@ fn limits() -> Vec<String> {
         properties.push(format!("hoard.{listener}.network.keepalive.timeout=1s"));
         properties.push(format!("hoard.{listener}.network.send.timeout=1s"));
     }
-    // No memory tier and no mapped page files: the worker's memory is then its connections'
-    // and its buffers', not a cache that rightly keeps what it read.
+    // No memory tier (page files are never mapped): the worker's memory is then its
+    // connections' and its buffers', not a cache that rightly keeps what it read.
     properties.push("hoard.worker.page.store.memory.size=0".to_string());
-    properties.push("hoard.worker.page.store.mapped.pages=0".to_string());
     properties
 }
 
