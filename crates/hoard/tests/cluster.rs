@@ -9,16 +9,6 @@ use common::*;
 
 const MIB: usize = 1 << 20;
 
-fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("hoard-ufs").tempdir().expect("ufs dir");
-    for (path, bytes) in files {
-        let full = dir.path().join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-        std::fs::write(full, bytes).expect("write ufs file");
-    }
-    dir
-}
-
 #[test]
 fn cli_reads_the_ufs_through_workers() {
     let big = content(1, 5 * MIB + 123);

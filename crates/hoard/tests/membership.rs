@@ -18,16 +18,6 @@ const FAILURE_TIMEOUT: &str = "hoard.worker.failure.detection.timeout=3s";
 /// slack for etcd's expiry check, polling and a loaded 2-core machine.
 const OFFLINE_LIMIT: Duration = Duration::from_secs(8);
 
-fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("ufs dir");
-    for (path, bytes) in files {
-        let target = dir.path().join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-        std::fs::write(target, bytes).expect("write");
-    }
-    dir
-}
-
 /// The membership a test runs on: `None` is COORDINATOR, `Some` an etcd.
 fn start_cluster(workers: usize, ufs: &Path, etcd: Option<&Etcd>, properties: &[&str]) -> Cluster {
     let mut props = vec![FAILURE_TIMEOUT];

@@ -9,16 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("ufs dir");
-    for (path, bytes) in files {
-        let target = dir.path().join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-        std::fs::write(target, bytes).expect("write");
-    }
-    dir
-}
-
 /// A directory removed when the test ends, pass or fail.
 struct RemoveOnDrop(std::path::PathBuf);
 

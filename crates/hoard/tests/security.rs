@@ -14,16 +14,6 @@ use common::*;
 const MIB: usize = 1 << 20;
 const IMPOSTOR_ID: &str = "0badc0de-0000-4000-8000-000000000001";
 
-fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("ufs dir");
-    for (path, bytes) in files {
-        let target = dir.path().join(path.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-        std::fs::write(target, bytes).expect("write");
-    }
-    dir
-}
-
 fn files() -> Vec<(String, Vec<u8>)> {
     (0..6u64)
         .map(|i| (format!("/s/f{i}.bin"), content(700 + i, MIB + 1000 * i as usize + 7)))

@@ -320,6 +320,17 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A UFS directory holding `files` (Hoard path, bytes), removed when dropped.
+pub fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("hoard-ufs").tempdir().expect("ufs dir");
+    for (path, bytes) in files {
+        let target = dir.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::write(target, bytes).expect("write ufs file");
+    }
+    dir
+}
+
 /// A raw HTTP/1.1 GET (no URL normalization, so `..` reaches the server as sent).
 /// Returns status, headers (lowercased names) and body.
 /// Status, headers (lowercased names) and body of a raw HTTP exchange.
