@@ -40,42 +40,6 @@ fn start_cluster(ufs: &Path, etcd: Option<&Etcd>) -> Cluster {
     Cluster::start_with(3, &ufs.display().to_string(), &props, &extra)
 }
 
-fn job_json(cluster: &Cluster, job_id: &str) -> serde_json::Value {
-    let coordinator = cluster.process_named("coordinator").address;
-    let (status, _, body) = http_get(&coordinator, &format!("/api/v1/jobs/{job_id}")).expect("get job");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).expect("job json")
-}
-
-fn submit(cluster: &Cluster, args: &[&str]) -> String {
-    let mut all = vec!["job"];
-    all.extend_from_slice(args);
-    all.extend(["--submit", "--format", "json"]);
-    let output = cluster.hoard(&all);
-    assert!(output.status.success(), "{}", describe(&output));
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("submit json");
-    answer["job"]["jobId"].as_str().expect("job id").to_string()
-}
-
-fn wait_job(cluster: &Cluster, job_id: &str) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_until(&format!("job {job_id} ends"), JOB_LIMIT, || {
-        last = job_json(cluster, job_id);
-        matches!(last["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "STOPPED"))
-    });
-    last
-}
-
-fn wait_processed(cluster: &Cluster, job_id: &str, at_least: u64) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_until("job makes progress", JOB_LIMIT, || {
-        last = job_json(cluster, job_id);
-        last["filesProcessed"].as_u64().unwrap_or(0) >= at_least
-            || last["state"] != "RUNNING" && last["state"] != "WAITING"
-    });
-    last
-}
-
 fn file_path(i: usize) -> String {
     format!("/j/{:03}/f{i:05}.bin", i / 100)
 }
@@ -123,7 +87,7 @@ fn worker_restarted_mid_load(etcd: Option<&Etcd>, kill_after: u64, until_offline
     let total = many_files(ufs.path(), "j", FILES, FILE_SIZE);
     let cluster = start_cluster(ufs.path(), etcd);
     let job_id = submit(&cluster, &["load", "--path", "/j", "--batch-size", "1"]);
-    let before = wait_processed(&cluster, &job_id, kill_after);
+    let before = wait_processed(&cluster, &job_id, kill_after, JOB_LIMIT);
     assert_eq!(before["state"], "RUNNING", "the worker must die mid-job: {before}");
     let victim = cluster.processes().remove(1);
     kill9(victim.pid);
@@ -144,7 +108,7 @@ fn worker_restarted_mid_load(etcd: Option<&Etcd>, kill_after: u64, until_offline
         during["state"], "RUNNING",
         "the worker must be back before the job ends: {during}"
     );
-    let done = wait_job(&cluster, &job_id);
+    let done = wait_job(&cluster, &job_id, JOB_LIMIT);
     eprintln!(
         "job {}: {} files, {} retried, {} rechecked, {} repaired, {} failed",
         done["state"], FILES, done["retried"], done["filesRechecked"], done["filesRepaired"], done["filesFailed"]
@@ -218,7 +182,7 @@ fn undisturbed_load_rechecks_nothing() {
     let total = many_files(ufs.path(), "j", 300, FILE_SIZE);
     let cluster = start_cluster(ufs.path(), None);
     let job_id = submit(&cluster, &["load", "--path", "/j"]);
-    let done = wait_job(&cluster, &job_id);
+    let done = wait_job(&cluster, &job_id, JOB_LIMIT);
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     assert_eq!(done["filesProcessed"], 300);
     assert_eq!(done["bytesProcessed"].as_u64(), Some(total));

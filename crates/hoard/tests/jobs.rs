@@ -39,42 +39,6 @@ fn coordinator_address(cluster: &Cluster) -> String {
     cluster.process_named("coordinator").address
 }
 
-fn job_json(cluster: &Cluster, job_id: &str) -> serde_json::Value {
-    let (status, _, body) =
-        http_get(&coordinator_address(cluster), &format!("/api/v1/jobs/{job_id}")).expect("get job");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).expect("job json")
-}
-
-fn submit(cluster: &Cluster, args: &[&str]) -> String {
-    let mut all = vec!["job"];
-    all.extend_from_slice(args);
-    all.extend(["--submit", "--format", "json"]);
-    let output = cluster.hoard(&all);
-    assert!(output.status.success(), "{}", describe(&output));
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("submit json");
-    answer["job"]["jobId"].as_str().expect("job id").to_string()
-}
-
-fn wait_job(cluster: &Cluster, job_id: &str) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_until(&format!("job {job_id} ends"), JOB_LIMIT, || {
-        last = job_json(cluster, job_id);
-        matches!(last["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "STOPPED"))
-    });
-    last
-}
-
-fn wait_processed(cluster: &Cluster, job_id: &str, at_least: u64) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_until("job makes progress", JOB_LIMIT, || {
-        last = job_json(cluster, job_id);
-        last["filesProcessed"].as_u64().unwrap_or(0) >= at_least
-            || last["state"] != "RUNNING" && last["state"] != "WAITING"
-    });
-    last
-}
-
 fn worker_sum(cluster: &Cluster, metric_name: &str) -> f64 {
     cluster
         .processes()
@@ -133,7 +97,7 @@ fn load_then_free(etcd: Option<&Etcd>) {
     // Loading again starts a new run (the first is finished) that reads nothing new.
     let again = submit(&cluster, &["load", "--path", "/d", "--skip-if-exists"]);
     assert_ne!(again, job["jobId"].as_str().unwrap_or_default());
-    let rerun = wait_job(&cluster, &again);
+    let rerun = wait_job(&cluster, &again, JOB_LIMIT);
     assert_eq!(rerun["state"], "SUCCEEDED", "{rerun}");
     assert_eq!(
         rerun["filesSkipped"], 42,
@@ -291,7 +255,7 @@ fn coordinator_killed_mid_job_resumes(etcd: Option<&Etcd>) {
     let total = many_files(ufs.path(), "m", FILES, FILE_SIZE);
     let cluster = start_cluster(3, ufs.path(), etcd, &SLOW_JOB);
     let job_id = submit(&cluster, &["load", "--path", "/m", "--batch-size", "2"]);
-    let before = wait_processed(&cluster, &job_id, 300);
+    let before = wait_processed(&cluster, &job_id, 300, JOB_LIMIT);
     assert_eq!(
         before["state"], "RUNNING",
         "the job must still run when the coordinator dies: {before}"
@@ -302,7 +266,7 @@ fn coordinator_killed_mid_job_resumes(etcd: Option<&Etcd>) {
         http_get(&coordinator.address, "/health").is_err()
     });
     let _restarted = restart_worker(&coordinator);
-    let done = wait_job(&cluster, &job_id);
+    let done = wait_job(&cluster, &job_id, JOB_LIMIT);
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     assert_eq!(done["runs"], 2, "resumed by a second run: {done}");
     assert_eq!(done["filesProcessed"].as_u64(), Some(FILES as u64), "{done}");
@@ -330,14 +294,14 @@ fn worker_killed_mid_job(etcd: Option<&Etcd>) {
     many_files(ufs.path(), "w", FILES, FILE_SIZE);
     let cluster = start_cluster(3, ufs.path(), etcd, &SLOW_JOB);
     let job_id = submit(&cluster, &["load", "--path", "/w", "--batch-size", "2"]);
-    let before = wait_processed(&cluster, &job_id, 300);
+    let before = wait_processed(&cluster, &job_id, 300, JOB_LIMIT);
     assert_eq!(
         before["state"], "RUNNING",
         "the job must still run when the worker dies: {before}"
     );
     let victim = cluster.processes().remove(1);
     kill9(victim.pid);
-    let done = wait_job(&cluster, &job_id);
+    let done = wait_job(&cluster, &job_id, JOB_LIMIT);
     let processed = done["filesProcessed"].as_u64().unwrap_or(0);
     let failed = done["filesFailed"].as_u64().unwrap_or(0);
     assert_eq!(processed + failed, FILES as u64, "the counts add up: {done}");
@@ -381,10 +345,10 @@ fn ufs_removed_stop_and_rerun(etcd: Option<&Etcd>) {
 
     // The path removed during a load: the job fails with that reason; nothing else breaks.
     let doomed = submit(&cluster, &["load", "--path", "/gone", "--batch-size", "2"]);
-    let before = wait_processed(&cluster, &doomed, 100);
+    let before = wait_processed(&cluster, &doomed, 100, JOB_LIMIT);
     assert_eq!(before["state"], "RUNNING", "{before}");
     std::fs::remove_dir_all(ufs.path().join("gone")).expect("remove the UFS dir");
-    let failed = wait_job(&cluster, &doomed);
+    let failed = wait_job(&cluster, &doomed, JOB_LIMIT);
     assert_eq!(failed["state"], "FAILED", "{failed}");
     let reason = format!("{} {}", failed["error"], failed["failedFiles"]);
     assert!(
@@ -395,15 +359,15 @@ fn ufs_removed_stop_and_rerun(etcd: Option<&Etcd>) {
 
     // Stop, then rerun: it resumes from its checkpoint and the counts stay right.
     let job_id = submit(&cluster, &["load", "--path", "/kept", "--batch-size", "2"]);
-    wait_processed(&cluster, &job_id, 100);
+    wait_processed(&cluster, &job_id, 100, JOB_LIMIT);
     let output = cluster.hoard(&["job", "load", "--path", "/kept", "--stop"]);
     assert!(output.status.success(), "{}", describe(&output));
-    let stopped = wait_job(&cluster, &job_id);
+    let stopped = wait_job(&cluster, &job_id, JOB_LIMIT);
     assert_eq!(stopped["state"], "STOPPED", "{stopped}");
     assert!(stopped["filesProcessed"].as_u64().unwrap_or(0) < FILES as u64);
     let output = cluster.hoard(&["job", "rerun", &job_id]);
     assert!(output.status.success(), "{}", describe(&output));
-    let done = wait_job(&cluster, &job_id);
+    let done = wait_job(&cluster, &job_id, JOB_LIMIT);
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     assert_eq!(done["filesProcessed"].as_u64(), Some(FILES as u64));
     assert_eq!(done["bytesProcessed"].as_u64(), Some(total));
@@ -436,7 +400,7 @@ fn rerun_edits_the_store_when_the_coordinator_is_down() {
     let job_id = submit(&cluster, &["load", "--path", "/r", "--batch-size", "1"]);
     let output = cluster.hoard(&["job", "load", "--path", "/r", "--stop"]);
     assert!(output.status.success(), "{}", describe(&output));
-    assert_eq!(wait_job(&cluster, &job_id)["state"], "STOPPED");
+    assert_eq!(wait_job(&cluster, &job_id, JOB_LIMIT)["state"], "STOPPED");
     let coordinator = cluster.process_named("coordinator");
     kill9(coordinator.pid);
     wait_until("coordinator gone", Duration::from_secs(10), || {
@@ -447,7 +411,7 @@ fn rerun_edits_the_store_when_the_coordinator_is_down() {
     assert!(output.status.success(), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("editing the job store directly"));
     let _restarted = restart_worker(&coordinator);
-    let done = wait_job(&cluster, &job_id);
+    let done = wait_job(&cluster, &job_id, JOB_LIMIT);
     assert_eq!(done["state"], "SUCCEEDED", "{done}");
     assert_eq!(done["filesProcessed"], 300);
 }

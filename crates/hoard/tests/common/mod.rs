@@ -320,6 +320,47 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// `GET /api/v1/jobs/{id}` on the coordinator, as JSON.
+pub fn job_json(cluster: &Cluster, job_id: &str) -> serde_json::Value {
+    let coordinator = cluster.process_named("coordinator").address;
+    let (status, _, body) = http_get(&coordinator, &format!("/api/v1/jobs/{job_id}")).expect("get job");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("job json")
+}
+
+/// `hoard job <args> --submit --format json`: the new (or active) job's id.
+pub fn submit(cluster: &Cluster, args: &[&str]) -> String {
+    let mut all = vec!["job"];
+    all.extend_from_slice(args);
+    all.extend(["--submit", "--format", "json"]);
+    let output = cluster.hoard(&all);
+    assert!(output.status.success(), "{}", describe(&output));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("submit json");
+    answer["job"]["jobId"].as_str().expect("job id").to_string()
+}
+
+/// Waits (at most `limit`) for the job to end; its last JSON.
+pub fn wait_job(cluster: &Cluster, job_id: &str, limit: Duration) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_until(&format!("job {job_id} ends"), limit, || {
+        last = job_json(cluster, job_id);
+        matches!(last["state"].as_str(), Some("SUCCEEDED" | "FAILED" | "STOPPED"))
+    });
+    last
+}
+
+/// Waits (at most `limit`) until the job has processed `at_least` files or is no longer
+/// active; its last JSON.
+pub fn wait_processed(cluster: &Cluster, job_id: &str, at_least: u64, limit: Duration) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_until("job makes progress", limit, || {
+        last = job_json(cluster, job_id);
+        last["filesProcessed"].as_u64().unwrap_or(0) >= at_least
+            || last["state"] != "RUNNING" && last["state"] != "WAITING"
+    });
+    last
+}
+
 /// A UFS directory holding `files` (Hoard path, bytes), removed when dropped.
 pub fn ufs_with(files: &[(&str, Vec<u8>)]) -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("hoard-ufs").tempdir().expect("ufs dir");
