@@ -9,6 +9,31 @@ use std::time::Duration;
 
 use common::*;
 
+/// A directory a reboot keeps (not under /tmp, not on tmpfs) for files the test wants on a
+/// persistent disk: the target dir, unless the checkout itself sits under /tmp (a clean clone
+/// in CI may), then /var/tmp or the home directory.
+fn persistent_parent() -> std::path::PathBuf {
+    let candidates = [
+        Some(std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))),
+        Some(std::path::PathBuf::from("/var/tmp")),
+        std::env::var_os("HOME").map(std::path::PathBuf::from),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| {
+            let fs_type = std::process::Command::new("stat")
+                .args(["-f", "-c", "%T"])
+                .arg(dir)
+                .output()
+                .ok()
+                .filter(|output| output.status.success())
+                .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
+            !dir.starts_with("/tmp") && fs_type.is_some_and(|fs_type| fs_type != "tmpfs")
+        })
+        .expect("a directory that is neither under /tmp nor on tmpfs (target dir, /var/tmp or $HOME)")
+}
+
 /// A directory removed when the test ends, pass or fail.
 struct RemoveOnDrop(std::path::PathBuf);
 
@@ -34,13 +59,13 @@ fn alive(pid: u32) -> bool {
 fn a_worker_on_tmpfs_warns_at_start() {
     let data = content(501, 300_000);
     let ufs = ufs_with(&[("/w.bin", data.clone())]);
-    // The page store on tmpfs (/dev/shm), the identity file on a persistent disk (the target
-    // dir), so the warning names the page store only.
+    // The page store on tmpfs (/dev/shm), the identity file on a persistent disk, so the
+    // warning names the page store only.
     let shm = RemoveOnDrop(std::path::PathBuf::from(format!(
         "/dev/shm/hoard-test-{}",
         std::process::id()
     )));
-    let persistent = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("persistent dir");
+    let persistent = tempfile::tempdir_in(persistent_parent()).expect("persistent dir");
     let pages = format!("hoard.worker.page.store.dirs={}", shm.0.display());
     let identity = format!(
         "hoard.worker.identity.uuid.file.path={}",
