@@ -45,8 +45,9 @@ pub use sealed::PageBytes;
 pub enum PageStoreError {
     #[error("invalid page store configuration: {0}")]
     Config(String),
-    #[error("page store io error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The cause is in the message, not a `source` too (error chains print each cause once).
+    #[error("page store io error at {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("page of {len} bytes is larger than the page size {page_size}")]
     PageTooLarge { len: usize, page_size: u64 },
     #[error("page of {len} bytes does not fit in any directory (largest capacity {capacity})")]
@@ -256,10 +257,10 @@ pub const DEFAULT_MMAP_THRESHOLD: u64 = u64::MAX;
 /// file's (then empty) directory.
 const RENAME_ATTEMPTS: usize = 64;
 
-fn io_err(path: &Path, source: io::Error) -> PageStoreError {
+fn io_err(path: &Path, cause: io::Error) -> PageStoreError {
     PageStoreError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

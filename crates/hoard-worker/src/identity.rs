@@ -9,9 +9,9 @@ use crate::WorkerError;
 /// Reads the identity file, or creates it with a fresh UUID if it does not exist yet.
 /// Creation writes a temp file and renames it, so a crash never leaves a half-written id.
 pub fn load_or_create(path: &Path) -> Result<String, WorkerError> {
-    let io_error = |source: std::io::Error| WorkerError::Identity {
+    let io_error = |cause: std::io::Error| WorkerError::Identity {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     match std::fs::read_to_string(path) {
         Ok(contents) => {
