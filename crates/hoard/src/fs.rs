@@ -49,7 +49,7 @@ fn parse(raw: &str) -> anyhow::Result<HoardPath> {
 }
 
 pub async fn run(command: FsCommand, config: &SiteConfig) -> anyhow::Result<()> {
-    let client = HoardClient::connect(config).await?;
+    let client = HoardClient::connect_once(config).await?;
     match command {
         FsCommand::Ls { path, format } => ls(&client, &parse(&path)?, format).await,
         FsCommand::Cat { path } => cat(&client, &parse(&path)?).await,
