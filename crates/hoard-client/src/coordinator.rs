@@ -1,7 +1,7 @@
 //! The coordinator's REST API from the client side: membership for `COORDINATOR` mode, the
 //! node list, and `remove-worker`.
 
-use hoard_common::api::coordinator::{self as routes, JobView, NodesResponse, SubmitJob, SubmitResponse};
+use hoard_common::api::coordinator::{self as routes, JobView, NodesResponse, SubmitJob, SubmitResponse, WorkerInfo};
 use hoard_common::api::ErrorBody;
 use hoard_config::{SiteConfig, WorkerAddress};
 use hoard_meta::{CoordinatorRecord, Liveness, MemberRecord, Membership, MetaError, WorkerRegistration};
@@ -49,6 +49,11 @@ impl CoordinatorClient {
         self
     }
 
+    /// Every coordinator this client asks, in order.
+    pub fn addresses(&self) -> String {
+        self.bases.join(", ")
+    }
+
     /// The coordinator tried first.
     pub fn address(&self) -> &str {
         let index = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
@@ -81,7 +86,7 @@ impl CoordinatorClient {
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(err) => {
-                    unreachable.push(format!("{base}: {}", describe_reqwest(&err)));
+                    unreachable.push((base.clone(), describe_reqwest(&err)));
                     continue;
                 }
             };
@@ -107,10 +112,17 @@ impl CoordinatorClient {
         }
         Err(ClientError::Coordinator {
             address: self.bases.join(", "),
-            reason: if unreachable.len() == 1 {
-                unreachable.join("")
-            } else {
-                format!("none answered ({})", unreachable.join("; "))
+            reason: match unreachable.as_slice() {
+                // The address is already named once.
+                [(_, reason)] => reason.clone(),
+                _ => format!(
+                    "none answered ({})",
+                    unreachable
+                        .iter()
+                        .map(|(base, reason)| format!("{base}: {reason}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
             },
         })
     }
@@ -201,25 +213,7 @@ fn unavailable(err: ClientError) -> MetaError {
 impl Membership for CoordinatorMembership {
     async fn members(&self) -> Result<Vec<MemberRecord>, MetaError> {
         let nodes = self.client.nodes().await.map_err(unavailable)?;
-        Ok(nodes
-            .workers
-            .into_iter()
-            .map(|worker| MemberRecord {
-                ring_identity: worker.worker_id.clone(),
-                worker_id: Some(worker.worker_id),
-                address: WorkerAddress {
-                    host: worker.host,
-                    port: worker.rpc_port,
-                },
-                liveness: match worker.state.as_str() {
-                    "ONLINE" => Liveness::Online,
-                    "OFFLINE" => Liveness::Offline,
-                    _ => Liveness::Unknown,
-                },
-                capacity_bytes: Some(worker.capacity_bytes),
-                used_bytes: worker.used_bytes,
-            })
-            .collect())
+        Ok(members_of(nodes.workers))
     }
 
     async fn coordinators(&self) -> Result<Vec<CoordinatorRecord>, MetaError> {
@@ -239,6 +233,28 @@ impl Membership for CoordinatorMembership {
     fn kind(&self) -> &'static str {
         "COORDINATOR"
     }
+}
+
+/// A coordinator's worker list as member records (the worker id is the ring identity).
+pub(crate) fn members_of(workers: Vec<WorkerInfo>) -> Vec<MemberRecord> {
+    workers
+        .into_iter()
+        .map(|worker| MemberRecord {
+            ring_identity: worker.worker_id.clone(),
+            worker_id: Some(worker.worker_id),
+            address: WorkerAddress {
+                host: worker.host,
+                port: worker.rpc_port,
+            },
+            liveness: match worker.state.as_str() {
+                "ONLINE" => Liveness::Online,
+                "OFFLINE" => Liveness::Offline,
+                _ => Liveness::Unknown,
+            },
+            capacity_bytes: Some(worker.capacity_bytes),
+            used_bytes: worker.used_bytes,
+        })
+        .collect()
 }
 
 /// Request bodies as JSON without making `call` generic over them.

@@ -4,21 +4,26 @@
 //! to the same file version).
 
 mod coordinator;
+mod fallback;
 mod nodes;
 mod read;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hoard_common::HoardPath;
 use hoard_config::{MembershipType, SiteConfig, UserConfig};
-use hoard_meta::{Membership, StaticMembership};
+use hoard_meta::{MemberRecord, Membership, MetaError, StaticMembership};
 use hoard_ring::Ring;
 use parking_lot::Mutex;
 
 pub use coordinator::{CoordinatorClient, CoordinatorMembership};
+pub use fallback::cache_path as membership_cache_path;
 pub use nodes::{describe_reqwest, probe_members, ClusterView, NodeStatus};
 pub use read::StatResult;
+
+use fallback::Fallback;
 
 /// Why one worker could not serve a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +48,12 @@ pub enum ClientError {
     NoWorkers(String),
     #[error("all workers failed for {path}: {}", describe_attempts(.attempts))]
     AllWorkersFailed { path: String, attempts: Vec<Attempt> },
-    #[error("membership: {0}")]
+    /// The message names the cause; it is not repeated as a source.
+    #[error(transparent)]
     Membership(#[from] hoard_meta::MetaError),
+    /// Neither the membership source nor any fallback list could be used: each reason.
+    #[error("cannot get the worker list: {0}")]
+    NoWorkerList(String),
     #[error("coordinator {address}: {reason}")]
     Coordinator { address: String, reason: String },
     /// The coordinator refused the request (`code` is the API's error code).
@@ -53,7 +62,7 @@ pub enum ClientError {
     #[error("http client setup: {0}")]
     Setup(String),
     #[error("cannot write output: {0}")]
-    Output(#[source] std::io::Error),
+    Output(std::io::Error),
 }
 
 fn describe_attempts(attempts: &[Attempt]) -> String {
@@ -72,19 +81,30 @@ pub struct HoardClient {
 }
 
 struct Inner {
+    /// This `Inner`, for tasks that outlive a call (a background refresh, a slow listing).
+    me: Weak<Inner>,
     http: reqwest::Client,
     membership: Arc<dyn Membership>,
     user: UserConfig,
+    fallback: Fallback,
     view: Mutex<Option<(Arc<ClusterView>, Instant)>>,
-    /// Bumped before every listing; a listing only replaces a view built from an older one, so
-    /// a slow list never overwrites a newer ring.
-    generation: std::sync::atomic::AtomicU64,
-    /// The generation of the stored view.
-    stored_generation: Mutex<u64>,
+    /// Bumped before every listing.
+    generation: AtomicU64,
+    /// The rank of the stored view: `2 * generation`, plus 1 when it came from the membership
+    /// source. A view only replaces one of a lower rank, so a slow list never overwrites a
+    /// newer ring, and a fallback list gives way to the source's answer of the same round.
+    stored_rank: Mutex<u64>,
     /// Follows the membership's change stream, when it has one; started with the first view.
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// How many times a membership watch was established (re-watches after breaks included).
-    watches: std::sync::atomic::AtomicU64,
+    watches: AtomicU64,
+    /// Whether to watch membership (a long-lived client); a client for one command does not.
+    follow: bool,
+    /// A background refresh is running (at most one at a time).
+    refreshing: AtomicBool,
+    /// The membership source failed at the last attempt: one warning per outage, the rest
+    /// is logged at debug until it answers again.
+    degraded: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -95,21 +115,61 @@ impl Drop for Inner {
     }
 }
 
+/// How the membership source's listing went within the connect timeout.
+enum Primary {
+    Listed(Arc<ClusterView>),
+    Failed(MetaError),
+    /// Still running: it may yet answer.
+    Slow(tokio::task::JoinHandle<Result<Vec<MemberRecord>, MetaError>>),
+}
+
 impl HoardClient {
-    /// A client for the cluster `config` describes (membership from its manager type).
+    /// A client for the cluster `config` describes (membership from its manager type). It
+    /// does not contact the membership source yet: a client created while etcd or the
+    /// coordinator is down reads with a fallback list (docs/client.md).
     pub async fn connect(config: &SiteConfig) -> Result<HoardClient, ClientError> {
-        let membership: Arc<dyn Membership> = match config.worker.membership_type {
-            MembershipType::Static => Arc::new(StaticMembership::new(config.workers.clone())),
-            MembershipType::Coordinator => Arc::new(CoordinatorMembership::new(CoordinatorClient::new(config)?)),
-            MembershipType::Etcd => {
-                let store = hoard_meta::etcd::EtcdStore::connect(&config.etcd).await?;
-                Arc::new(hoard_meta::etcd::EtcdMembership::new(Arc::new(store)))
-            }
-        };
-        HoardClient::with_membership(config.user.clone(), membership)
+        HoardClient::connect_with(config, true)
     }
 
+    /// [`HoardClient::connect`] for one command (the CLI): it lists the workers when first
+    /// asked and never watches membership (a watch per command would only load etcd).
+    pub async fn connect_once(config: &SiteConfig) -> Result<HoardClient, ClientError> {
+        HoardClient::connect_with(config, false)
+    }
+
+    fn connect_with(config: &SiteConfig, follow: bool) -> Result<HoardClient, ClientError> {
+        let timeout = config.user.membership_connect_timeout;
+        let (membership, coordinators): (Arc<dyn Membership>, _) = match config.worker.membership_type {
+            MembershipType::Static => (Arc::new(StaticMembership::new(config.workers.clone())), None),
+            MembershipType::Coordinator => (
+                Arc::new(CoordinatorMembership::new(CoordinatorClient::new(config)?)),
+                None,
+            ),
+            MembershipType::Etcd => (
+                Arc::new(fallback::LazyEtcdMembership::new(config.etcd.clone(), timeout)),
+                Some(CoordinatorClient::new(config)?),
+            ),
+        };
+        HoardClient::build(
+            config.user.clone(),
+            membership,
+            Fallback::for_config(config, coordinators),
+            follow,
+        )
+    }
+
+    /// A client over `membership`, without fallback lists.
     pub fn with_membership(user: UserConfig, membership: Arc<dyn Membership>) -> Result<HoardClient, ClientError> {
+        let fallback = Fallback::none(user.membership_connect_timeout);
+        HoardClient::build(user, membership, fallback, true)
+    }
+
+    fn build(
+        user: UserConfig,
+        membership: Arc<dyn Membership>,
+        fallback: Fallback,
+        follow: bool,
+    ) -> Result<HoardClient, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(user.connect_timeout)
             .read_timeout(user.read_timeout)
@@ -118,15 +178,20 @@ impl HoardClient {
             .build()
             .map_err(|err| ClientError::Setup(err.to_string()))?;
         Ok(HoardClient {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                me: me.clone(),
                 http,
                 membership,
                 user,
+                fallback,
                 view: Mutex::new(None),
-                generation: std::sync::atomic::AtomicU64::new(0),
-                stored_generation: Mutex::new(0),
+                generation: AtomicU64::new(0),
+                stored_rank: Mutex::new(0),
                 watcher: Mutex::new(None),
-                watches: std::sync::atomic::AtomicU64::new(0),
+                watches: AtomicU64::new(0),
+                follow,
+                refreshing: AtomicBool::new(false),
+                degraded: AtomicBool::new(false),
             }),
         })
     }
@@ -143,48 +208,44 @@ impl HoardClient {
         &self.inner.http
     }
 
-    /// The cluster as this client sees it: nodes and the ring built over them. Cached for
-    /// `hoard.user.worker.list.refresh.interval` (or until a watch reports a change); `refresh`
-    /// lists again now. When the membership store cannot be reached, the last view is kept
-    /// (workers keep serving while etcd or the coordinator is down) and the error is logged.
+    /// The cluster as this client sees it: nodes and the ring built over them. Kept for
+    /// `hoard.user.worker.list.refresh.interval` (or until a watch reports a change); after
+    /// that the next call lists again in the background and returns the current view
+    /// meanwhile, so reads never wait for a refresh. `refresh` lists again now.
+    ///
+    /// Without a view yet, the membership source gets `hoard.user.membership.connect.timeout`
+    /// to answer; then the coordinators' last-known list and the list cached on disk are
+    /// used (one warning), while a slow source that answers later still replaces them.
     pub async fn view(&self, refresh: bool) -> Result<Arc<ClusterView>, ClientError> {
-        if !refresh {
-            if let Some((view, built)) = self.inner.view.lock().as_ref() {
-                if built.elapsed() < self.inner.user.worker_list_refresh_interval {
-                    return Ok(Arc::clone(view));
+        let current = self.inner.view.lock().clone();
+        let view = match current {
+            Some((view, built)) if !refresh => {
+                if built.elapsed() >= self.inner.user.worker_list_refresh_interval {
+                    self.inner.refresh_in_background();
                 }
+                view
             }
-        }
-        let view = match self.inner.rebuild().await {
-            Ok(view) => view,
-            Err(err) => {
-                let mut cached = self.inner.view.lock();
-                let Some((stale, _)) = cached.clone() else {
-                    return Err(err);
-                };
-                tracing::warn!(error = %err, "cannot refresh the worker list; using the last one until the next refresh");
-                // Try again after one refresh interval, not on every read meanwhile.
-                *cached = Some((Arc::clone(&stale), Instant::now()));
-                stale
-            }
+            current => self.inner.refresh(current.map(|(view, _)| view)).await?,
         };
         self.ensure_watcher();
         Ok(view)
     }
 
     fn ensure_watcher(&self) {
+        if !self.inner.follow {
+            return;
+        }
         let mut watcher = self.inner.watcher.lock();
         if watcher.is_some() {
             return;
         }
-        let weak = Arc::downgrade(&self.inner);
-        *watcher = Some(tokio::spawn(follow_membership(weak)));
+        *watcher = Some(tokio::spawn(follow_membership(self.inner.me.clone())));
     }
 
     /// How many times this client established a watch on membership (0 when the membership
     /// cannot push changes); grows by one each time a broken watch is replaced.
     pub fn membership_watches(&self) -> u64 {
-        self.inner.watches.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.watches.load(Ordering::Relaxed)
     }
 
     /// The workers `path` maps to, best first (`count` at most).
@@ -211,25 +272,195 @@ impl HoardClient {
 }
 
 impl Inner {
-    /// Lists the members and stores the new view.
-    async fn rebuild(&self) -> Result<Arc<ClusterView>, ClientError> {
-        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let members = self.membership.members().await?;
+    fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Lists again in a task of its own, unless one is running.
+    fn refresh_in_background(&self) {
+        if self.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(inner) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let current = inner.view.lock().clone().map(|(view, _)| view);
+            if let Err(err) = inner.refresh(current).await {
+                tracing::debug!(error = %err, "background refresh of the worker list failed");
+            }
+            inner.refreshing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Lists the members, falling back as [`HoardClient::view`] says. `current` is the view
+    /// this client has, kept when the source cannot be reached.
+    async fn refresh(&self, current: Option<Arc<ClusterView>>) -> Result<Arc<ClusterView>, ClientError> {
+        let generation = self.next_generation();
+        let bounded = current.is_some() || self.fallback.is_configured();
+        let (error, slow) = match self.list_primary(generation, bounded).await {
+            Primary::Listed(view) => return Ok(view),
+            // A configuration error (not an outage) is not hidden behind a fallback list.
+            Primary::Failed(err) if !err.is_retryable() && current.is_none() => return Err(err.into()),
+            Primary::Failed(err) => (err, None),
+            Primary::Slow(listing) => (
+                MetaError::Unavailable(format!(
+                    "{} membership did not answer within {:?}",
+                    self.membership.kind(),
+                    self.fallback.timeout
+                )),
+                Some(listing),
+            ),
+        };
+        if let Some(view) = current {
+            self.finish_in_background(generation, slow);
+            self.degrade(&format!(
+                "cannot refresh the worker list ({error}); reading with the last one this client had"
+            ));
+            // Try again after one refresh interval, not on every read meanwhile.
+            let mut stored = self.view.lock();
+            if let Some((stored_view, built)) = stored.as_mut() {
+                if Arc::ptr_eq(stored_view, &view) {
+                    *built = Instant::now();
+                }
+            }
+            return Ok(view);
+        }
+        match self.fallback.list(self.membership.kind()).await {
+            Ok(found) => {
+                self.finish_in_background(generation, slow);
+                let view = self.install(generation, found.members, false).await;
+                self.degrade(&format!(
+                    "cannot reach the membership source ({error}); reading with {}",
+                    found.from
+                ));
+                Ok(view)
+            }
+            Err(reasons) => {
+                // Nothing else to read with: wait for a slow source after all.
+                let error = match slow {
+                    Some(listing) => match listing.await {
+                        Ok(Ok(members)) => {
+                            self.reachable_again();
+                            return Ok(self.install(generation, members, true).await);
+                        }
+                        Ok(Err(err)) => err,
+                        Err(err) => MetaError::Unavailable(format!("membership listing failed: {err}")),
+                    },
+                    None => error,
+                };
+                if reasons.is_empty() {
+                    return Err(error.into());
+                }
+                Err(ClientError::NoWorkerList(format!("{error}; {}", reasons.join("; "))))
+            }
+        }
+    }
+
+    /// Asks the membership source, waiting at most the membership connect timeout when
+    /// `bounded` (there is something else to read with).
+    async fn list_primary(&self, generation: u64, bounded: bool) -> Primary {
+        let membership = Arc::clone(&self.membership);
+        let mut listing = tokio::spawn(async move { membership.members().await });
+        let answer = if bounded {
+            match tokio::time::timeout(self.fallback.timeout, &mut listing).await {
+                Ok(answer) => answer,
+                Err(_) => return Primary::Slow(listing),
+            }
+        } else {
+            (&mut listing).await
+        };
+        match answer {
+            Ok(Ok(members)) => {
+                self.reachable_again();
+                Primary::Listed(self.install(generation, members, true).await)
+            }
+            Ok(Err(err)) => Primary::Failed(err),
+            Err(err) => Primary::Failed(MetaError::Unavailable(format!("membership listing failed: {err}"))),
+        }
+    }
+
+    /// Lets a slow listing finish in the background; its answer replaces a fallback view.
+    fn finish_in_background(
+        &self,
+        generation: u64,
+        slow: Option<tokio::task::JoinHandle<Result<Vec<MemberRecord>, MetaError>>>,
+    ) {
+        let Some(listing) = slow else { return };
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(members)) = listing.await else { return };
+            if let Some(inner) = me.upgrade() {
+                inner.reachable_again();
+                inner.install(generation, members, true).await;
+            }
+        });
+    }
+
+    /// Builds the view over `members` and stores it unless a newer one is stored. A list from
+    /// the membership source is also saved to the disk cache.
+    async fn install(&self, generation: u64, members: Vec<MemberRecord>, from_source: bool) -> Arc<ClusterView> {
+        if from_source {
+            self.save_cache(&members).await;
+        }
         let nodes = nodes::probe_members(&self.http, members, &self.user, false).await;
         let view = Arc::new(ClusterView::new(nodes, &self.user));
-        let mut stored = self.stored_generation.lock();
-        if generation > *stored {
-            *stored = generation;
+        let rank = generation.saturating_mul(2) + u64::from(from_source);
+        let mut stored = self.stored_rank.lock();
+        if rank > *stored {
+            *stored = rank;
             *self.view.lock() = Some((Arc::clone(&view), Instant::now()));
         }
-        Ok(view)
+        view
+    }
+
+    async fn save_cache(&self, members: &[MemberRecord]) {
+        let Some(cache) = self.fallback.cache().cloned() else {
+            return;
+        };
+        let members = members.to_vec();
+        let path = cache.path().display().to_string();
+        match tokio::task::spawn_blocking(move || cache.save(&members)).await {
+            Ok(Ok(())) => {}
+            // Not worth a warning on every command: reads work without it.
+            Ok(Err(err)) => tracing::info!(path = %path, error = %err, "cannot save the worker list"),
+            Err(err) => tracing::info!(path = %path, error = %err, "cannot save the worker list"),
+        }
+    }
+
+    /// Logs a membership failure: a warning the first time, debug until the source answers.
+    fn degrade(&self, message: &str) {
+        if self.degraded.swap(true, Ordering::SeqCst) {
+            tracing::debug!("{message}");
+        } else {
+            tracing::warn!("{message}");
+        }
+    }
+
+    fn reachable_again(&self) {
+        if self.degraded.swap(false, Ordering::SeqCst) {
+            tracing::info!(
+                membership = self.membership.kind(),
+                "the membership source answers again"
+            );
+        }
+    }
+
+    /// Lists the members after a watch event (no fallback: the view in place stays).
+    async fn relist(&self, after: &str) {
+        let generation = self.next_generation();
+        match self.membership.members().await {
+            Ok(members) => {
+                self.reachable_again();
+                self.install(generation, members, true).await;
+            }
+            Err(err) => self.degrade(&format!("cannot list members {after}: {err}")),
+        }
     }
 }
 
 /// Follows a membership that pushes changes (etcd): every event lists again; a broken watch
 /// (compaction, etcd restart) lists again and watches anew, with backoff, so the ring is never
 /// stale for longer than the outage.
-async fn follow_membership(inner: std::sync::Weak<Inner>) {
+async fn follow_membership(inner: Weak<Inner>) {
     use futures::StreamExt;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -240,7 +471,9 @@ async fn follow_membership(inner: std::sync::Weak<Inner>) {
             Ok(Some(stream)) => stream,
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot watch membership; retrying");
+                if let Some(strong) = inner.upgrade() {
+                    strong.degrade(&format!("cannot watch membership ({err}); retrying"));
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
@@ -248,22 +481,20 @@ async fn follow_membership(inner: std::sync::Weak<Inner>) {
         };
         // Changes made between the last list and the new watch are picked up here.
         if let Some(strong) = inner.upgrade() {
-            strong.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(err) = strong.rebuild().await {
-                tracing::warn!(error = %err, "cannot list members after (re)watching");
-            }
+            strong.watches.fetch_add(1, Ordering::Relaxed);
+            strong.relist("after (re)watching").await;
         }
         while let Some(event) = stream.next().await {
             let Some(strong) = inner.upgrade() else { return };
             match event {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
-                    if let Err(err) = strong.rebuild().await {
-                        tracing::warn!(error = %err, "cannot list members after a change");
-                    }
+                    strong.relist("after a change").await;
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "membership watch broke; listing again and re-watching");
+                    strong.degrade(&format!(
+                        "membership watch broke ({err}); listing again and re-watching"
+                    ));
                     break;
                 }
             }

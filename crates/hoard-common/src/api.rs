@@ -361,6 +361,12 @@ pub mod coordinator {
         /// The coordinator holding the singleton duties (job cleanup), when known.
         #[serde(default)]
         pub singleton: Option<String>,
+        /// True when the coordinator cannot reach its metastore (etcd) and answers with the
+        /// list it last read; `age_ms` says how long ago that was (0 for a list read now).
+        #[serde(default)]
+        pub stale: bool,
+        #[serde(default)]
+        pub age_ms: u64,
     }
 
     /// `GET`: the coordinator holding the singleton duties ([`CoordinatorInfo`]).

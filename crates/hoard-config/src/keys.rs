@@ -58,6 +58,9 @@ pub const USER_DYNAMIC_RING: &str = "hoard.user.dynamic.consistent.hash.ring.ena
 pub const USER_CONNECT_TIMEOUT: &str = "hoard.user.network.connect.timeout";
 pub const USER_READ_TIMEOUT: &str = "hoard.user.network.read.timeout";
 pub const USER_WORKER_LIST_REFRESH: &str = "hoard.user.worker.list.refresh.interval";
+// Reads without the control plane (docs/client.md#when-the-membership-source-is-down).
+pub const USER_MEMBERSHIP_CONNECT_TIMEOUT: &str = "hoard.user.membership.connect.timeout";
+pub const USER_MEMBERSHIP_CACHE_MAX_AGE: &str = "hoard.user.membership.cache.max.age";
 
 // Listener limits (docs/worker-http.md#limits, docs/coordinator-api.md#limits): one key set per
 // listener, parsed into one `NetworkConfig` by the same code.
@@ -428,6 +431,17 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         COORDINATOR_MAX_CONNECTIONS,
         "4096",
         "Open connections at most; past it the longest-waiting idle connection is closed, or the new one refused (503) when none is idle.",
+    ),
+    // Reads without the control plane.
+    key(
+        USER_MEMBERSHIP_CONNECT_TIMEOUT,
+        "2s",
+        "How long a client waits for its membership source (etcd or the coordinator) before it reads with a fallback list.",
+    ),
+    key(
+        USER_MEMBERSHIP_CACHE_MAX_AGE,
+        "7d",
+        "The oldest fallback worker list a client uses (a coordinator's last-known list, or its own cached at <work dir>/client/membership.json); 0 disables the file.",
     ),
 ];
 

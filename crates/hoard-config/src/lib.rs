@@ -47,8 +47,9 @@ pub const MAX_HEADER_SIZE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The cause is in the message, not a `source` too (error chains print each cause once).
+    #[error("cannot read {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("cannot parse {path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("invalid value for {key}: {value:?}: {reason}")]
@@ -372,6 +373,10 @@ pub struct UserConfig {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub worker_list_refresh_interval: Duration,
+    /// How long a client waits for its membership source before it falls back.
+    pub membership_connect_timeout: Duration,
+    /// The oldest fallback list a client uses; zero: no list cached on disk.
+    pub membership_cache_max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -447,21 +452,16 @@ impl SiteConfig {
                 }
                 BTreeMap::new()
             }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: site_path,
-                    source,
-                })
-            }
+            Err(cause) => return Err(ConfigError::Read { path: site_path, cause }),
         };
         let workers_path = conf_dir.join(WORKERS_FILE_NAME);
         let workers_file = match std::fs::read_to_string(&workers_path) {
             Ok(text) => Some(text),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
+            Err(cause) => {
                 return Err(ConfigError::Read {
                     path: workers_path,
-                    source,
+                    cause,
                 })
             }
         };
@@ -1058,6 +1058,8 @@ fn parse_user_config(values: &mut Values<'_>) -> Result<UserConfig, ConfigError>
         connect_timeout: values.duration(keys::USER_CONNECT_TIMEOUT, false)?,
         read_timeout: values.duration(keys::USER_READ_TIMEOUT, false)?,
         worker_list_refresh_interval: values.duration(keys::USER_WORKER_LIST_REFRESH, false)?,
+        membership_connect_timeout: values.duration(keys::USER_MEMBERSHIP_CONNECT_TIMEOUT, false)?,
+        membership_cache_max_age: values.duration(keys::USER_MEMBERSHIP_CACHE_MAX_AGE, true)?,
     })
 }
 

@@ -5,6 +5,7 @@
 //! liveness key). The job scheduler comes next (docs/coordinator-api.md).
 
 mod api;
+mod etcd_list;
 pub mod jobs;
 mod metrics;
 mod openapi;
@@ -51,8 +52,9 @@ enum Backend {
     },
     /// ETCD membership: registrations and liveness live in etcd.
     Etcd {
-        store: Arc<EtcdStore>,
         membership: EtcdMembership,
+        /// The list served to clients, kept while etcd cannot be reached.
+        list: Arc<etcd_list::EtcdList>,
     },
 }
 
@@ -136,8 +138,15 @@ impl CoordinatorState {
         };
         let backend = match (&etcd_membership, config.worker.membership_type) {
             (Some(membership), MembershipType::Etcd) => Backend::Etcd {
-                store: Arc::clone(membership.store()),
                 membership: membership.clone(),
+                // Half the clients' membership wait: a client asking this coordinator because
+                // etcd does not answer it gets the kept list in time.
+                list: etcd_list::EtcdList::start(
+                    Arc::clone(membership.store()),
+                    membership.clone(),
+                    config.user.membership_connect_timeout / 2,
+                    config.user.worker_list_refresh_interval,
+                ),
             },
             _ => {
                 let Some(store) = embedded.clone() else {
@@ -355,35 +364,29 @@ impl CoordinatorState {
         }
     }
 
+    /// The workers and coordinators. On etcd, when etcd does not answer within half of
+    /// `hoard.user.membership.connect.timeout`, the list last read from it, marked stale with
+    /// its age.
     pub async fn nodes(&self) -> Result<NodesResponse, MetaError> {
-        let (workers, coordinators) = match &self.backend {
+        let (workers, coordinators, singleton, stale, age_ms) = match &self.backend {
             Backend::Embedded { registry, .. } => {
                 let workers = if self.membership_type == MembershipType::Static {
                     self.static_workers.iter().map(static_worker_info).collect()
                 } else {
                     registry.lock().await.workers(Instant::now())
                 };
-                (workers, vec![self.self_info()])
+                let singleton = self.singleton_holder().await.map(|holder| holder.coordinator_id);
+                (workers, vec![self.self_info()], singleton, false, 0)
             }
-            Backend::Etcd { store, membership } => {
-                let members = membership.members().await?;
-                let mut registrations = Vec::new();
-                for entry in store.list(keys::WORKERS).await? {
-                    registrations.push(WorkerRegistration::decode(&entry)?);
-                }
-                let workers = registrations
-                    .into_iter()
-                    .map(|registration| {
-                        let online = members.iter().any(|member| {
-                            member.worker_id.as_deref() == Some(registration.worker_id.as_str())
-                                && member.liveness == Liveness::Online
-                        });
-                        etcd_worker_info(registration, online)
-                    })
-                    .collect();
-                let coordinators = membership
-                    .coordinators()
-                    .await?
+            Backend::Etcd { list, .. } => {
+                let answer = list.get().await?;
+                let snapshot = answer.snapshot;
+                // Which coordinator holds the singleton now cannot be told from a stale list.
+                let singleton = (!answer.stale)
+                    .then(|| hoard_meta::singleton_holder(&snapshot.coordinators).map(|r| r.coordinator_id.clone()))
+                    .flatten();
+                let coordinators = snapshot
+                    .coordinators
                     .into_iter()
                     .map(|record| CoordinatorInfo {
                         coordinator_id: record.coordinator_id,
@@ -392,17 +395,19 @@ impl CoordinatorState {
                         start_time_ms: record.start_time_ms,
                     })
                     .collect();
-                (workers, coordinators)
+                let age_ms = u64::try_from(snapshot.read_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+                (snapshot.workers, coordinators, singleton, answer.stale, age_ms)
             }
         };
         let online = workers.iter().filter(|worker| worker.state == "ONLINE").count();
         self.metrics.set_workers(workers.len(), online);
-        let singleton = self.singleton_holder().await.map(|holder| holder.coordinator_id);
         Ok(NodesResponse {
             membership: self.membership_kind().to_string(),
             workers,
             coordinators,
             singleton,
+            stale,
+            age_ms,
         })
     }
 
@@ -499,6 +504,9 @@ impl CoordinatorState {
         if let Some(scheduler) = self.scheduler.get() {
             scheduler.shutdown().await;
         }
+        if let Backend::Etcd { list, .. } = &self.backend {
+            list.stop();
+        }
         if let Some(session) = self.etcd_session.lock().await.take() {
             session.close().await;
         }
@@ -546,21 +554,6 @@ fn static_worker_info(address: &hoard_config::WorkerAddress) -> WorkerInfo {
         used_bytes: None,
         version: String::new(),
         start_time_ms: 0,
-        last_heartbeat_age_ms: None,
-    }
-}
-
-fn etcd_worker_info(registration: WorkerRegistration, online: bool) -> WorkerInfo {
-    WorkerInfo {
-        address: registration.address().to_string(),
-        worker_id: registration.worker_id,
-        host: registration.host,
-        rpc_port: registration.rpc_port,
-        state: if online { "ONLINE" } else { "OFFLINE" }.to_string(),
-        capacity_bytes: registration.capacity_bytes,
-        used_bytes: None,
-        version: registration.version,
-        start_time_ms: registration.start_time_ms,
         last_heartbeat_age_ms: None,
     }
 }

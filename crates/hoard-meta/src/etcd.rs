@@ -89,6 +89,11 @@ fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// A count of the keys under a prefix: the cheapest read that proves etcd answers.
+fn count_only() -> GetOptions {
+    GetOptions::new().with_prefix().with_count_only()
+}
+
 /// The delay before retry number `attempt` (0-based) of a request: 50ms, 100ms, 200ms, ...
 /// capped at 1s.
 fn retry_delay(attempt: u32) -> Duration {
@@ -267,6 +272,85 @@ impl EtcdStore {
     /// [`MetaError::Config`] when there are no endpoints or the root or an endpoint is malformed;
     /// [`MetaError::Unavailable`] / [`MetaError::Timeout`] (retryable) when etcd does not answer.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdStore, MetaError> {
+        let connect_timeout = config
+            .read_timeout
+            .min(config.write_timeout)
+            .max(Duration::from_millis(100));
+        let store = EtcdStore::open(config, connect_timeout).await?;
+        // The client connects lazily: make sure etcd is there.
+        let root = store.inner.root.clone();
+        let target = format!("to {}", store.endpoints_text());
+        store
+            .call("connect", &target, store.inner.read_timeout, move |mut client| {
+                let root = root.clone();
+                async move { client.get(root, Some(count_only())).await }
+            })
+            .await?;
+        tracing::info!(endpoints = ?store.inner.endpoints, root = %store.inner.root, "connected to etcd");
+        Ok(store)
+    }
+
+    /// [`EtcdStore::connect`] for a caller that has somewhere else to go (a client with a
+    /// fallback worker list): the whole connect, retries included, takes at most `within`, and
+    /// a failure is only returned, not logged as a warning (the caller says what it does
+    /// instead). Later requests on the store keep the configured timeouts and retries.
+    pub async fn connect_within(config: &EtcdConfig, within: Duration) -> Result<EtcdStore, MetaError> {
+        let started = Instant::now();
+        let connect_timeout = config
+            .read_timeout
+            .min(config.write_timeout)
+            .min(within)
+            .max(Duration::from_millis(100));
+        let no_answer = || {
+            MetaError::Unavailable(format!(
+                "etcd at {} did not answer within {within:?}",
+                config.endpoints.join(",")
+            ))
+        };
+        let store = match tokio::time::timeout(within, EtcdStore::open(config, connect_timeout)).await {
+            Ok(store) => store?,
+            Err(_) => return Err(no_answer()),
+        };
+        let deadline = started + within;
+        let mut last_reason = None;
+        for attempt in 0..store.inner.max_retries.saturating_add(1) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut client = store.client();
+            let root = store.inner.root.clone();
+            match tokio::time::timeout(left, client.get(root, Some(count_only()))).await {
+                Ok(Ok(_)) => {
+                    tracing::debug!(endpoints = ?store.inner.endpoints, root = %store.inner.root, "connected to etcd");
+                    return Ok(store);
+                }
+                Ok(Err(err)) => match classify(&err) {
+                    Failure::Fatal(reason) => {
+                        return Err(MetaError::Config(format!(
+                            "etcd at {} rejected the connection: {reason}",
+                            store.endpoints_text()
+                        )))
+                    }
+                    Failure::Retryable { reason, .. } => last_reason = Some(reason),
+                    Failure::TimedOut => {}
+                },
+                Err(_) => break,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(retry_delay(attempt).min(left)).await;
+        }
+        Err(match last_reason {
+            Some(reason) => MetaError::Unavailable(format!(
+                "cannot connect to etcd at {}: {reason}",
+                store.endpoints_text()
+            )),
+            None => no_answer(),
+        })
+    }
+
+    /// Checks the configuration and sets up the (lazily connecting) client.
+    async fn open(config: &EtcdConfig, connect_timeout: Duration) -> Result<EtcdStore, MetaError> {
         if config.endpoints.is_empty() {
             return Err(MetaError::Config(
                 "no etcd endpoints configured (hoard.etcd.endpoints)".into(),
@@ -278,10 +362,6 @@ impl EtcdStore {
                 config.root
             )));
         }
-        let connect_timeout = config
-            .read_timeout
-            .min(config.write_timeout)
-            .max(Duration::from_millis(100));
         let options = ConnectOptions::new()
             .with_connect_timeout(connect_timeout)
             // Finds a dead peer on an idle connection (a watch) without waiting for TCP; etcd
@@ -299,7 +379,7 @@ impl EtcdStore {
                 Failure::Fatal(reason) => MetaError::Config(format!("etcd endpoints {endpoints}: {reason}")),
                 Failure::TimedOut => MetaError::Unavailable(format!("cannot connect to etcd at {endpoints}")),
             })?;
-        let store = EtcdStore {
+        Ok(EtcdStore {
             inner: Arc::new(Inner {
                 endpoints: config.endpoints.clone(),
                 root: config.root.clone(),
@@ -308,22 +388,11 @@ impl EtcdStore {
                 max_retries: config.max_retries,
                 client,
             }),
-        };
-        // The client connects lazily: make sure etcd is there.
-        let root = store.inner.root.clone();
-        let target = format!("to {endpoints}");
-        store
-            .call("connect", &target, store.inner.read_timeout, move |mut client| {
-                let root = root.clone();
-                async move {
-                    client
-                        .get(root, Some(GetOptions::new().with_prefix().with_count_only()))
-                        .await
-                }
-            })
-            .await?;
-        tracing::info!(endpoints = ?store.inner.endpoints, root = %store.inner.root, "connected to etcd");
-        Ok(store)
+        })
+    }
+
+    fn endpoints_text(&self) -> String {
+        self.inner.endpoints.join(",")
     }
 
     /// The root every key is under (`hoard.etcd.root`).

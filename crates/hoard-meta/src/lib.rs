@@ -22,7 +22,7 @@ use hoard_config::WorkerAddress;
 pub use deadline::SharedDeadline;
 pub use records::{keys, now_millis, singleton_holder, CoordinatorRecord, LiveWorker, WorkerRegistration};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MetaError {
     /// The store cannot be reached now; the operation may succeed if retried.
     #[error("metastore unavailable: {0}")]

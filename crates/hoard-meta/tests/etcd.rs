@@ -398,6 +398,48 @@ async fn connect_needs_endpoints_and_a_reachable_etcd() {
     assert!(err.to_string().contains("connect"), "{err}");
 }
 
+/// A client with a fallback list connects within its own bound, however long the store's
+/// request timeouts and retries are: etcd paused (SIGSTOP, the connection opens but nothing
+/// answers) and etcd gone (refused).
+#[tokio::test]
+async fn connect_within_honours_its_bound() {
+    let mut etcd = Etcd::start().await;
+    let mut cfg = config(&etcd, "/hoard/test/");
+    // 4 attempts of 5s each: `connect` would take 20s on a paused etcd.
+    cfg.read_timeout = Duration::from_secs(5);
+    cfg.write_timeout = Duration::from_secs(5);
+    cfg.max_retries = 3;
+    let within = Duration::from_millis(800);
+    EtcdStore::connect_within(&cfg, within)
+        .await
+        .expect("connects to a running etcd");
+
+    let pid = etcd.pid().expect("etcd runs").to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, &pid]).status();
+        assert!(status.is_ok_and(|status| status.success()), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let err = EtcdStore::connect_within(&cfg, within).await.unwrap_err();
+    let took = started.elapsed();
+    signal("-CONT");
+    assert!(took < Duration::from_secs(3), "connect_within took {took:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("did not answer within 800ms"), "{err}");
+
+    etcd.kill();
+    let started = Instant::now();
+    let err = EtcdStore::connect_within(&cfg, within).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains(&etcd.endpoint()), "{err}");
+}
+
 #[tokio::test]
 async fn non_retryable_errors_are_returned_at_once() {
     let etcd = Etcd::start().await;

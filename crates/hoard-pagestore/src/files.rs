@@ -28,7 +28,7 @@ pub(crate) fn write_page(
     let tmp = layout::temp_path(&d.tmp, key.file, key.index, name.gen);
     let result = (|| {
         match write_page_file(d, &tmp, data, table) {
-            Err(PageStoreError::Io { source, .. }) if is_missing_dir(&source) => {
+            Err(PageStoreError::Io { cause, .. }) if is_missing_dir(&cause) => {
                 // `tmp/` was deleted or replaced from outside: make it again.
                 make_dirs(&d.tmp, &[&d.tmp]).map_err(|e| io_err(&d.tmp, e))?;
                 write_page_file(d, &tmp, data, table)?;

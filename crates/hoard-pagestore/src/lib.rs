@@ -51,8 +51,9 @@ pub use space::DEFAULT_PROBE_INTERVAL;
 pub enum PageStoreError {
     #[error("invalid page store configuration: {0}")]
     Config(String),
-    #[error("page store io error at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The cause is in the message, not a `source` too (error chains print each cause once).
+    #[error("page store io error at {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("page of {len} bytes is larger than the page size {page_size}")]
     PageTooLarge { len: usize, page_size: u64 },
     #[error("page of {len} bytes does not fit in any directory (largest capacity {capacity})")]
@@ -278,10 +279,10 @@ const FULL_TIER_READS_PER_COPY: usize = 4;
 /// evicted accordingly).
 const NO_SPACE_ATTEMPTS: usize = 32;
 
-fn io_err(path: &Path, source: io::Error) -> PageStoreError {
+fn io_err(path: &Path, cause: io::Error) -> PageStoreError {
     PageStoreError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -677,7 +678,7 @@ impl PageStore {
                     None
                 }
                 Ok(_) => Some(idx.remove(slot)), // delete_file ran meanwhile
-                Err(PageStoreError::Io { source, .. }) if space::is_no_space(source) => {
+                Err(PageStoreError::Io { cause, .. }) if space::is_no_space(cause) => {
                     // The dir holds what it has now (puts in progress included), without
                     // this page: make that its capacity, which evicts the least recently used
                     // pages the next attempt needs. (At least this page's length less than
@@ -700,8 +701,8 @@ impl PageStore {
         };
         if let Some((before, after)) = lowered {
             self.delete_removed(&evicted);
-            if let Err(PageStoreError::Io { source, .. }) = &written {
-                self.log_full(dir, before, after, source);
+            if let Err(PageStoreError::Io { cause, .. }) = &written {
+                self.log_full(dir, before, after, cause);
             }
         }
         match (written, doomed) {

@@ -12,10 +12,10 @@ use crate::layout::{self, PageName};
 use crate::page;
 use crate::{FileId, PageKey, PageStoreError};
 
-fn io_err(path: &Path, source: io::Error) -> PageStoreError {
+fn io_err(path: &Path, cause: io::Error) -> PageStoreError {
     PageStoreError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

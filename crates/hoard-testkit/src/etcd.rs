@@ -119,6 +119,11 @@ impl Etcd {
         }
     }
 
+    /// The process id while it runs (for SIGSTOP/SIGCONT in outage tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, then waits for the process to be gone. A no-op when it is not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

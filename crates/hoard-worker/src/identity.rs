@@ -24,16 +24,16 @@ pub fn load_or_create(path: &Path) -> Result<String, WorkerError> {
         {
             read(path)?.ok_or_else(|| WorkerError::Identity {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })
         }
         Err(hoard_common::secret::SecretError::Write { source, .. }) => Err(WorkerError::Identity {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }),
         Err(other) => Err(WorkerError::Identity {
             path: path.to_path_buf(),
-            source: std::io::Error::other(other.to_string()),
+            cause: std::io::Error::other(other.to_string()),
         }),
     }
 }
@@ -48,9 +48,9 @@ fn read(path: &Path) -> Result<Option<String>, WorkerError> {
                 reason: err.to_string(),
             }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(WorkerError::Identity {
+        Err(cause) => Err(WorkerError::Identity {
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     }
 }

@@ -22,8 +22,9 @@ pub use tasks::{task_range, LoadOptions, LOAD_PAGES_PER_FILE, MAX_TASK_BODY_BYTE
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot read or create worker identity file {path}: {source}")]
-    Identity { path: PathBuf, source: std::io::Error },
+    /// The cause is in the message, not a `source` too (error chains print each cause once).
+    #[error("cannot read or create worker identity file {path}: {cause}")]
+    Identity { path: PathBuf, cause: std::io::Error },
     #[error("worker identity file {path} does not hold a UUID: {reason}")]
     InvalidIdentity { path: PathBuf, reason: String },
     #[error(transparent)]

@@ -54,7 +54,7 @@ fn parse(raw: &str) -> anyhow::Result<HoardPath> {
 }
 
 pub async fn run(command: FsCommand, config: &SiteConfig) -> anyhow::Result<()> {
-    let client = HoardClient::connect(config).await?;
+    let client = HoardClient::connect_once(config).await?;
     match command {
         FsCommand::Ls { path, format, unsorted } => ls(&client, &parse(&path)?, format, unsorted).await,
         FsCommand::Cat { path } => cat(&client, &parse(&path)?).await,

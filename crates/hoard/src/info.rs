@@ -24,7 +24,7 @@ pub async fn run(command: InfoCommand, config: &SiteConfig) -> anyhow::Result<()
 }
 
 async fn nodes(config: &SiteConfig, format: Format) -> anyhow::Result<()> {
-    let client = HoardClient::connect(config).await?;
+    let client = HoardClient::connect_once(config).await?;
     let report = client.nodes_report().await?;
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);

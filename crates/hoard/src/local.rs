@@ -920,7 +920,7 @@ async fn demo(home: &Path, workers: usize, keep: bool) -> anyhow::Result<()> {
 
 async fn demo_reads(state: &LocalState) -> anyhow::Result<()> {
     let config = crate::load_config(Some(&state.client_conf_dir))?;
-    let client = hoard_client::HoardClient::connect(&config).await?;
+    let client = hoard_client::HoardClient::connect_once(&config).await?;
     let http = reqwest::Client::builder().no_proxy().build()?;
     let train = hoard_common::HoardPath::parse("/train")?;
     let mut files = Vec::new();

@@ -85,10 +85,27 @@ fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
-            eprintln!("hoard: {err:#}");
+            eprintln!("hoard: {}", describe_error(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated like anyhow's `{:#}`, but a cause whose text the
+/// line already holds (an error that prints its source in its own message) is not repeated.
+fn describe_error(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_tracing(is_daemon: bool) {
@@ -150,4 +167,39 @@ fn machine_name() -> Option<String> {
     }
     let end = buffer.iter().position(|byte| *byte == 0)?;
     std::str::from_utf8(&buffer[..end]).ok().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its source in its own message and returns it as `source` too.
+    #[derive(Debug)]
+    struct Repeats(std::io::Error);
+
+    impl std::fmt::Display for Repeats {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "outer: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Repeats {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn every_cause_is_printed_once() {
+        let io = || std::io::Error::other("connection refused");
+        let repeated = anyhow::Error::new(Repeats(io())).context("cannot list");
+        assert_eq!(describe_error(&repeated), "cannot list: outer: connection refused");
+        let chained = anyhow::Error::new(io())
+            .context("cannot connect")
+            .context("cannot list");
+        assert_eq!(
+            describe_error(&chained),
+            "cannot list: cannot connect: connection refused"
+        );
+    }
 }
