@@ -1,6 +1,6 @@
 //! Jobs: a load through the coordinator onto 3 workers vs `cp -r` of the same data on the same
 //! disk; the coordinator's CPU time and peak memory per files scheduled; job store operations
-//! per second, embedded vs etcd.
+//! per second, embedded vs etcd; what a load's final check costs (`hoard.job.final.check`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,8 +35,11 @@ pub struct JobsArgs {
     /// Working directory (datasets). A temp dir when absent.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Scenarios to run: load, schedule, store.
-    #[arg(long, value_delimiter = ',', default_value = "load,schedule,store")]
+    /// File size of the final check runs (`small_files` files).
+    #[arg(long, default_value = "16KiB")]
+    check_size: String,
+    /// Scenarios to run: load, schedule, store, check.
+    #[arg(long, value_delimiter = ',', default_value = "load,schedule,store,check")]
     only: Vec<String>,
 }
 
@@ -279,6 +282,152 @@ async fn store_throughput(dir: &Path, args: &JobsArgs) -> anyhow::Result<Vec<Str
     Ok(vec![embedded_row, etcd_row])
 }
 
+/// How a final check run goes: the check mode, and whether a worker is SIGKILLed and restarted
+/// at a third of the load.
+const CHECK_MODES: [(&str, bool); 4] = [("NONE", false), ("DOUBTFUL", false), ("ALL", false), ("DOUBTFUL", true)];
+
+/// The job as `hoard job load --path PATH --progress --format json` shows it.
+fn job_progress(hoard: &Path, cluster: &LocalCluster, path: &str) -> anyhow::Result<serde_json::Value> {
+    let output = Command::new(hoard)
+        .arg("--conf")
+        .arg(cluster.conf())
+        .args(["job", "load", "--path", path, "--progress", "--format", "json"])
+        .output()?;
+    if !output.status.success() {
+        bail!("progress failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// A load with the worker at index 1 SIGKILLed once a third of the files are processed and
+/// restarted at once; returns the seconds from submit to the end, and the job.
+fn disturbed_load_seconds(
+    hoard: &Path,
+    cluster: &mut LocalCluster,
+    path: &str,
+    files: usize,
+) -> anyhow::Result<(f64, serde_json::Value)> {
+    let started = Instant::now();
+    let mut waiter = Command::new(hoard)
+        .arg("--conf")
+        .arg(cluster.conf())
+        .args(["job", "load", "--path", path, "--submit", "--wait", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let victim = cluster.workers()?.into_iter().nth(1).context("no second worker")?;
+    loop {
+        if started.elapsed() > Duration::from_secs(600) {
+            let _ = waiter.kill();
+            bail!("the load made no progress");
+        }
+        let progress = job_progress(hoard, cluster, path).ok();
+        let processed = progress
+            .as_ref()
+            .and_then(|job| job["filesProcessed"].as_u64())
+            .unwrap_or(0);
+        if processed >= files as u64 / 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is the worker this cluster started.
+    unsafe {
+        libc::kill(victim.pid as i32, libc::SIGKILL);
+    }
+    let gone = Instant::now();
+    while std::net::TcpStream::connect(&victim.address).is_ok() && gone.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cluster.restart(&victim)?;
+    let output = waiter.wait_with_output()?;
+    let _ = Command::new("sync").status();
+    let seconds = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!("load failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok((seconds, serde_json::from_slice(&output.stdout)?))
+}
+
+/// How long the final check of job `job_id` took, from the coordinator's "final check done"
+/// log line (0 when it did not run).
+fn final_check_ms(cluster: &LocalCluster, job_id: &str) -> anyhow::Result<f64> {
+    let log = cluster.conf().with_file_name("logs").join("coordinator.log");
+    let text = std::fs::read_to_string(&log).with_context(|| format!("read {}", log.display()))?;
+    let elapsed = text
+        .lines()
+        .filter(|line| line.contains("final check done") && line.contains(job_id))
+        .find_map(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("elapsed_ms="))
+                .and_then(|value| value.parse::<f64>().ok())
+        });
+    Ok(elapsed.unwrap_or(0.0))
+}
+
+/// A load of `small_files` files with the final check off, on files in doubt (nothing
+/// disturbed), on every file, and on files in doubt after a worker restart mid-load; modes
+/// alternate run by run, each on a fresh cluster.
+async fn final_check_cost(hoard: &Path, dir: &Path, args: &JobsArgs) -> anyhow::Result<Vec<String>> {
+    let size = hoard_config::parse_size(&args.check_size).map_err(|err| anyhow::anyhow!(err))?;
+    let source = dir.join(format!("check-{}x{}", args.small_files, args.check_size));
+    let bytes = write_files(&source, args.small_files, size, 1000)?;
+    let capacity = format!("hoard.worker.page.store.sizes={}", bytes + bytes / 5 + (64 << 20));
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); CHECK_MODES.len()];
+    let mut rechecked: Vec<Vec<f64>> = vec![Vec::new(); CHECK_MODES.len()];
+    let mut check_ms: Vec<Vec<f64>> = vec![Vec::new(); CHECK_MODES.len()];
+    for run in 0..args.runs {
+        // Alternate the order run by run so no mode always goes first.
+        let mut order: Vec<usize> = (0..CHECK_MODES.len()).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for index in order {
+            let (mode, disturbed) = CHECK_MODES[index];
+            // The page cache is left alone (the dataset stays in it for every mode alike): the
+            // figures are the coordinator's and workers' work, and other processes on the
+            // machine keep their caches.
+            let mut cluster = LocalCluster::start(
+                hoard,
+                &["--ufs", &source.display().to_string()],
+                &[capacity.clone(), format!("hoard.job.final.check={mode}")],
+            )?;
+            let (took, job) = if disturbed {
+                disturbed_load_seconds(hoard, &mut cluster, "/", args.small_files)?
+            } else {
+                hoard_load_seconds(hoard, &cluster, "/")?
+            };
+            if job["state"] != "SUCCEEDED" || job["bytesProcessed"].as_u64() != Some(bytes) {
+                bail!("the load did not succeed with every byte: {job}");
+            }
+            let checked = job["filesRechecked"].as_f64().unwrap_or(0.0);
+            let check = final_check_ms(&cluster, job["jobId"].as_str().unwrap_or_default())?;
+            let what = if disturbed { " (worker restarted)" } else { "" };
+            eprintln!(
+                "final check {mode}{what}: run {run}: {took:.2}s, check {check:.0}ms, {checked} files rechecked, {} repaired",
+                job["filesRepaired"]
+            );
+            seconds[index].push(took);
+            rechecked[index].push(checked);
+            check_ms[index].push(check);
+            drop(cluster);
+        }
+    }
+    let mut rows = Vec::new();
+    for (index, (mode, disturbed)) in CHECK_MODES.iter().enumerate() {
+        let took = crate::median(&mut seconds[index]);
+        let checked = crate::median(&mut rechecked[index]);
+        let check = crate::median(&mut check_ms[index]);
+        let what = if *disturbed {
+            ", a worker SIGKILLed and restarted at 1/3"
+        } else {
+            ""
+        };
+        rows.push(format!("| {mode}{what} | {took:.2} | {check:.0} | {checked:.0} |"));
+    }
+    Ok(rows)
+}
+
 pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     let hoard = crate::peers::hoard_binary()?;
     let temp = tempfile::Builder::new().prefix("hoard-bench-jobs").tempdir()?;
@@ -305,6 +454,17 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     if wants("store") {
         let rows = store_throughput(&dir, &args).await?;
         println!("| job store | submit/s | claim/s | checkpoint/s |\n| --- | --- | --- | --- |");
+        for row in rows {
+            println!("{row}");
+        }
+        println!();
+    }
+    if wants("check") {
+        let rows = final_check_cost(&hoard, &dir, &args).await?;
+        println!(
+            "| final check ({} x {}) | load seconds | final check ms | files rechecked |\n| --- | --- | --- | --- |",
+            args.small_files, args.check_size
+        );
         for row in rows {
             println!("{row}");
         }

@@ -168,9 +168,25 @@ impl Run {
         self.record.job_type == JobType::Load && !self.record.options.metadata_only
     }
 
+    /// The final check, timed in the log (what it costs a load: `hoard-bench jobs --only check`).
+    async fn final_check(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        let before = self.rechecked;
+        let outcome = self.final_check_passes().await;
+        tracing::info!(
+            job_id = %self.record.job_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            rechecked = self.rechecked.0 - before.0,
+            repaired = self.rechecked.1 - before.1,
+            settled = outcome.is_ok(),
+            "final check done"
+        );
+        outcome
+    }
+
     /// Until nothing is in doubt (at most [`reconcile::MAX_PASSES`] passes): asks the workers
     /// which process they are, then sends the files in doubt to their owners again.
-    async fn final_check(&mut self) -> Result<(), String> {
+    async fn final_check_passes(&mut self) -> Result<(), String> {
         for pass in 1..=reconcile::MAX_PASSES {
             self.refresh_view().await;
             let unreachable = reconcile::probe(&self.ctx, &self.view, &mut self.audit, pass == 1).await;
@@ -533,8 +549,7 @@ impl Run {
                                 "{worker}: {NOT_CACHED}: only {} of {} bytes stayed cached",
                                 result.cached_bytes, result.range_length
                             );
-                            self.audit.failed(&worker);
-                            self.retry(unit, reason);
+                            self.file_failed(unit, &worker, reason);
                         }
                         Some(result) if result.ok => {
                             let bytes = if !unit.counts_bytes || self.record.options.metadata_only {
@@ -561,8 +576,7 @@ impl Run {
                                 self.tracker
                                     .unit_finished(unit.file_index, UnitOutcome::Failed { reason });
                             } else {
-                                self.audit.failed(&worker);
-                                self.retry(unit, format!("{worker}: {reason}"));
+                                self.file_failed(unit, &worker, format!("{worker}: {reason}"));
                             }
                         }
                         None => {
@@ -580,6 +594,19 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// One file failed on a worker that answered. The load retries it on the next candidate
+    /// (the worker's files are then in doubt); a final check pass retries it on the same
+    /// worker, its owner (a copy elsewhere would not be where clients read), and records it
+    /// failed after the last attempt.
+    fn file_failed(&mut self, mut unit: Unit, worker: &str, reason: String) {
+        if self.doubt.is_some() {
+            unit.fallbacks.push_front(worker.to_string());
+        } else {
+            self.audit.failed(worker);
+        }
+        self.retry(unit, reason);
     }
 
     fn retry(&mut self, mut unit: Unit, reason: String) {
