@@ -26,6 +26,7 @@ impl CoordinatorClient {
         let http = reqwest::Client::builder()
             .connect_timeout(config.user.connect_timeout)
             .timeout(config.user.read_timeout)
+            .pool_idle_timeout(config.coordinator.network.client_pool_idle_timeout())
             .no_proxy()
             .build()
             .map_err(|err| ClientError::Setup(err.to_string()))?;

@@ -173,6 +173,7 @@ impl HoardClient {
         let http = reqwest::Client::builder()
             .connect_timeout(user.connect_timeout)
             .read_timeout(user.read_timeout)
+            .pool_idle_timeout(user.worker_pool_idle_timeout)
             .tcp_nodelay(true)
             .no_proxy()
             .build()

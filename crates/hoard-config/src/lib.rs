@@ -377,6 +377,10 @@ pub struct UserConfig {
     pub membership_connect_timeout: Duration,
     /// The oldest fallback list a client uses; zero: no list cached on disk.
     pub membership_cache_max_age: Duration,
+    /// How long an idle connection to a worker stays pooled: inside the workers' keep-alive
+    /// timeout (`hoard.worker.network.keepalive.timeout`), see
+    /// [`NetworkConfig::client_pool_idle_timeout`].
+    pub worker_pool_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -584,7 +588,7 @@ impl SiteConfig {
                 format!("must be set when {}=ETCD", keys::JOB_STORE_TYPE),
             ));
         }
-        let user = parse_user_config(&mut values)?;
+        let user = parse_user_config(&mut values, &worker.network)?;
         let workers = match workers_file {
             Some(text) => workers::parse_workers_file(&conf_dir.join(WORKERS_FILE_NAME), text, worker.rpc_port)?,
             None => Vec::new(),
@@ -1049,7 +1053,7 @@ fn parse_etcd_endpoint(value: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{address}"))
 }
 
-fn parse_user_config(values: &mut Values<'_>) -> Result<UserConfig, ConfigError> {
+fn parse_user_config(values: &mut Values<'_>, workers: &NetworkConfig) -> Result<UserConfig, ConfigError> {
     Ok(UserConfig {
         metadata_max_age: values.duration(keys::USER_METADATA_MAX_AGE, true)?,
         virtual_nodes_per_worker: values.parse(keys::USER_VIRTUAL_NODES, parse_virtual_nodes)?,
@@ -1060,6 +1064,7 @@ fn parse_user_config(values: &mut Values<'_>) -> Result<UserConfig, ConfigError>
         worker_list_refresh_interval: values.duration(keys::USER_WORKER_LIST_REFRESH, false)?,
         membership_connect_timeout: values.duration(keys::USER_MEMBERSHIP_CONNECT_TIMEOUT, false)?,
         membership_cache_max_age: values.duration(keys::USER_MEMBERSHIP_CACHE_MAX_AGE, true)?,
+        worker_pool_idle_timeout: workers.client_pool_idle_timeout(),
     })
 }
 

@@ -23,6 +23,15 @@ pub struct NetworkConfig {
     pub max_connections: u32,
 }
 
+impl NetworkConfig {
+    /// How long a client of this listener keeps an idle pooled connection: well inside the
+    /// listener's keep-alive timeout, so a client never sends on a connection the server is
+    /// closing (a POST sent into that race fails, and cannot be retried blindly).
+    pub fn client_pool_idle_timeout(&self) -> Duration {
+        self.keepalive_timeout.mul_f64(0.8)
+    }
+}
+
 fn timeout(value: &str) -> Result<Duration, String> {
     let timeout = parse_duration(value)?;
     if timeout < Duration::from_millis(10) {

@@ -826,6 +826,10 @@ fn listener_limits() {
         }
     );
     assert_eq!(set.worker.readahead_size, 0);
+    // Clients drop idle pooled connections before the server would close them.
+    assert_eq!(set.user.worker_pool_idle_timeout, Duration::from_millis(400));
+    assert!(defaults.user.worker_pool_idle_timeout < worker.keepalive_timeout);
+    assert!(coordinator.client_pool_idle_timeout() < coordinator.keepalive_timeout);
     assert_eq!(set.coordinator.network.send_timeout, Duration::from_secs(3));
     assert_eq!(set.coordinator.network.max_connections, 7);
     assert_eq!(set.coordinator.network.keepalive_timeout, Duration::from_secs(75));

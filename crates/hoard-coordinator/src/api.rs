@@ -178,7 +178,10 @@ async fn health(State(state): State<SharedState>) -> Json<CoordinatorHealth> {
     })
 }
 
-async fn metrics(State(state): State<SharedState>) -> Response {
+async fn metrics(
+    State(state): State<SharedState>,
+    connections: Option<axum::Extension<hoard_http::Connections>>,
+) -> Response {
     // Refresh the gauges; a store failure leaves the last values.
     if let Err(err) = state.nodes().await {
         tracing::warn!(error = %err, "cannot refresh membership gauges");
@@ -187,7 +190,8 @@ async fn metrics(State(state): State<SharedState>) -> Response {
         Ok(jobs) => state.metrics.set_jobs(&crate::jobs::count_states(&jobs)),
         Err(err) => tracing::warn!(error = %err, "cannot refresh job gauges"),
     }
-    let mut response = state.metrics.render().into_response();
+    let connections = connections.map(|axum::Extension(hoard_http::Connections(table))| table.stats());
+    let mut response = state.metrics.render(connections.as_ref()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -194,6 +194,7 @@ impl CoordinatorState {
         )?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.user.connect_timeout)
+            .pool_idle_timeout(config.worker.network.client_pool_idle_timeout())
             .tcp_nodelay(true)
             .no_proxy()
             .build()

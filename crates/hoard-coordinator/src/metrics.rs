@@ -150,10 +150,14 @@ impl CoordinatorMetrics {
             .inc();
     }
 
-    pub fn render(&self) -> String {
+    /// Every metric, and the listener's connection figures when the handler runs behind it.
+    pub fn render(&self, connections: Option<&hoard_http::TableStats>) -> String {
         let mut registry = Registry::default();
         {
             let coordinator = registry.sub_registry_with_prefix("hoard_coordinator");
+            if let Some(connections) = connections {
+                hoard_http::register_connections(coordinator, connections);
+            }
             coordinator.register(
                 "worker_registrations",
                 "Worker registrations accepted",

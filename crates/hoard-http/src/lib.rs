@@ -11,6 +11,7 @@
 mod accept;
 mod conn;
 mod host;
+mod metrics;
 mod serve;
 mod table;
 
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 pub use accept::{accept_loop, connection_cap, raise_open_file_limit};
 pub use conn::{Conn, LINGER_MAX_BYTES, LINGER_TIME};
 pub use host::{host_problem, valid_host};
+pub use metrics::{register_connections, Connections};
 pub use serve::{serve_router, TrackedBody};
 pub use table::{Claim, ConnectionRef, ConnectionTable, Phase, TableStats};
 
@@ -38,6 +40,7 @@ pub async fn serve(
     max_buf: usize,
 ) {
     let table = ConnectionTable::new(name, config, connection_cap(name, config.max_connections, fd_share));
+    let router = router.layer(axum::Extension(Connections(Arc::clone(&table))));
     accept_loop(listener, Arc::clone(&table), move |stream, claim| {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");

@@ -53,8 +53,9 @@ pub struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    /// Renders every metric, refreshing the page store's figures first.
-    pub fn render(&self, store: &PageStoreStats) -> String {
+    /// Renders every metric, refreshing the page store's figures first; the listener's
+    /// connection figures when the handler runs behind it.
+    pub fn render(&self, store: &PageStoreStats, connections: Option<&hoard_http::TableStats>) -> String {
         // The store counts these itself; mirror them as counters.
         mirror(&self.evictions, store.evictions);
         mirror(&self.checksum_failures, store.checksum_failures);
@@ -180,6 +181,9 @@ impl WorkerMetrics {
         ];
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
+        }
+        if let Some(connections) = connections {
+            hoard_http::register_connections(&mut registry, connections);
         }
         let mut out = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &registry) {

@@ -139,6 +139,7 @@ pub fn start(
             let http = reqwest::Client::builder()
                 .connect_timeout(interval.min(Duration::from_secs(2)))
                 .timeout(interval.max(Duration::from_secs(1)))
+                .pool_idle_timeout(config.coordinator.network.client_pool_idle_timeout())
                 .no_proxy()
                 .build()
                 .map_err(|err| WorkerError::Registration(format!("http client setup: {err}")))?;

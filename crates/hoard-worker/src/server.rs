@@ -94,16 +94,18 @@ pub async fn serve(listener: TcpListener, state: SharedState, max_header_bytes: 
 /// docs/worker-http.md#limits apply on both paths.
 pub async fn serve_with(listener: TcpListener, state: SharedState, options: ServeOptions) {
     let readahead = ReadAheadPages::of(options.readahead_bytes, state.page_size());
+    // A quarter of the open-file limit: the memory tier may take half for its sealed files.
+    let cap = hoard_http::connection_cap("worker", options.network.max_connections, 4);
+    let table = ConnectionTable::new("worker", &options.network, cap);
     let server = Arc::new(direct::Server {
-        app: router(Arc::clone(&state)).layer(axum::Extension(readahead)),
+        app: router(Arc::clone(&state))
+            .layer(axum::Extension(readahead))
+            .layer(axum::Extension(hoard_http::Connections(Arc::clone(&table)))),
         state,
         // hyper refuses buffer limits below 8KiB.
         max_buf: options.max_header_bytes.max(8192),
         readahead,
     });
-    // A quarter of the open-file limit: the memory tier may take half for its sealed files.
-    let cap = hoard_http::connection_cap("worker", options.network.max_connections, 4);
-    let table = ConnectionTable::new("worker", &options.network, cap);
     let loops = match start_event_loops(options.event_loops, &server) {
         Ok(loops) => loops,
         Err(err) => {
@@ -576,12 +578,16 @@ async fn health(State(state): State<SharedState>) -> axum::Json<WorkerHealth> {
     })
 }
 
-async fn metrics(State(state): State<SharedState>) -> Response {
+async fn metrics(
+    State(state): State<SharedState>,
+    connections: Option<axum::Extension<hoard_http::Connections>>,
+) -> Response {
     let store = Arc::clone(state.store());
     let stats = tokio::task::spawn_blocking(move || store.stats())
         .await
         .unwrap_or_default();
-    let text = state.metrics.render(&stats);
+    let connections = connections.map(|axum::Extension(hoard_http::Connections(table))| table.stats());
+    let text = state.metrics.render(&stats, connections.as_ref());
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -182,7 +182,7 @@ impl Fixture {
     }
 
     fn metrics_text(&self) -> String {
-        self.state.metrics.render(&self.state.store().stats())
+        self.state.metrics.render(&self.state.store().stats(), None)
     }
 }
 

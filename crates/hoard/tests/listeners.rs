@@ -235,6 +235,21 @@ fn attack(target: &Target) {
         target.fds(),
         target.rss_kib()
     );
+    // What the listener did is on /metrics for operators.
+    let (status, _, body) = http_get(&target.address, "/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| -> f64 {
+        let name = format!("hoard_{}_{name} ", target.name);
+        text.lines()
+            .find_map(|line| line.strip_prefix(&name))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name}missing from /metrics:\n{text}"))
+    };
+    assert!(value("connections_evicted_total") > 0.0, "idle connections were evicted");
+    assert!(value("connections_timed_out_total") > 0.0, "connections timed out");
+    assert!(value("connections_open") >= 1.0, "this scrape's own connection is open");
+    value("connections_refused_total");
 }
 
 #[test]
