@@ -246,7 +246,10 @@ fn attack(target: &Target) {
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name}missing from /metrics:\n{text}"))
     };
-    assert!(value("connections_evicted_total") > 0.0, "idle connections were evicted");
+    assert!(
+        value("connections_evicted_total") > 0.0,
+        "idle connections were evicted"
+    );
     assert!(value("connections_timed_out_total") > 0.0, "connections timed out");
     assert!(value("connections_open") >= 1.0, "this scrape's own connection is open");
     value("connections_refused_total");
