@@ -254,6 +254,8 @@ pub(crate) fn members_of(workers: Vec<WorkerInfo>) -> Vec<MemberRecord> {
             },
             capacity_bytes: Some(worker.capacity_bytes),
             used_bytes: worker.used_bytes,
+            // A STATIC list's workers are not known to the coordinator: their health tells.
+            cluster: (worker.state != "UNKNOWN").then_some(worker.cluster_name),
         })
         .collect()
 }

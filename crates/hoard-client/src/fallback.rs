@@ -238,6 +238,8 @@ struct CachedWorker {
     address: String,
     online: bool,
     capacity_bytes: Option<u64>,
+    #[serde(default)]
+    cluster: Option<String>,
 }
 
 impl DiskCache {
@@ -262,6 +264,7 @@ impl DiskCache {
                     address: member.address.to_string(),
                     online: member.liveness == Liveness::Online,
                     capacity_bytes: member.capacity_bytes,
+                    cluster: member.cluster.clone(),
                 })
                 .collect(),
         };
@@ -333,6 +336,7 @@ impl DiskCache {
                 },
                 capacity_bytes: worker.capacity_bytes,
                 used_bytes: None,
+                cluster: worker.cluster,
             });
         }
         Ok(Found {
@@ -373,6 +377,7 @@ mod tests {
             liveness: if online { Liveness::Online } else { Liveness::Offline },
             capacity_bytes: Some(1 << 30),
             used_bytes: None,
+            cluster: None,
         }
     }
 

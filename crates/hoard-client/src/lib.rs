@@ -6,6 +6,7 @@
 mod coordinator;
 mod fallback;
 mod nodes;
+pub mod placement;
 mod read;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

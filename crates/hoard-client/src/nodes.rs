@@ -11,6 +11,7 @@ use hoard_ring::Ring;
 use serde::Serialize;
 
 use crate::build_ring;
+use crate::placement::{ClusterPlacement, Placement};
 
 /// One registered worker and whether it answers now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,6 +22,9 @@ pub struct NodeStatus {
     /// The worker's persistent UUID, when known (from membership or its health answer).
     pub worker_id: Option<String>,
     pub address: String,
+    /// Its cluster (availability zone): from its registration, else its health answer, else
+    /// (not known yet) the client's own.
+    pub cluster: String,
     pub online: bool,
     pub capacity_bytes: Option<u64>,
     pub used_bytes: Option<u64>,
@@ -28,45 +32,104 @@ pub struct NodeStatus {
     pub error: Option<String>,
 }
 
-/// Nodes plus the ring built over the ones that count (online only for a dynamic ring).
+/// Nodes plus one ring per cluster, built over the nodes that count (online only for a
+/// dynamic ring).
 #[derive(Debug)]
 pub struct ClusterView {
     pub nodes: Vec<NodeStatus>,
-    ring_nodes: Vec<NodeStatus>,
+    /// The local cluster first, then the others by name.
+    rings: Vec<ClusterRing>,
+}
+
+#[derive(Debug)]
+struct ClusterRing {
+    name: String,
+    local: bool,
+    nodes: Vec<NodeStatus>,
     ring: Ring,
 }
 
-impl ClusterView {
-    pub fn new(nodes: Vec<NodeStatus>, user: &UserConfig) -> ClusterView {
-        let ring_nodes: Vec<NodeStatus> = if user.dynamic_ring {
-            nodes.iter().filter(|node| node.online).cloned().collect()
-        } else {
-            nodes.clone()
-        };
-        let ring = build_ring(&ring_nodes, user);
-        ClusterView {
-            nodes,
-            ring_nodes,
-            ring,
-        }
-    }
-
-    /// Up to `count` nodes for `path`, best first.
-    pub fn candidates(&self, path: &HoardPath, count: usize) -> Vec<NodeStatus> {
+impl ClusterRing {
+    /// Up to `count` of this cluster's nodes for `path`, best first.
+    fn candidates(&self, path: &HoardPath, count: usize) -> Vec<NodeStatus> {
         self.ring
             .candidates(path.as_str(), count)
             .into_iter()
-            .filter_map(|index| self.ring_nodes.get(index).cloned())
+            .filter_map(|index| self.nodes.get(index).cloned())
             .collect()
     }
+}
 
-    /// Every ring node in failover order for `path`.
-    pub fn failover_order(&self, path: &HoardPath) -> Vec<NodeStatus> {
-        self.candidates(path, self.ring_nodes.len())
+impl ClusterView {
+    /// `user.cluster_name` is the local cluster, whose replicas come first.
+    pub fn new(nodes: Vec<NodeStatus>, user: &UserConfig) -> ClusterView {
+        let mut names: Vec<&str> = nodes.iter().map(|node| node.cluster.as_str()).collect();
+        names.push(&user.cluster_name);
+        names.sort_unstable();
+        names.dedup();
+        names.sort_by_key(|name| *name != user.cluster_name);
+        let rings = names
+            .into_iter()
+            .map(|name| {
+                let ring_nodes: Vec<NodeStatus> = nodes
+                    .iter()
+                    .filter(|node| node.cluster == name && (node.online || !user.dynamic_ring))
+                    .cloned()
+                    .collect();
+                ClusterRing {
+                    name: name.to_string(),
+                    local: name == user.cluster_name,
+                    ring: build_ring(&ring_nodes, user),
+                    nodes: ring_nodes,
+                }
+            })
+            .collect();
+        ClusterView { nodes, rings }
     }
 
+    /// Where `path`'s replicas belong, `count` per cluster (see [`crate::placement`]).
+    pub fn placement(&self, path: &HoardPath, count: usize) -> Placement {
+        let clusters = self
+            .rings
+            .iter()
+            .map(|cluster| {
+                let mut order = cluster.candidates(path, cluster.nodes.len());
+                let fallbacks = order.split_off(count.min(order.len()));
+                ClusterPlacement {
+                    cluster: cluster.name.clone(),
+                    local: cluster.local,
+                    wanted: count,
+                    replicas: order,
+                    fallbacks,
+                }
+            })
+            .collect();
+        Placement { clusters }
+    }
+
+    /// Up to `count` of the local cluster's nodes for `path`, best first (the first `count`
+    /// replicas when the rule asks that many).
+    pub fn candidates(&self, path: &HoardPath, count: usize) -> Vec<NodeStatus> {
+        self.rings
+            .first()
+            .map(|cluster| cluster.candidates(path, count))
+            .unwrap_or_default()
+    }
+
+    /// Every ring node in ring order for `path`: the local cluster's, then the others'.
+    pub fn failover_order(&self, path: &HoardPath) -> Vec<NodeStatus> {
+        self.placement(path, 1)
+            .read_order(hoard_common::replica::ReplicaSelectionPolicy::GlobalFixed, 0)
+    }
+
+    /// Nodes in the rings, all clusters together.
     pub fn ring_size(&self) -> usize {
-        self.ring_nodes.len()
+        self.rings.iter().map(|cluster| cluster.nodes.len()).sum()
+    }
+
+    /// Cluster names, the local one first.
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        self.rings.iter().map(|cluster| cluster.name.as_str())
     }
 }
 
@@ -91,6 +154,7 @@ pub async fn probe_members(
                 ring_identity: member.ring_identity,
                 worker_id: member.worker_id,
                 address,
+                cluster: member.cluster.unwrap_or_else(|| user.cluster_name.clone()),
                 online,
                 capacity_bytes: member.capacity_bytes,
                 used_bytes: member.used_bytes,
@@ -115,6 +179,7 @@ pub async fn probe_members(
                 ring_identity: member.ring_identity,
                 worker_id: member.worker_id.or(Some(health.id)),
                 address,
+                cluster: member.cluster.unwrap_or(health.cluster_name),
                 online: true,
                 capacity_bytes: member.capacity_bytes.or(Some(health.capacity_bytes)),
                 used_bytes: Some(health.used_bytes),
@@ -125,6 +190,7 @@ pub async fn probe_members(
                 ring_identity: member.ring_identity,
                 worker_id: member.worker_id,
                 address,
+                cluster: member.cluster.unwrap_or_else(|| user.cluster_name.clone()),
                 online: !must_probe,
                 capacity_bytes: member.capacity_bytes,
                 used_bytes: member.used_bytes,
@@ -167,6 +233,7 @@ mod tests {
             ring_identity: address.to_string(),
             worker_id: None,
             address: address.to_string(),
+            cluster: "default".to_string(),
             online,
             capacity_bytes: Some(1 << 30),
             used_bytes: None,

@@ -50,6 +50,9 @@ pub struct ListEntry {
 #[serde(rename_all = "camelCase")]
 pub struct WorkerHealth {
     pub id: String,
+    /// `hoard.cluster.name` of the worker (absent from workers that predate clusters).
+    #[serde(default = "crate::replica::default_cluster_name")]
+    pub cluster_name: String,
     pub address: String,
     pub status: String,
     pub capacity_bytes: u64,
@@ -325,6 +328,9 @@ pub mod coordinator {
     #[serde(rename_all = "camelCase")]
     pub struct WorkerInfo {
         pub worker_id: String,
+        /// The cluster (availability zone) it belongs to: `hoard.cluster.name`.
+        #[serde(default = "crate::replica::default_cluster_name")]
+        pub cluster_name: String,
         /// `host:port` of its HTTP server.
         pub address: String,
         pub host: String,

@@ -10,6 +10,57 @@ use serde::{Deserialize, Serialize};
 
 use crate::HoardPath;
 
+/// The cluster a process belongs to when `hoard.cluster.name` is not set, and the cluster of a
+/// worker whose record predates clusters.
+pub const DEFAULT_CLUSTER_NAME: &str = "default";
+
+/// [`DEFAULT_CLUSTER_NAME`], for serde defaults.
+pub fn default_cluster_name() -> String {
+    DEFAULT_CLUSTER_NAME.to_string()
+}
+
+/// `hoard.user.replica.selection.policy`: which of a file's replicas a client reads first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplicaSelectionPolicy {
+    /// Every client tries the replicas in ring order: one worker serves a hot file.
+    #[default]
+    GlobalFixed,
+    /// Each client its own stable order of the same replicas (seeded by the client's id):
+    /// clients spread over the replicas, and each keeps hitting the same one.
+    ClientFixed,
+    /// A new random order per read.
+    Random,
+}
+
+impl ReplicaSelectionPolicy {
+    pub const ALL: [ReplicaSelectionPolicy; 3] = [
+        ReplicaSelectionPolicy::GlobalFixed,
+        ReplicaSelectionPolicy::ClientFixed,
+        ReplicaSelectionPolicy::Random,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaSelectionPolicy::GlobalFixed => "GLOBAL_FIXED",
+            ReplicaSelectionPolicy::ClientFixed => "CLIENT_FIXED",
+            ReplicaSelectionPolicy::Random => "RANDOM",
+        }
+    }
+
+    /// The policy named `name` (case-insensitive).
+    pub fn parse(name: &str) -> Option<ReplicaSelectionPolicy> {
+        ReplicaSelectionPolicy::ALL
+            .into_iter()
+            .find(|policy| policy.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+impl std::fmt::Display for ReplicaSelectionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The most copies a rule may ask for, per cluster.
 pub const MAX_REPLICAS: u32 = 64;
 

@@ -61,6 +61,7 @@ pub const USER_WORKER_LIST_REFRESH: &str = "hoard.user.worker.list.refresh.inter
 // Reads without the control plane (docs/client.md#when-the-membership-source-is-down).
 pub const USER_MEMBERSHIP_CONNECT_TIMEOUT: &str = "hoard.user.membership.connect.timeout";
 pub const USER_MEMBERSHIP_CACHE_MAX_AGE: &str = "hoard.user.membership.cache.max.age";
+pub const USER_REPLICA_SELECTION_POLICY: &str = "hoard.user.replica.selection.policy";
 
 // Listener limits (docs/worker-http.md#limits, docs/coordinator-api.md#limits): one key set per
 // listener, parsed into one `NetworkConfig` by the same code.
@@ -114,7 +115,7 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     key(
         CLUSTER_NAME,
         "default",
-        "Name of this cluster; keeps clusters that share a membership store apart. Letters, digits, '.', '-' and '_'.",
+        "The cluster (availability zone) this worker or client belongs to: each cluster has its own ring, replica counts are per cluster, and clients read their own cluster's replicas first (docs/replicas.md). Letters, digits, '.', '-' and '_'.",
     ),
     key(
         WORK_DIR,
@@ -228,8 +229,8 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
     ),
     key(
         ETCD_ROOT,
-        "/hoard/${hoard.cluster.name}/",
-        "Prefix of every key Hoard writes in etcd (docs/etcd.md); starts and ends with '/'.",
+        "/hoard/default/",
+        "Prefix of every key Hoard writes in etcd (docs/etcd.md); starts and ends with '/'. Every cluster (zone) served by one coordinator set shares it; separate deployments sharing an etcd need different roots.",
     ),
     key(
         ETCD_READ_TIMEOUT,
@@ -442,6 +443,11 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         USER_MEMBERSHIP_CACHE_MAX_AGE,
         "7d",
         "The oldest fallback worker list a client uses (a coordinator's last-known list, or its own cached at <work dir>/client/membership.json); 0 disables the file.",
+    ),
+    key(
+        USER_REPLICA_SELECTION_POLICY,
+        "GLOBAL_FIXED",
+        "Which of a file's replicas a client reads first: GLOBAL_FIXED (ring order, the same for every client), CLIENT_FIXED (a stable order per client), RANDOM (a new order per read).",
     ),
 ];
 

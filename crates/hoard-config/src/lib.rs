@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use hoard_common::replica::ReplicaSelectionPolicy;
 use hoard_common::HoardPath;
 
 pub mod keys;
@@ -377,6 +378,10 @@ pub struct UserConfig {
     pub membership_connect_timeout: Duration,
     /// The oldest fallback list a client uses; zero: no list cached on disk.
     pub membership_cache_max_age: Duration,
+    /// `hoard.cluster.name`: the cluster whose replicas this client reads first.
+    pub cluster_name: String,
+    /// `hoard.user.replica.selection.policy`.
+    pub replica_selection_policy: ReplicaSelectionPolicy,
     /// How long an idle connection to a worker stays pooled: inside the workers' keep-alive
     /// timeout (`hoard.worker.network.keepalive.timeout`), see
     /// [`NetworkConfig::client_pool_idle_timeout`].
@@ -588,7 +593,7 @@ impl SiteConfig {
                 format!("must be set when {}=ETCD", keys::JOB_STORE_TYPE),
             ));
         }
-        let user = parse_user_config(&mut values, &worker.network)?;
+        let user = parse_user_config(&mut values, &worker.network, &cluster_name)?;
         let workers = match workers_file {
             Some(text) => workers::parse_workers_file(&conf_dir.join(WORKERS_FILE_NAME), text, worker.rpc_port)?,
             None => Vec::new(),
@@ -819,7 +824,8 @@ fn check_range(value: u64, min: u64, max: u64, show: impl Fn(u64) -> String) -> 
     Ok(())
 }
 
-fn parse_cluster_name(value: &str) -> Result<String, String> {
+/// A cluster name: `hoard.cluster.name`, and the one a worker registers with.
+pub fn parse_cluster_name(value: &str) -> Result<String, String> {
     if value.len() > 128 {
         return Err("must be at most 128 characters".into());
     }
@@ -1053,7 +1059,11 @@ fn parse_etcd_endpoint(value: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{address}"))
 }
 
-fn parse_user_config(values: &mut Values<'_>, workers: &NetworkConfig) -> Result<UserConfig, ConfigError> {
+fn parse_user_config(
+    values: &mut Values<'_>,
+    workers: &NetworkConfig,
+    cluster_name: &str,
+) -> Result<UserConfig, ConfigError> {
     Ok(UserConfig {
         metadata_max_age: values.duration(keys::USER_METADATA_MAX_AGE, true)?,
         virtual_nodes_per_worker: values.parse(keys::USER_VIRTUAL_NODES, parse_virtual_nodes)?,
@@ -1065,6 +1075,11 @@ fn parse_user_config(values: &mut Values<'_>, workers: &NetworkConfig) -> Result
         membership_connect_timeout: values.duration(keys::USER_MEMBERSHIP_CONNECT_TIMEOUT, false)?,
         membership_cache_max_age: values.duration(keys::USER_MEMBERSHIP_CACHE_MAX_AGE, true)?,
         worker_pool_idle_timeout: workers.client_pool_idle_timeout(),
+        cluster_name: cluster_name.to_string(),
+        replica_selection_policy: values.parse(keys::USER_REPLICA_SELECTION_POLICY, |value| {
+            ReplicaSelectionPolicy::parse(value)
+                .ok_or_else(|| "expected GLOBAL_FIXED, CLIENT_FIXED or RANDOM".to_string())
+        })?,
     })
 }
 

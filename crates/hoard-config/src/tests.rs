@@ -326,7 +326,8 @@ fn membership_and_etcd() {
     ]);
     assert_eq!(etcd.worker.membership_type, MembershipType::Etcd);
     assert_eq!(etcd.etcd.endpoints, vec!["http://127.0.0.1:2379", "http://[::1]:2380"]);
-    assert_eq!(etcd.etcd.root, "/hoard/prod/");
+    // Clusters (zones) served by one coordinator set share the etcd root.
+    assert_eq!(etcd.etcd.root, "/hoard/default/");
     assert_eq!(etcd.worker.heartbeat_interval(), Duration::from_millis(750));
     assert_eq!(etcd.security.admin_token.as_deref(), Some("s3cret"));
     assert!(!format!("{etcd:?}").contains("s3cret"), "the token is never logged");

@@ -233,6 +233,9 @@ fn check_registration(registration: &WorkerRegistration) -> Result<(), ApiError>
     if let Err(reason) = hoard_config::parse_host(&registration.host) {
         return bad(format!("host {:?}: {reason}", registration.host));
     }
+    if let Err(reason) = hoard_config::parse_cluster_name(&registration.cluster_name) {
+        return bad(format!("clusterName {:?}: {reason}", registration.cluster_name));
+    }
     if registration.rpc_port == 0 {
         return bad("rpcPort must be between 1 and 65535".into());
     }
@@ -248,6 +251,8 @@ fn check_registration(registration: &WorkerRegistration) -> Result<(), ApiError>
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RegistrationBody {
     worker_id: String,
+    #[serde(default = "hoard_common::replica::default_cluster_name")]
+    cluster_name: String,
     host: String,
     rpc_port: u16,
     capacity_bytes: u64,
@@ -260,6 +265,7 @@ impl From<RegistrationBody> for WorkerRegistration {
     fn from(body: RegistrationBody) -> WorkerRegistration {
         WorkerRegistration {
             worker_id: body.worker_id,
+            cluster_name: body.cluster_name,
             host: body.host,
             rpc_port: body.rpc_port,
             capacity_bytes: body.capacity_bytes,

@@ -194,6 +194,7 @@ async fn read(store: &EtcdStore, membership: &EtcdMembership) -> Result<Snapshot
 
 fn worker_info(registration: WorkerRegistration, online: bool) -> WorkerInfo {
     WorkerInfo {
+        cluster_name: registration.cluster_name.clone(),
         address: registration.address().to_string(),
         worker_id: registration.worker_id,
         host: registration.host,

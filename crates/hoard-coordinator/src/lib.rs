@@ -285,6 +285,7 @@ impl CoordinatorState {
                         },
                         capacity_bytes: Some(worker.capacity_bytes),
                         used_bytes: worker.used_bytes,
+                        cluster: Some(worker.cluster_name),
                     })
                     .collect())
             }
@@ -547,6 +548,8 @@ pub enum ApiFailure {
 fn static_worker_info(address: &hoard_config::WorkerAddress) -> WorkerInfo {
     WorkerInfo {
         worker_id: address.to_string(),
+        // Not known until the worker answers; clients learn it from its health answer.
+        cluster_name: hoard_common::replica::default_cluster_name(),
         address: address.to_string(),
         host: address.host.clone(),
         rpc_port: address.port,

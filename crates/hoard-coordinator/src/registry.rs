@@ -167,6 +167,7 @@ impl Registry {
                 let online = self.is_online(&registration.worker_id, now);
                 WorkerInfo {
                     worker_id: registration.worker_id.clone(),
+                    cluster_name: registration.cluster_name.clone(),
                     address: registration.address().to_string(),
                     host: registration.host.clone(),
                     rpc_port: registration.rpc_port,
@@ -205,6 +206,7 @@ mod tests {
     fn registration(id: &str, port: u16, instance: &str) -> WorkerRegistration {
         WorkerRegistration {
             worker_id: id.into(),
+            cluster_name: hoard_common::replica::default_cluster_name(),
             host: "10.0.0.1".into(),
             rpc_port: port,
             capacity_bytes: 1 << 30,

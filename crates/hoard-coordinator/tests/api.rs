@@ -43,6 +43,7 @@ fn bare_config(dir: &std::path::Path, token: Option<&str>) -> hoard_config::Site
 fn registration(id: &str, port: u16, instance: &str) -> WorkerRegistration {
     WorkerRegistration {
         worker_id: id.to_string(),
+        cluster_name: hoard_common::replica::default_cluster_name(),
         host: "127.0.0.1".to_string(),
         rpc_port: port,
         capacity_bytes: 1 << 30,

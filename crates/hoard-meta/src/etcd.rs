@@ -1565,6 +1565,7 @@ mod tests {
     fn registration(instance: &str, port: u16) -> WorkerRegistration {
         WorkerRegistration {
             worker_id: "w1".into(),
+            cluster_name: hoard_common::replica::default_cluster_name(),
             host: "10.0.0.1".into(),
             rpc_port: port,
             capacity_bytes: 1,

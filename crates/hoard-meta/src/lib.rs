@@ -145,6 +145,8 @@ pub struct MemberRecord {
     pub capacity_bytes: Option<u64>,
     /// Page store bytes in use, when the backend hears it (COORDINATOR heartbeats).
     pub used_bytes: Option<u64>,
+    /// Its cluster, when the backend knows it (STATIC: learnt from the worker's health answer).
+    pub cluster: Option<String>,
 }
 
 /// A change notification stream: each item says "the member list may have changed, list
@@ -193,6 +195,7 @@ impl Membership for StaticMembership {
                 liveness: Liveness::Unknown,
                 capacity_bytes: None,
                 used_bytes: None,
+                cluster: None,
             })
             .collect())
     }
@@ -222,6 +225,7 @@ pub fn members_from_records(
                 liveness,
                 capacity_bytes: Some(registration.capacity_bytes),
                 used_bytes: None,
+                cluster: Some(registration.cluster_name),
             }
         })
         .collect()

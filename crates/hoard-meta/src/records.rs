@@ -30,6 +30,9 @@ pub mod keys {
 #[serde(rename_all = "camelCase")]
 pub struct WorkerRegistration {
     pub worker_id: String,
+    /// Its cluster (`hoard.cluster.name`); records written before clusters are `default`.
+    #[serde(default = "hoard_common::replica::default_cluster_name")]
+    pub cluster_name: String,
     /// How clients reach it (`hoard.worker.hostname`).
     pub host: String,
     /// The port of its HTTP server (reads, stat, health, metrics).

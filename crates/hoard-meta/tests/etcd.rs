@@ -32,6 +32,7 @@ async fn store(etcd: &Etcd, root: &str) -> EtcdStore {
 fn registration(worker_id: &str, instance: &str, port: u16) -> WorkerRegistration {
     WorkerRegistration {
         worker_id: worker_id.to_string(),
+        cluster_name: hoard_common::replica::default_cluster_name(),
         host: "127.0.0.1".to_string(),
         rpc_port: port,
         capacity_bytes: 1 << 30,

@@ -65,6 +65,7 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
         )
         .with_load_readers(readers)
         .with_admin_token(config.security.admin_token.clone())
+        .with_cluster_name(config.cluster_name.clone())
         .with_sendfile_max_bytes(config.worker.sendfile_max_size),
     ))
 }

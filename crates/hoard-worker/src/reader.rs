@@ -114,6 +114,8 @@ pub struct WorkerState {
     admin_token: Option<String>,
     /// `hoard.worker.network.sendfile.max.size`.
     sendfile_max_bytes: u64,
+    /// `hoard.cluster.name`: told to clients in `/health`.
+    pub cluster_name: String,
     pub metrics: WorkerMetrics,
 }
 
@@ -139,6 +141,7 @@ impl WorkerState {
             load_readers: Semaphore::new(DEFAULT_LOAD_READERS),
             admin_token: None,
             sendfile_max_bytes: DEFAULT_SENDFILE_MAX_BYTES,
+            cluster_name: hoard_common::replica::default_cluster_name(),
             metrics: WorkerMetrics::default(),
         }
     }
@@ -146,6 +149,12 @@ impl WorkerState {
     /// At most `readers` UFS page reads of load tasks at once, all tasks together (at least 1).
     pub fn with_load_readers(mut self, readers: usize) -> WorkerState {
         self.load_readers = Semaphore::new(readers.clamp(1, Semaphore::MAX_PERMITS));
+        self
+    }
+
+    /// The cluster the worker belongs to.
+    pub fn with_cluster_name(mut self, name: String) -> WorkerState {
+        self.cluster_name = name;
         self
     }
 

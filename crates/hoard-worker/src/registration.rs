@@ -87,6 +87,7 @@ impl Drop for Registration {
 pub fn registration_record(config: &SiteConfig, state: &WorkerState, port: u16) -> WorkerRegistration {
     WorkerRegistration {
         worker_id: state.worker_id.clone(),
+        cluster_name: config.cluster_name.clone(),
         host: config.worker.hostname.clone(),
         rpc_port: port,
         capacity_bytes: config.worker.capacity_bytes(),

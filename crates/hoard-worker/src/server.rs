@@ -569,6 +569,7 @@ async fn health(State(state): State<SharedState>) -> axum::Json<WorkerHealth> {
         .unwrap_or_default();
     axum::Json(WorkerHealth {
         id: state.worker_id.clone(),
+        cluster_name: state.cluster_name.clone(),
         address: state.address.clone(),
         status: "ok".to_string(),
         capacity_bytes: stats.capacity_bytes,

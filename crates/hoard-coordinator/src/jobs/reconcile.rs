@@ -283,6 +283,7 @@ mod tests {
             ring_identity: id.to_string(),
             worker_id: Some(id.to_string()),
             address: format!("{id}:1"),
+            cluster: "default".to_string(),
             online,
             capacity_bytes: None,
             used_bytes: None,
