@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use hoard_common::replica::ReplicaRuleSet;
 use hoard_common::HoardPath;
 use hoard_config::{MembershipType, SiteConfig, UserConfig};
 use hoard_meta::{MemberRecord, Membership, MetaError, StaticMembership};
@@ -106,6 +107,11 @@ struct Inner {
     /// The membership source failed at the last attempt: one warning per outage, the rest
     /// is logged at debug until it answers again.
     degraded: AtomicBool,
+    /// The replica rules this client reads by (how many replicas a file has per cluster).
+    rules: Mutex<Arc<ReplicaRuleSet>>,
+    /// Seeds this client's CLIENT_FIXED order: random per client, so clients spread over a
+    /// file's replicas, and fixed for its life, so each keeps hitting the same one.
+    client_seed: u32,
 }
 
 impl Drop for Inner {
@@ -194,6 +200,8 @@ impl HoardClient {
                 follow,
                 refreshing: AtomicBool::new(false),
                 degraded: AtomicBool::new(false),
+                rules: Mutex::new(Arc::new(ReplicaRuleSet::default())),
+                client_seed: rand::random(),
             }),
         })
     }
@@ -248,6 +256,22 @@ impl HoardClient {
     /// cannot push changes); grows by one each time a broken watch is replaced.
     pub fn membership_watches(&self) -> u64 {
         self.inner.watches.load(Ordering::Relaxed)
+    }
+
+    /// The replica rules reads follow now.
+    pub fn rules(&self) -> Arc<ReplicaRuleSet> {
+        Arc::clone(&self.inner.rules.lock())
+    }
+
+    /// Replaces the replica rules reads follow.
+    pub fn set_rules(&self, rules: ReplicaRuleSet) {
+        *self.inner.rules.lock() = Arc::new(rules);
+    }
+
+    /// Where `path`'s replicas belong under the current rules and view.
+    pub async fn placement(&self, path: &HoardPath) -> Result<crate::placement::Placement, ClientError> {
+        let view = self.view(false).await?;
+        Ok(view.placement(path, self.rules().count_for(path) as usize))
     }
 
     /// The workers `path` maps to, best first (`count` at most).

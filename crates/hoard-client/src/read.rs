@@ -78,10 +78,14 @@ impl HoardClient {
         })
     }
 
-    /// Every worker of the ring in `path`'s failover order; an error when none is available.
+    /// Every worker of the rings in the order this client tries them for `path` (its replicas
+    /// as the selection policy orders them, then the rest); an error when none is available.
     async fn failover_order(&self, path: &HoardPath) -> Result<Vec<NodeStatus>, ClientError> {
         let view = self.view(false).await?;
-        let order = view.failover_order(path);
+        let count = self.rules().count_for(path) as usize;
+        let order = view
+            .placement(path, count)
+            .read_order(self.inner.user.replica_selection_policy, self.inner.client_seed);
         if order.is_empty() {
             let offline = view
                 .nodes

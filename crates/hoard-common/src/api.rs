@@ -430,6 +430,14 @@ pub mod coordinator {
         pub reason: String,
     }
 
+    /// Copies a load could not make.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ReplicaShortfall {
+        pub files: u64,
+        pub missing_copies: u64,
+    }
+
     /// A job as the REST API and `hoard job ... --format json` show it (stable field names).
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -465,6 +473,10 @@ pub mod coordinator {
         /// Of those, files that were missing (or partly) on an owner and were loaded again.
         #[serde(default)]
         pub files_repaired: u64,
+        /// Files that could not get every copy their replica count asks for (a cluster had
+        /// fewer ONLINE workers): such a load ends FAILED.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub replica_shortfall: Option<ReplicaShortfall>,
         /// The first failures (at most 100), with reasons.
         pub failed_files: Vec<FailedFileView>,
         pub throughput_bytes_per_sec: f64,

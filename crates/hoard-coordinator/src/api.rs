@@ -368,9 +368,6 @@ fn parse_job_state(value: &str) -> Result<JobState, ApiError> {
     }
 }
 
-/// Most replicas a job may ask for.
-const MAX_REPLICAS: i64 = 100;
-
 /// Checks a submission; nothing is stored unless it is valid and its path exists in the UFS.
 async fn validate_submission(
     state: &CoordinatorState,
@@ -381,12 +378,16 @@ async fn validate_submission(
         return Err(bad_request("path must not be empty"));
     }
     let path = hoard_common::HoardPath::parse(&submit.path)?;
-    let replicas = submit.options.replicas.unwrap_or(1);
-    if !(1..=MAX_REPLICAS).contains(&replicas) {
-        return Err(bad_request(format!(
-            "replicas must be between 1 and {MAX_REPLICAS}, not {replicas}"
-        )));
-    }
+    let max_replicas = i64::from(hoard_common::replica::MAX_REPLICAS);
+    let replicas = match submit.options.replicas {
+        None => None,
+        Some(replicas) if (1..=max_replicas).contains(&replicas) => u32::try_from(replicas).ok(),
+        Some(replicas) => {
+            return Err(bad_request(format!(
+                "replicas must be between 1 and {max_replicas}, not {replicas}"
+            )));
+        }
+    };
     let max_batch = i64::from(hoard_config::MAX_JOB_BATCH_SIZE);
     let batch_size = match submit.options.batch_size {
         None => None,
@@ -411,8 +412,15 @@ async fn validate_submission(
             ),
         });
     }
+    // Without --replicas each file's count comes from the rules, as they are now: the job keeps
+    // them, so a rule changed while it runs does not change its counts.
+    let replica_rules = match replicas {
+        Some(_) => None,
+        None => Some(state.replica_rules().await.map_err(meta_error)?.listed().rules),
+    };
     let options = JobOptions {
-        replicas: u32::try_from(replicas).unwrap_or(1),
+        replicas,
+        replica_rules,
         batch_size,
         metadata_only: submit.options.metadata_only,
         verify: submit.options.verify,

@@ -369,6 +369,11 @@ impl CoordinatorState {
     /// The workers and coordinators. On etcd, when etcd does not answer within half of
     /// `hoard.user.membership.connect.timeout`, the list last read from it, marked stale with
     /// its age.
+    /// The replica rules in effect (the default rule alone until rules are stored).
+    pub async fn replica_rules(&self) -> Result<hoard_common::replica::ReplicaRuleSet, MetaError> {
+        Ok(hoard_common::replica::ReplicaRuleSet::default())
+    }
+
     pub async fn nodes(&self) -> Result<NodesResponse, MetaError> {
         let (workers, coordinators, singleton, stale, age_ms) = match &self.backend {
             Backend::Embedded { registry, .. } => {

@@ -163,11 +163,16 @@ impl fmt::Display for JobState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct JobOptions {
-    /// Copies to load of each page (at least 1).
-    pub replicas: u32,
+    /// Copies of each file per cluster, for every file of the job (`--replicas`); `None`: each
+    /// file's count comes from `replica_rules`.
+    pub replicas: Option<u32>,
+    /// The replica rules in effect when the job was submitted: a load keeps the counts it
+    /// started with whatever happens to the rules meanwhile (and after a failover).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica_rules: Option<Vec<hoard_common::replica::ReplicaRule>>,
     /// Files per task; `None`: the coordinator's `hoard.job.batch.size`.
     pub batch_size: Option<u32>,
     /// Load only the files' metadata.
@@ -178,22 +183,11 @@ pub struct JobOptions {
     pub skip_if_exists: bool,
 }
 
-impl Default for JobOptions {
-    fn default() -> JobOptions {
-        JobOptions {
-            replicas: 1,
-            batch_size: None,
-            metadata_only: false,
-            verify: false,
-            skip_if_exists: false,
-        }
-    }
-}
 
 impl JobOptions {
-    /// `replicas` at least 1; a batch size of 0 means "the default" (`None`).
+    /// A `replicas` of 0 and a batch size of 0 mean "the default" (`None`).
     pub fn normalized(mut self) -> JobOptions {
-        self.replicas = self.replicas.max(1);
+        self.replicas = self.replicas.filter(|replicas| *replicas > 0);
         self.batch_size = self.batch_size.filter(|size| *size > 0);
         self
     }
@@ -221,6 +215,10 @@ pub struct JobProgress {
     pub rechecked: u64,
     /// Of those, files an owner was missing (whole or in part) and loaded again.
     pub repaired: u64,
+    /// Files that could not get every copy their count asks for (a cluster had fewer ONLINE
+    /// workers), and the copies missing in all.
+    pub replica_shortfall_files: u64,
+    pub replica_shortfall_copies: u64,
 }
 
 /// What the final check of a load needs from the runs so far: which workers' files are in
@@ -1401,7 +1399,16 @@ mod tests {
             serde_json::from_str(r#"{"jobId":"j2","type":"free","path":"/p","state":"STOPPED","createdMs":5}"#)
                 .unwrap();
         assert_eq!(minimal.job_type, JobType::Free);
-        assert_eq!(minimal.options.replicas, 1);
+        assert_eq!(minimal.options.replicas, None);
+        let old: JobRecord = serde_json::from_str(
+            r#"{"jobId":"j3","type":"load","path":"/p","state":"WAITING","createdMs":5,"options":{"replicas":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.options.replicas,
+            Some(2),
+            "records from before rules keep their count"
+        );
         assert_eq!(minimal.progress, JobProgress::default());
     }
 
@@ -1417,12 +1424,12 @@ mod tests {
         assert_eq!("free".parse::<JobType>(), Ok(JobType::Free));
         assert!("copy".parse::<JobType>().is_err());
         let options = JobOptions {
-            replicas: 0,
+            replicas: Some(0),
             batch_size: Some(0),
             ..JobOptions::default()
         }
         .normalized();
-        assert_eq!(options.replicas, 1);
+        assert_eq!(options.replicas, None);
         assert_eq!(options.batch_size, None);
         assert_eq!(
             JobError::QueueFull { capacity: 3 }.to_string(),

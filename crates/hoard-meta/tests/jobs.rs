@@ -130,7 +130,7 @@ fn assert_invalid_state<T: std::fmt::Debug>(result: Result<T, JobError>, expecte
 async fn submit_returns_the_active_job_until_it_finishes(meta: Arc<dyn MetaStore>) {
     let store = jobs(&meta, CAPACITY);
     let options = JobOptions {
-        replicas: 2,
+        replicas: Some(2),
         verify: true,
         ..JobOptions::default()
     };

@@ -66,7 +66,8 @@ pub struct JobArgs {
 pub struct LoadArgs {
     #[command(flatten)]
     common: JobArgs,
-    /// Workers per file: the first N candidates of the ring.
+    /// Copies of every file per cluster (on the first N candidates of each cluster's ring);
+    /// without it each file gets the count of its replica rule (`hoard replica list`).
     #[arg(long)]
     replicas: Option<i64>,
     /// Only refresh the UFS status of each file (a changed file's old pages are never served).
@@ -266,6 +267,12 @@ fn print_job(job: &JobView, format: Format, verbose: bool) -> anyhow::Result<()>
         println!(
             "  final check: {} files in doubt sent to their owners again, {} of them repaired",
             job.files_rechecked, job.files_repaired
+        );
+    }
+    if let Some(shortfall) = &job.replica_shortfall {
+        println!(
+            "  replica shortfall: {} files lack {} copies (a cluster has fewer ONLINE workers than the replica count)",
+            shortfall.files, shortfall.missing_copies
         );
     }
     if let Some(error) = &job.error {

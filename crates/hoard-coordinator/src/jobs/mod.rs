@@ -2,6 +2,7 @@
 //! compare-and-set, runs each claimed job ([`runner`]), moves RUNNING jobs of dead owners back
 //! to WAITING, and deletes finished jobs past their retention.
 
+mod counts;
 mod dispatch;
 mod lister;
 pub mod plan;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hoard_client::ClusterView;
-use hoard_common::api::coordinator::{FailedFileView, JobOptionsView, JobView};
+use hoard_common::api::coordinator::{FailedFileView, JobOptionsView, JobView, ReplicaShortfall};
 use hoard_config::{JobConfig, UserConfig};
 use hoard_meta::jobs::{JobRecord, JobState, JobStore};
 use hoard_meta::now_millis;
@@ -412,7 +413,7 @@ pub fn job_view(record: &JobRecord, now_ms: u64) -> JobView {
         owner: record.owner.clone(),
         owner_heartbeat_ms: record.owner_heartbeat_ms,
         options: JobOptionsView {
-            replicas: Some(i64::from(record.options.replicas)),
+            replicas: record.options.replicas.map(i64::from),
             batch_size: record.options.batch_size.map(i64::from),
             metadata_only: record.options.metadata_only,
             verify: record.options.verify,
@@ -434,6 +435,10 @@ pub fn job_view(record: &JobRecord, now_ms: u64) -> JobView {
         verified: progress.verified,
         files_rechecked: progress.rechecked,
         files_repaired: progress.repaired,
+        replica_shortfall: (progress.replica_shortfall_files > 0).then_some(ReplicaShortfall {
+            files: progress.replica_shortfall_files,
+            missing_copies: progress.replica_shortfall_copies,
+        }),
         failed_files: record
             .failed_files
             .iter()

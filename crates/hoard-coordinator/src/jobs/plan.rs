@@ -13,6 +13,8 @@ use hoard_common::api::tasks::TaskFile;
 use hoard_common::HoardPath;
 use hoard_meta::jobs::{FailedFile, MAX_FAILED_FILES};
 
+use super::counts::ReplicaCounts;
+
 /// One piece of work on one worker: a file (or a range of it, or a path to free).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -41,6 +43,9 @@ pub struct Counters {
     pub retried: u64,
     /// Listed lengths of the failed files (what a final check takes out of `bytes`).
     pub failed_bytes: u64,
+    /// Files that could not get every copy their count asks for, and the copies missing.
+    pub short_files: u64,
+    pub short_copies: u64,
 }
 
 #[derive(Debug)]
@@ -52,6 +57,8 @@ struct FileEntry {
     all_skipped: bool,
     failure: Option<String>,
     retries: u64,
+    /// Copies the file's count asks for that no worker could take.
+    missing_copies: u64,
 }
 
 /// Which files are resolved, and the counts of those below the watermark.
@@ -96,6 +103,7 @@ impl Tracker {
                 all_skipped: units > 0,
                 failure: None,
                 retries: 0,
+                missing_copies: 0,
             },
         );
         self.fold();
@@ -106,6 +114,13 @@ impl Tracker {
     pub fn fail_file(&mut self, path: String, length: u64, reason: String) {
         let index = self.add_file(path, length, 1);
         self.unit_finished(index, UnitOutcome::Failed { reason });
+    }
+
+    /// File `file_index` lacks `copies` of the copies its count asks for.
+    pub fn note_shortfall(&mut self, file_index: u64, copies: usize) {
+        if let Some(entry) = self.files.get_mut(&file_index) {
+            entry.missing_copies = copies as u64;
+        }
     }
 
     pub fn unit_retried(&mut self, file_index: u64) {
@@ -143,6 +158,10 @@ impl Tracker {
                 break;
             };
             self.counters.retried += entry.retries;
+            if entry.missing_copies > 0 {
+                self.counters.short_files += 1;
+                self.counters.short_copies += entry.missing_copies;
+            }
             match entry.failure {
                 Some(reason) => {
                     self.counters.failed += 1;
@@ -333,55 +352,71 @@ impl Batcher {
     }
 }
 
-/// The workers a file goes to under `view`, and the candidates its units may retry on: for a
-/// load the first `replicas` ring candidates, then the next `max_attempts - 1`; a free goes to
-/// every ONLINE worker (a file's pages may be on any of them).
+/// One copy of a file to make (or free): the worker, and where it goes next when that worker
+/// fails it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub worker: String,
+    pub fallbacks: VecDeque<String>,
+}
+
+/// The copies of a file under `view`, and how many copies it cannot have (a cluster has fewer
+/// ONLINE workers than its count). A load makes `counts`' copies in every cluster, on the
+/// placement's replicas; each copy retries on its own share of its cluster's other workers
+/// (at most `max_attempts - 1`), so two failed copies never land on one worker and a copy never
+/// leaves its cluster. A free goes to every ONLINE worker (a file's pages may be on any of
+/// them), each retrying on itself (the only one that can free its pages).
 pub fn targets(
     view: &ClusterView,
     path: &HoardPath,
     load: bool,
-    replicas: usize,
+    counts: &ReplicaCounts,
     max_attempts: usize,
-) -> (Vec<String>, VecDeque<String>) {
+) -> (Vec<Target>, usize) {
+    let retries = max_attempts.saturating_sub(1);
     if !load {
         let online = view.nodes.iter().filter(|node| node.online).map(super::worker_key);
-        return (online.collect(), VecDeque::new());
+        let targets = online
+            .map(|worker| Target {
+                fallbacks: std::iter::repeat_n(worker.clone(), retries).collect(),
+                worker,
+            })
+            .collect();
+        return (targets, 0);
     }
-    let keys: Vec<String> = view.failover_order(path).iter().map(super::worker_key).collect();
-    let replicas = replicas.max(1).min(keys.len());
-    let fallbacks = keys[replicas..]
-        .iter()
-        .take(max_attempts.saturating_sub(1))
-        .cloned()
-        .collect();
-    (keys[..replicas].to_vec(), fallbacks)
+    let placement = counts.placement(view, path);
+    let mut targets = Vec::new();
+    for cluster in &placement.clusters {
+        let copies = cluster.replicas.len();
+        for (replica, node) in cluster.replicas.iter().enumerate() {
+            let fallbacks = cluster
+                .fallbacks
+                .iter()
+                .skip(replica)
+                .step_by(copies.max(1))
+                .take(retries)
+                .map(super::worker_key)
+                .collect();
+            targets.push(Target {
+                worker: super::worker_key(node),
+                fallbacks,
+            });
+        }
+    }
+    (targets, placement.shortfall())
 }
 
-/// The units of file `index`: one per target and range. Each replica retries on its own share
-/// of `fallbacks`, so two failed replicas never land on one worker; a free retries its own
-/// worker (the only one that can free its pages). A load counts each file's bytes once (first
-/// replica); a free counts what every worker freed.
+/// The units of file `index`: one per target and range. A load counts each file's bytes once
+/// (first copy); a free counts what every worker freed.
 pub fn file_units(
     index: u64,
     path: &str,
-    targets: &[String],
-    fallbacks: &VecDeque<String>,
+    targets: &[Target],
     ranges: &[(Option<u64>, Option<u64>)],
     free: bool,
-    max_attempts: usize,
 ) -> Vec<(String, Unit)> {
     let mut units = Vec::with_capacity(targets.len() * ranges.len());
-    for (replica, worker) in targets.iter().enumerate() {
-        let own_fallbacks: VecDeque<String> = if free {
-            std::iter::repeat_n(worker.clone(), max_attempts.saturating_sub(1)).collect()
-        } else {
-            fallbacks
-                .iter()
-                .skip(replica)
-                .step_by(targets.len().max(1))
-                .cloned()
-                .collect()
-        };
+    for (replica, target) in targets.iter().enumerate() {
         for (offset, length) in ranges {
             let unit = Unit {
                 file_index: index,
@@ -390,11 +425,11 @@ pub fn file_units(
                     offset: *offset,
                     length: *length,
                 },
-                fallbacks: own_fallbacks.clone(),
+                fallbacks: target.fallbacks.clone(),
                 attempts: 1,
                 counts_bytes: replica == 0 || free,
             };
-            units.push((worker.clone(), unit));
+            units.push((target.worker.clone(), unit));
         }
     }
     units
@@ -475,6 +510,8 @@ mod tests {
                 bytes: 15,
                 retried: 1,
                 failed_bytes: 10,
+                short_files: 0,
+                short_copies: 0,
             }
         );
         assert_eq!(tracker.failed_files()[0].path, "/b");

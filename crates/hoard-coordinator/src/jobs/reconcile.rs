@@ -20,6 +20,7 @@ use hoard_common::api::tasks::{CheckTask, CHECK_ROUTE};
 use hoard_common::HoardPath;
 use hoard_meta::jobs::JobAudit;
 
+use super::counts::ReplicaCounts;
 use super::{worker_key, JobContext};
 
 /// Check passes one run makes at most: a worker that restarts during one puts its files in
@@ -56,8 +57,8 @@ pub fn ring_signature(view: &ClusterView) -> u64 {
 }
 
 /// The worker keys a load sends `path` to under `view` (as the runner plans it).
-fn owners(view: &ClusterView, path: &HoardPath, replicas: usize) -> Vec<String> {
-    view.candidates(path, replicas).iter().map(worker_key).collect()
+fn owners(view: &ClusterView, path: &HoardPath, counts: &ReplicaCounts) -> Vec<String> {
+    counts.placement(view, path).replicas().map(worker_key).collect()
 }
 
 /// What a check pass is looking at, kept in the record until the pass completes.
@@ -153,13 +154,13 @@ impl Audit {
 
     /// Starts a check pass over what is in doubt now, with `end` as the ring the files belong
     /// to; what happens during the pass is noted afresh.
-    pub fn begin_check(&mut self, end: &Arc<ClusterView>, replicas: usize, skip: HashSet<String>) -> Doubt {
+    pub fn begin_check(&mut self, end: &Arc<ClusterView>, counts: Arc<ReplicaCounts>, skip: HashSet<String>) -> Doubt {
         let doubt = Doubt {
             all: self.all,
             workers: std::mem::take(&mut self.doubtful),
             rings: self.rings.iter().map(|(_, view)| Arc::clone(view)).collect(),
             end: Arc::clone(end),
-            replicas: replicas.max(1),
+            counts,
             skip,
         };
         self.checking = Some(Checking {
@@ -208,7 +209,7 @@ pub struct Doubt {
     /// Every ring the job used since the last check (the end's included).
     rings: Vec<Arc<ClusterView>>,
     end: Arc<ClusterView>,
-    replicas: usize,
+    counts: Arc<ReplicaCounts>,
     /// Files already counted failed (named in the record): not counted again.
     skip: HashSet<String>,
 }
@@ -223,9 +224,9 @@ impl Doubt {
         if self.all {
             return true;
         }
-        let now = owners(&self.end, path, self.replicas);
+        let now = owners(&self.end, path, &self.counts);
         now.iter().any(|owner| self.workers.contains(owner))
-            || self.rings.iter().any(|ring| owners(ring, path, self.replicas) != now)
+            || self.rings.iter().any(|ring| owners(ring, path, &self.counts) != now)
     }
 }
 
@@ -278,6 +279,10 @@ mod tests {
     use super::*;
     use hoard_client::NodeStatus;
 
+    fn one() -> Arc<ReplicaCounts> {
+        Arc::new(ReplicaCounts::of(&hoard_meta::jobs::JobOptions::default()))
+    }
+
     fn node(id: &str, online: bool) -> NodeStatus {
         NodeStatus {
             ring_identity: id.to_string(),
@@ -324,12 +329,12 @@ mod tests {
         audit.answered("b", Some("1"));
         audit.answered("b", Some("2"));
         assert!(audit.in_doubt());
-        let doubt = audit.begin_check(&ring, 1, HashSet::new());
+        let doubt = audit.begin_check(&ring, one(), HashSet::new());
         let all = paths(600);
         let covered: Vec<&HoardPath> = all.iter().filter(|path| doubt.covers(path)).collect();
         assert!(!covered.is_empty());
         for path in &all {
-            assert_eq!(doubt.covers(path), owners(&ring, path, 1) == ["b"], "{path}");
+            assert_eq!(doubt.covers(path), owners(&ring, path, &one()) == ["b"], "{path}");
         }
         assert!(covered.len() < 400, "{} of 600", covered.len());
         // Until the pass completes, the record still names b.
@@ -346,9 +351,9 @@ mod tests {
         let mut audit = Audit::resume(&JobAudit::default(), &before);
         audit.saw_ring(&after);
         assert!(audit.in_doubt());
-        let doubt = audit.begin_check(&after, 1, HashSet::new());
+        let doubt = audit.begin_check(&after, one(), HashSet::new());
         for path in paths(300) {
-            let moved = owners(&before, &path, 1) != owners(&after, &path, 1);
+            let moved = owners(&before, &path, &one()) != owners(&after, &path, &one());
             assert_eq!(doubt.covers(&path), moved, "{path}");
         }
         assert!(audit.to_record().ring_changed, "kept until the pass completes");
@@ -367,7 +372,7 @@ mod tests {
         let mut resumed = Audit::resume(&stored, &now);
         assert!(resumed.in_doubt());
         let skip: HashSet<String> = ["/d/f1".to_string()].into();
-        let doubt = resumed.begin_check(&now, 1, skip);
+        let doubt = resumed.begin_check(&now, one(), skip);
         let all = paths(10);
         assert!(!doubt.covers(&all[1]));
         assert!(all.iter().filter(|path| doubt.covers(path)).count() == 9);
@@ -381,13 +386,13 @@ mod tests {
         let ring = view(&[("a", true), ("b", true)]);
         let mut audit = Audit::resume(&JobAudit::default(), &ring);
         audit.failed("b");
-        let _doubt = audit.begin_check(&ring, 1, HashSet::new());
+        let _doubt = audit.begin_check(&ring, one(), HashSet::new());
         // During the pass b fails again (its files go to a), and it still does not answer.
         audit.failed("b");
         audit.end_check(&ring, &["b".to_string()].into());
         assert!(!audit.in_doubt());
         // A worker that was not in doubt and fails during a pass is.
-        let _doubt = audit.begin_check(&ring, 1, HashSet::new());
+        let _doubt = audit.begin_check(&ring, one(), HashSet::new());
         audit.failed("a");
         audit.end_check(&ring, &BTreeSet::new());
         assert!(audit.in_doubt());

@@ -16,6 +16,7 @@ use hoard_meta::jobs::{JobError, JobProgress, JobRecord, JobState, JobType, Vers
 use hoard_meta::{now_millis, SharedDeadline};
 use tokio::task::JoinSet;
 
+use super::counts::ReplicaCounts;
 use super::dispatch::{backoff, describe_ufs, is_permanent, load_kept, send_task, Ownership, Sent};
 use super::lister::FileLister;
 use super::plan::{self, partitions, Batcher, Counters, Tracker, Unit, UnitOutcome};
@@ -63,6 +64,8 @@ struct Run {
     job_tracker: Option<Tracker>,
     /// Files rechecked and repaired by completed final check passes (all runs).
     rechecked: (u64, u64),
+    /// Copies per file per cluster.
+    counts: Arc<ReplicaCounts>,
 }
 
 /// `claim_requested_at`: when the claim was sent, the start of this run's ownership window.
@@ -76,7 +79,10 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requ
         bytes: progress.bytes_processed,
         retried: progress.retried,
         failed_bytes: 0,
+        short_files: progress.replica_shortfall_files,
+        short_copies: progress.replica_shortfall_copies,
     };
+    let counts = Arc::new(ReplicaCounts::of(&claimed.record.options));
     let rechecked = (progress.rechecked, progress.repaired);
     let tracker = Tracker::resume(progress.watermark, counters, claimed.record.failed_files.clone());
     let batch_size = claimed
@@ -117,6 +123,7 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requ
         doubt: None,
         job_tracker: None,
         rechecked,
+        counts,
     };
     run.refresh_addresses();
     tracing::info!(job_id, path = %run.record.path, resume_at = run.tracker.watermark(), "job running");
@@ -202,8 +209,8 @@ impl Run {
                 return Ok(());
             }
             let skip: HashSet<String> = self.tracker.failed_files().iter().map(|f| f.path.clone()).collect();
-            let replicas = self.record.options.replicas.max(1) as usize;
-            let doubt = self.audit.begin_check(&self.view, replicas, skip);
+
+            let doubt = self.audit.begin_check(&self.view, Arc::clone(&self.counts), skip);
             tracing::info!(job_id = %self.record.job_id, pass, workers = ?self.audit.doubtful_workers(), "final check: sending the files in doubt to their owners again");
             self.doubt = Some(Arc::new(doubt));
             let recheck = Tracker::resume(0, Counters::default(), Vec::new());
@@ -386,8 +393,7 @@ impl Run {
         };
         let load = self.record.job_type == JobType::Load;
         let max_attempts = self.ctx.config.file_max_attempts as usize;
-        let replicas = self.record.options.replicas.max(1) as usize;
-        let (targets, fallbacks) = plan::targets(&self.view, &hoard_path, load, replicas, max_attempts);
+        let (targets, shortfall) = plan::targets(&self.view, &hoard_path, load, &self.counts, max_attempts);
         if targets.is_empty() {
             self.tracker
                 .fail_file(path.to_string(), length, "no workers are ONLINE".into());
@@ -400,7 +406,10 @@ impl Run {
         };
         let units = u32::try_from(targets.len() * ranges.len()).unwrap_or(u32::MAX);
         let index = self.tracker.add_file(path.to_string(), length, units);
-        for (worker, unit) in plan::file_units(index, path, &targets, &fallbacks, &ranges, !load, max_attempts) {
+        if shortfall > 0 {
+            self.tracker.note_shortfall(index, shortfall);
+        }
+        for (worker, unit) in plan::file_units(index, path, &targets, &ranges, !load) {
             let alone = unit.file.offset.is_some();
             self.batcher.push(&worker, unit, alone);
         }
@@ -675,6 +684,8 @@ impl Run {
             verified: self.record.progress.verified,
             rechecked,
             repaired,
+            replica_shortfall_files: counters.short_files,
+            replica_shortfall_copies: counters.short_copies,
         }
     }
 
@@ -738,12 +749,24 @@ impl Run {
             self.record.audit = self.audit.to_record();
         }
         let failed = self.tracker.counters().failed;
+        let (short_files, short_copies) = (
+            self.tracker.counters().short_files,
+            self.tracker.counters().short_copies,
+        );
         let (state, error) = match outcome {
             Err(reason) => (JobState::Failed, Some(reason)),
             Ok(()) if self.stopping => (JobState::Stopped, None),
             Ok(()) if failed > 0 => (
                 JobState::Failed,
                 Some(format!("{failed} file(s) failed (see failedFiles)")),
+            ),
+            // Fewer copies than the count asks for is not a success (Alluxio #14274 reported
+            // this one as SUCCEEDED).
+            Ok(()) if short_files > 0 => (
+                JobState::Failed,
+                Some(format!(
+                    "replica shortfall: {short_files} file(s) lack {short_copies} cop(ies) in all: a cluster has fewer ONLINE workers than the replica count (see replicaShortfall)"
+                )),
             ),
             Ok(()) => (JobState::Succeeded, None),
         };

@@ -1,5 +1,5 @@
-//! `--verify`: after a load, check that every file is cached whole on each of its first
-//! `replicas` ring candidates (a second listing; `POST /api/v1/tasks/check` per worker batch).
+//! `--verify`: after a load, check that every file is cached whole on each of its replicas in
+//! every cluster (a second listing; `POST /api/v1/tasks/check` per worker batch).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use hoard_common::api::tasks::{self, CheckTask};
 use hoard_common::HoardPath;
 use hoard_meta::jobs::JobRecord;
 
+use super::counts::ReplicaCounts;
 use super::lister::FileLister;
 use super::JobContext;
 
@@ -20,6 +21,7 @@ pub async fn verify(ctx: &Arc<JobContext>, record: &JobRecord, view: &ClusterVie
         .map_err(|err| format!("verify: cannot list {}: {err}", record.path))?;
     let batch_size = record.options.batch_size.unwrap_or(ctx.config.batch_size).max(1) as usize;
     let addresses = super::worker_addresses(view);
+    let counts = ReplicaCounts::of(&record.options);
     let mut batches: HashMap<String, Vec<(String, u64)>> = HashMap::new();
     let mut missing = 0u64;
     let mut example: Option<String> = None;
@@ -32,17 +34,16 @@ pub async fn verify(ctx: &Arc<JobContext>, record: &JobRecord, view: &ClusterVie
         let done = next.is_none();
         match next {
             Some(Ok(status)) => {
-                let replicas = record.options.replicas.max(1) as usize;
-                let candidates = view.candidates(&status.path, replicas);
-                if candidates.len() < replicas {
+                let placement = counts.placement(view, &status.path);
+                if placement.shortfall() > 0 {
                     note(
                         status.path.as_str(),
                         "fewer ONLINE workers than replicas".into(),
                         &mut missing,
                     );
                 }
-                for node in candidates {
-                    let key = super::worker_key(&node);
+                for node in placement.replicas() {
+                    let key = super::worker_key(node);
                     batches
                         .entry(key)
                         .or_default()
