@@ -1372,7 +1372,7 @@ mod tests {
         assert_eq!(value["type"], "load");
         assert_eq!(value["state"], "RUNNING");
         assert_eq!(value["createdMs"], 1_000);
-        assert_eq!(value["options"]["replicas"], 1);
+        assert_eq!(value["options"]["replicas"], serde_json::Value::Null, "none given: the rules decide");
         assert_eq!(value["options"]["batchSize"], 50);
         assert_eq!(value["options"]["skipIfExists"], false);
         assert_eq!(value["progress"]["filesFailed"], 1);
