@@ -61,6 +61,10 @@ pub const USER_WORKER_LIST_REFRESH: &str = "hoard.user.worker.list.refresh.inter
 // Reads without the control plane (docs/client.md#when-the-membership-source-is-down).
 pub const USER_MEMBERSHIP_CONNECT_TIMEOUT: &str = "hoard.user.membership.connect.timeout";
 pub const USER_MEMBERSHIP_CACHE_MAX_AGE: &str = "hoard.user.membership.cache.max.age";
+// Replica rules (docs/replicas.md#rules).
+/// Deprecated: the count of the default rule; a rule on `/` says the same.
+pub const USER_FILE_REPLICATION_MIN: &str = "hoard.user.file.replication.min";
+pub const USER_REPLICA_RULES_REFRESH: &str = "hoard.user.replica.rules.refresh.interval";
 
 // Listener limits (docs/worker-http.md#limits, docs/coordinator-api.md#limits): one key set per
 // listener, parsed into one `NetworkConfig` by the same code.
@@ -442,6 +446,17 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         USER_MEMBERSHIP_CACHE_MAX_AGE,
         "7d",
         "The oldest fallback worker list a client uses (a coordinator's last-known list, or its own cached at <work dir>/client/membership.json); 0 disables the file.",
+    ),
+    // Replica rules.
+    key(
+        USER_FILE_REPLICATION_MIN,
+        "1",
+        "Deprecated (use a replica rule on /): copies per cluster of files no rule covers; 1 to 64.",
+    ),
+    key(
+        USER_REPLICA_RULES_REFRESH,
+        "10s",
+        "How often a client reads the replica rules again.",
     ),
 ];
 
