@@ -7,6 +7,7 @@ mod coordinator;
 mod fallback;
 mod nodes;
 mod read;
+mod rules;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -22,6 +23,7 @@ pub use coordinator::{CoordinatorClient, CoordinatorMembership};
 pub use fallback::cache_path as membership_cache_path;
 pub use nodes::{describe_reqwest, probe_members, ClusterView, NodeStatus};
 pub use read::StatResult;
+pub use rules::RuleSource;
 
 use fallback::Fallback;
 
