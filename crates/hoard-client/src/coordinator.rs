@@ -196,7 +196,8 @@ impl CoordinatorClient {
     /// Removes the rule on `path` (`Rejected` with code `NOT_FOUND` when there is none).
     pub async fn remove_replica_rule(&self, path: &str) -> Result<ReplicaRulePath, ClientError> {
         let body = ReplicaRulePath { path: path.to_string() };
-        self.call(reqwest::Method::DELETE, REPLICA_RULES_ROUTE, Some(&body)).await
+        self.call(reqwest::Method::DELETE, REPLICA_RULES_ROUTE, Some(&body))
+            .await
     }
 
     /// Deletes a worker's registration; the coordinator refuses while it is ONLINE unless

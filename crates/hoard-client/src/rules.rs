@@ -168,7 +168,9 @@ impl Shared {
             let read = async { etcd.get().await?.rule_set(self.default_count).await };
             match read.await {
                 Ok(set) => return Ok(set),
-                Err(err) => tracing::debug!(error = %err, "cannot read the replica rules from etcd; asking the coordinator"),
+                Err(err) => {
+                    tracing::debug!(error = %err, "cannot read the replica rules from etcd; asking the coordinator")
+                }
             }
         }
         let listed = self.origin.coordinator.replica_rules().await?;
@@ -217,7 +219,10 @@ mod tests {
         drop(source);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while weak.upgrade().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "the refresh task outlived its source");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the refresh task outlived its source"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

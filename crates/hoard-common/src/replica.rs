@@ -258,7 +258,10 @@ mod tests {
             warning: Some("few workers".into()),
         };
         let text = serde_json::to_string(&answer).unwrap();
-        assert_eq!(text, r#"{"path":"/a","numReplicasPerCluster":3,"warning":"few workers"}"#);
+        assert_eq!(
+            text,
+            r#"{"path":"/a","numReplicasPerCluster":3,"warning":"few workers"}"#
+        );
         assert_eq!(serde_json::from_str::<StoredReplicaRule>(&text).unwrap(), answer);
         let plain: StoredReplicaRule = serde_json::from_str(r#"{"path":"/a","numReplicasPerCluster":3}"#).unwrap();
         assert_eq!(plain.warning, None);

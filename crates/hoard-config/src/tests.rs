@@ -14,7 +14,11 @@ fn config(pairs: &[(&str, &str)]) -> SiteConfig {
     let loaded = load(pairs).unwrap_or_else(|error| panic!("{pairs:?}: {error}"));
     // The deprecated key is warned about whenever it is set; nothing else may warn.
     let deprecated = pairs.iter().any(|(key, _)| *key == keys::USER_FILE_REPLICATION_MIN);
-    let expected = if deprecated { vec![deprecated_replication_min_warning()] } else { Vec::new() };
+    let expected = if deprecated {
+        vec![deprecated_replication_min_warning()]
+    } else {
+        Vec::new()
+    };
     assert_eq!(loaded.warnings, expected);
     loaded.config
 }
@@ -108,7 +112,10 @@ fn every_known_default_parses_on_its_own() {
 fn replication_min_sets_the_default_rule_and_is_warned_once() {
     let quiet = load(&[]).unwrap();
     assert_eq!(quiet.config.user.replication_min_default, 1);
-    assert_eq!(quiet.config.user.replica_rules_refresh_interval, Duration::from_secs(10));
+    assert_eq!(
+        quiet.config.user.replica_rules_refresh_interval,
+        Duration::from_secs(10)
+    );
     assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
     let set = load(&[("hoard.user.file.replication.min", "3")]).unwrap();
     assert_eq!(set.config.user.replication_min_default, 3);
@@ -120,7 +127,10 @@ fn replication_min_sets_the_default_rule_and_is_warned_once() {
         assert!(err.to_string().contains("hoard.user.file.replication.min"), "{err}");
     }
     let err = load(&[("hoard.user.replica.rules.refresh.interval", "0")]).unwrap_err();
-    assert!(err.to_string().contains("hoard.user.replica.rules.refresh.interval"), "{err}");
+    assert!(
+        err.to_string().contains("hoard.user.replica.rules.refresh.interval"),
+        "{err}"
+    );
 }
 
 #[test]

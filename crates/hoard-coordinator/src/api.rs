@@ -43,7 +43,9 @@ pub fn router(state: SharedState) -> Router {
         .route(&format!("{}/{{id}}/rerun", routes::JOBS_ROUTE), post(rerun_job))
         .route(
             hoard_common::replica::REPLICA_RULES_ROUTE,
-            get(crate::rules_api::list).post(crate::rules_api::set).delete(crate::rules_api::remove),
+            get(crate::rules_api::list)
+                .post(crate::rules_api::set)
+                .delete(crate::rules_api::remove),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

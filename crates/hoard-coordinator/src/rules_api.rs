@@ -22,11 +22,7 @@ fn store_error(err: RuleStoreError) -> ApiError {
 
 /// `GET`: every rule, the default on `/` included when no rule is set there.
 pub(crate) async fn list(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let set = state
-        .rules
-        .rule_set(state.default_replicas)
-        .await
-        .map_err(meta_error)?;
+    let set = state.rules.rule_set(state.default_replicas).await.map_err(meta_error)?;
     Ok(Json(set.listed()).into_response())
 }
 

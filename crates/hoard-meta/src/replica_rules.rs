@@ -155,7 +155,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ReplicaRuleStore::new(Arc::new(EmbeddedStore::open(&dir.path().join("m.redb")).unwrap()));
         store.put(&rule("/a", 2, false)).await.unwrap();
-        for bad in [rule("a", 1, false), rule("/a/", 1, false), rule("/a", 0, false), rule("/a", 65, false)] {
+        for bad in [
+            rule("a", 1, false),
+            rule("/a/", 1, false),
+            rule("/a", 0, false),
+            rule("/a", 65, false),
+        ] {
             let err = store.put(&bad).await.unwrap_err();
             assert!(matches!(err, RuleStoreError::Invalid(_)), "{err}");
         }
@@ -169,9 +174,12 @@ mod tests {
         let store = ReplicaRuleStore::new(meta.clone());
         store.put(&rule("/a", 2, false)).await.unwrap();
         meta.put(&keys::rule("/b"), b"not json".to_vec()).await.unwrap();
-        meta.put(&keys::rule("/c"), br#"{"path":"/c","numReplicasPerCluster":0}"#.to_vec())
-            .await
-            .unwrap();
+        meta.put(
+            &keys::rule("/c"),
+            br#"{"path":"/c","numReplicasPerCluster":0}"#.to_vec(),
+        )
+        .await
+        .unwrap();
         assert_eq!(store.list().await.unwrap(), vec![rule("/a", 2, false)]);
     }
 }

@@ -48,23 +48,76 @@ fn rule(path: &str, count: u32) -> Value {
 /// Every bad body gets its 4xx naming the field (or the path), and nothing changes.
 fn bad_bodies_change_nothing(address: &str) {
     let before = rules(address);
-    let huge = format!(r#"{{"path":"/big","numReplicasPerCluster":1,"pad":"{}"}}"#, "x".repeat(100_000));
+    let huge = format!(
+        r#"{{"path":"/big","numReplicasPerCluster":1,"pad":"{}"}}"#,
+        "x".repeat(100_000)
+    );
     for (method, body, status, named) in [
-        ("POST", r#"{"path":"s3/vip","numReplicasPerCluster":2}"#, 400, "path: \"s3/vip\" is not absolute"),
-        ("POST", r#"{"path":"/s3/../vip","numReplicasPerCluster":2}"#, 400, "path: \"/s3/../vip\" is not normalized"),
-        ("POST", r#"{"path":"/s3/vip/","numReplicasPerCluster":2}"#, 400, "is not normalized"),
-        ("POST", r#"{"path":"/s3//vip","numReplicasPerCluster":2}"#, 400, "is not normalized"),
-        ("POST", r#"{"path":"/s3/vip","numReplicasPerCluster":0}"#, 400, "numReplicasPerCluster: must be between 1 and 64, not 0"),
-        ("POST", r#"{"path":"/s3/vip","numReplicasPerCluster":65}"#, 400, "numReplicasPerCluster: must be between 1 and 64, not 65"),
-        ("POST", r#"{"path":"/s3/vip","numReplicasPerCluster":-1}"#, 400, "integer `-1`"),
+        (
+            "POST",
+            r#"{"path":"s3/vip","numReplicasPerCluster":2}"#,
+            400,
+            "path: \"s3/vip\" is not absolute",
+        ),
+        (
+            "POST",
+            r#"{"path":"/s3/../vip","numReplicasPerCluster":2}"#,
+            400,
+            "path: \"/s3/../vip\" is not normalized",
+        ),
+        (
+            "POST",
+            r#"{"path":"/s3/vip/","numReplicasPerCluster":2}"#,
+            400,
+            "is not normalized",
+        ),
+        (
+            "POST",
+            r#"{"path":"/s3//vip","numReplicasPerCluster":2}"#,
+            400,
+            "is not normalized",
+        ),
+        (
+            "POST",
+            r#"{"path":"/s3/vip","numReplicasPerCluster":0}"#,
+            400,
+            "numReplicasPerCluster: must be between 1 and 64, not 0",
+        ),
+        (
+            "POST",
+            r#"{"path":"/s3/vip","numReplicasPerCluster":65}"#,
+            400,
+            "numReplicasPerCluster: must be between 1 and 64, not 65",
+        ),
+        (
+            "POST",
+            r#"{"path":"/s3/vip","numReplicasPerCluster":-1}"#,
+            400,
+            "integer `-1`",
+        ),
         ("POST", r#"{"path":"/s3/vip","numReplicasPerCluster":2"#, 400, "EOF"),
         ("POST", "path=/s3/vip", 400, "expected"),
-        ("POST", r#"{"path":"/s3/vip","numReplicasPerCluster":2,"replica":3}"#, 400, "unknown field `replica`"),
+        (
+            "POST",
+            r#"{"path":"/s3/vip","numReplicasPerCluster":2,"replica":3}"#,
+            400,
+            "unknown field `replica`",
+        ),
         ("POST", r#"{"numReplicasPerCluster":2}"#, 400, "missing field `path`"),
         ("POST", &huge, 413, "length limit"),
-        ("DELETE", r#"{"path":"/never/set"}"#, 404, "path: no replica rule is set on \"/never/set\""),
+        (
+            "DELETE",
+            r#"{"path":"/never/set"}"#,
+            404,
+            "path: no replica rule is set on \"/never/set\"",
+        ),
         ("DELETE", r#"{"path":"/"}"#, 404, "no replica rule is set on \"/\""),
-        ("DELETE", r#"{"path":"never/set"}"#, 400, "path: \"never/set\" is not absolute"),
+        (
+            "DELETE",
+            r#"{"path":"never/set"}"#,
+            400,
+            "path: \"never/set\" is not absolute",
+        ),
         ("DELETE", r#"{"path":"/a","extra":1}"#, 400, "unknown field `extra`"),
         ("DELETE", "{", 400, "EOF"),
     ] {
@@ -72,7 +125,10 @@ fn bad_bodies_change_nothing(address: &str) {
         let shown = &body[..body.len().min(80)];
         assert_eq!(got, status, "{method} {shown}: {answer}");
         let message = answer["error"].as_str().unwrap_or_default();
-        assert!(message.contains(named), "{method} {shown}: {message:?} should name {named:?}");
+        assert!(
+            message.contains(named),
+            "{method} {shown}: {message:?} should name {named:?}"
+        );
         assert_eq!(rules(address), before, "{method} {shown} changed the rules");
     }
 }
@@ -91,7 +147,10 @@ fn crud(address: &str, workers: usize) {
         warning.contains(&format!("the {workers} registered workers")),
         "{stored}"
     );
-    assert_eq!(rules(address), json!({"rules": [rule("/", 1), rule("/s3/vip_data", 3)]}));
+    assert_eq!(
+        rules(address),
+        json!({"rules": [rule("/", 1), rule("/s3/vip_data", 3)]})
+    );
 
     // The same path again updates; a nested rule is its own rule.
     let (status, stored) = post(
@@ -100,7 +159,10 @@ fn crud(address: &str, workers: usize) {
     );
     assert_eq!(status, 200, "{stored}");
     assert!(stored.get("warning").is_none(), "{stored}");
-    assert_eq!(post(address, r#"{"path":"/s3/vip_data/tmp","numReplicasPerCluster":1}"#).0, 200);
+    assert_eq!(
+        post(address, r#"{"path":"/s3/vip_data/tmp","numReplicasPerCluster":1}"#).0,
+        200
+    );
     // A bare `curl -d` (a form Content-Type) works too.
     let (status, stored) = rules_request(
         address,
@@ -179,8 +241,12 @@ async fn etcd_rules_crud_restart_and_clients_read_etcd() {
     // A client with etcd endpoints reads the rules from etcd: with every coordinator down it
     // still learns them.
     drop(restarted);
-    wait_until("the coordinator is gone", LIMIT, || http_get(&address, "/health").is_err());
-    let config = hoard_config::SiteConfig::load(&cluster.conf).expect("client conf").config;
+    wait_until("the coordinator is gone", LIMIT, || {
+        http_get(&address, "/health").is_err()
+    });
+    let config = hoard_config::SiteConfig::load(&cluster.conf)
+        .expect("client conf")
+        .config;
     let source = hoard_client::RuleSource::start(&config).await.expect("rule source");
     assert_eq!(source.reads(), 1, "read from etcd without a coordinator");
     let path = HoardPath::parse("/s3/vip_data/f").expect("path");
@@ -206,29 +272,55 @@ async fn admin_token_cli_and_a_client_following_rules() {
     let before = rules(&address);
     for auth in ["", "Authorization: Bearer wrong\r\n"] {
         let headers = format!("{JSON}{auth}");
-        let (status, answer) = rules_request(&address, "POST", r#"{"path":"/hot","numReplicasPerCluster":2}"#, &headers);
+        let (status, answer) = rules_request(
+            &address,
+            "POST",
+            r#"{"path":"/hot","numReplicasPerCluster":2}"#,
+            &headers,
+        );
         assert_eq!(status, 401, "{answer}");
         let (status, answer) = rules_request(&address, "DELETE", r#"{"path":"/"}"#, &headers);
         assert_eq!(status, 401, "{answer}");
         assert_eq!(rules(&address), before);
     }
     let token = format!("{JSON}Authorization: Bearer let-me-in\r\n");
-    let (status, answer) = rules_request(&address, "POST", r#"{"path":"/keep","numReplicasPerCluster":2}"#, &token);
+    let (status, answer) = rules_request(
+        &address,
+        "POST",
+        r#"{"path":"/keep","numReplicasPerCluster":2}"#,
+        &token,
+    );
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(rules_request(&address, "DELETE", r#"{"path":"/"}"#, "Authorization: Bearer wrong\r\n").0, 401);
-    assert_eq!(rules(&address)["rules"][1], rule("/keep", 2), "the token's POST was stored");
+    assert_eq!(
+        rules_request(&address, "DELETE", r#"{"path":"/"}"#, "Authorization: Bearer wrong\r\n").0,
+        401
+    );
+    assert_eq!(
+        rules(&address)["rules"][1],
+        rule("/keep", 2),
+        "the token's POST was stored"
+    );
 
     // A client's rules follow a change within its refresh interval.
-    let config = hoard_config::SiteConfig::load(&cluster.conf).expect("client conf").config;
+    let config = hoard_config::SiteConfig::load(&cluster.conf)
+        .expect("client conf")
+        .config;
     let source = hoard_client::RuleSource::start(&config).await.expect("rule source");
     let hot = HoardPath::parse("/hot/f").expect("path");
     assert_eq!(source.current().count_for(&hot), 1);
-    assert_eq!(source.current().count_for(&HoardPath::parse("/keep/x").expect("path")), 2);
+    assert_eq!(
+        source.current().count_for(&HoardPath::parse("/keep/x").expect("path")),
+        2
+    );
 
     // The CLI (which sends the token from the conf) round-trips.
     let set = cluster.hoard(&["replica", "set", "--path", "/hot", "--replicas", "4", "--maintain"]);
     assert!(set.status.success(), "{}", describe(&set));
-    assert!(String::from_utf8_lossy(&set.stderr).contains("more than the 2 registered workers"), "{}", describe(&set));
+    assert!(
+        String::from_utf8_lossy(&set.stderr).contains("more than the 2 registered workers"),
+        "{}",
+        describe(&set)
+    );
     let listed = cluster.hoard(&["replica", "list", "--format", "json"]);
     assert!(listed.status.success(), "{}", describe(&listed));
     let listed: Value = serde_json::from_slice(&listed.stdout).expect("list json");
@@ -245,14 +337,27 @@ async fn admin_token_cli_and_a_client_following_rules() {
     assert!(text.status.success(), "{}", describe(&text));
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     let hot_line = text.lines().find(|line| line.starts_with("/hot")).unwrap_or_default();
-    assert_eq!(hot_line.split_whitespace().collect::<Vec<_>>(), ["/hot", "4", "yes"], "{text}");
+    assert_eq!(
+        hot_line.split_whitespace().collect::<Vec<_>>(),
+        ["/hot", "4", "yes"],
+        "{text}"
+    );
 
     // Bad input through the CLI: a non-zero exit naming the field or path, nothing changed.
     let before = rules(&address);
     for (args, named) in [
-        (vec!["replica", "set", "--path", "/hot", "--replicas", "0"], "numReplicasPerCluster"),
-        (vec!["replica", "set", "--path", "hot", "--replicas", "2"], "is not absolute"),
-        (vec!["replica", "remove", "--path", "/nothing/here"], "no replica rule is set on \"/nothing/here\""),
+        (
+            vec!["replica", "set", "--path", "/hot", "--replicas", "0"],
+            "numReplicasPerCluster",
+        ),
+        (
+            vec!["replica", "set", "--path", "hot", "--replicas", "2"],
+            "is not absolute",
+        ),
+        (
+            vec!["replica", "remove", "--path", "/nothing/here"],
+            "no replica rule is set on \"/nothing/here\"",
+        ),
     ] {
         let output = cluster.hoard(&args);
         assert!(!output.status.success(), "{args:?} succeeded");
