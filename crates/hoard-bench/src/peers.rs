@@ -206,19 +206,7 @@ impl Worker {
 
     /// A `/proc/<pid>/status` field of the worker (VmHWM, RssAnon, RssFile...), in KiB.
     pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(field)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .with_context(|| format!("no {field} in /proc status"))
+        hoard_testkit::proc_status_kib(self.child.id(), field).with_context(|| format!("no {field} in /proc status"))
     }
 
     pub async fn cached_pages(&self) -> anyhow::Result<u64> {

@@ -1,8 +1,9 @@
 //! The coordinator's REST API from the client side: membership for `COORDINATOR` mode, the
-//! node list, and `remove-worker`.
+//! node list, `remove-worker`, jobs and replica rules.
 
 use hoard_common::api::coordinator::{self as routes, JobView, NodesResponse, SubmitJob, SubmitResponse, WorkerInfo};
 use hoard_common::api::ErrorBody;
+use hoard_common::replica::{ReplicaRule, ReplicaRulePath, ReplicaRules, StoredReplicaRule, REPLICA_RULES_ROUTE};
 use hoard_config::{SiteConfig, WorkerAddress};
 use hoard_meta::{CoordinatorRecord, Liveness, MemberRecord, Membership, MetaError, WorkerRegistration};
 
@@ -178,6 +179,24 @@ impl CoordinatorClient {
 
     pub async fn rerun_job(&self, job_id: &str) -> Result<JobView, ClientError> {
         self.call(reqwest::Method::POST, &routes::job_rerun_route(job_id), None)
+            .await
+    }
+
+    /// Every replica rule (the default on `/` included when no rule is set there).
+    pub async fn replica_rules(&self) -> Result<ReplicaRules, ClientError> {
+        self.call(reqwest::Method::GET, REPLICA_RULES_ROUTE, None).await
+    }
+
+    /// Creates or updates the rule on its path; the rule as stored, with a warning when it
+    /// asks for more copies than there are registered workers.
+    pub async fn set_replica_rule(&self, rule: &ReplicaRule) -> Result<StoredReplicaRule, ClientError> {
+        self.call(reqwest::Method::POST, REPLICA_RULES_ROUTE, Some(rule)).await
+    }
+
+    /// Removes the rule on `path` (`Rejected` with code `NOT_FOUND` when there is none).
+    pub async fn remove_replica_rule(&self, path: &str) -> Result<ReplicaRulePath, ClientError> {
+        let body = ReplicaRulePath { path: path.to_string() };
+        self.call(reqwest::Method::DELETE, REPLICA_RULES_ROUTE, Some(&body))
             .await
     }
 

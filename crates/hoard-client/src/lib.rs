@@ -8,6 +8,7 @@ mod fallback;
 mod nodes;
 pub mod placement;
 mod read;
+mod rules;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -24,6 +25,7 @@ pub use coordinator::{CoordinatorClient, CoordinatorMembership};
 pub use fallback::cache_path as membership_cache_path;
 pub use nodes::{describe_reqwest, probe_members, ClusterView, NodeStatus};
 pub use read::StatResult;
+pub use rules::RuleSource;
 
 use fallback::Fallback;
 
@@ -107,8 +109,13 @@ struct Inner {
     /// The membership source failed at the last attempt: one warning per outage, the rest
     /// is logged at debug until it answers again.
     degraded: AtomicBool,
-    /// The replica rules this client reads by (how many replicas a file has per cluster).
-    rules: Mutex<Arc<ReplicaRuleSet>>,
+    /// The replica rules this client reads by (how many replicas a file has per cluster):
+    /// set by hand (`set_rules`), else followed from the cluster once they matter.
+    rules: Mutex<Option<Arc<ReplicaRuleSet>>>,
+    /// Where the rules are followed from (clients built from a config), started on the first
+    /// read whose order depends on the rules.
+    rule_source: tokio::sync::OnceCell<Option<RuleSource>>,
+    rules_config: Option<Box<SiteConfig>>,
     /// Seeds this client's CLIENT_FIXED order: random per client, so clients spread over a
     /// file's replicas, and fixed for its life, so each keeps hitting the same one.
     client_seed: u32,
@@ -162,13 +169,14 @@ impl HoardClient {
             membership,
             Fallback::for_config(config, coordinators),
             follow,
+            Some(Box::new(config.clone())),
         )
     }
 
     /// A client over `membership`, without fallback lists.
     pub fn with_membership(user: UserConfig, membership: Arc<dyn Membership>) -> Result<HoardClient, ClientError> {
         let fallback = Fallback::none(user.membership_connect_timeout);
-        HoardClient::build(user, membership, fallback, true)
+        HoardClient::build(user, membership, fallback, true, None)
     }
 
     fn build(
@@ -176,6 +184,7 @@ impl HoardClient {
         membership: Arc<dyn Membership>,
         fallback: Fallback,
         follow: bool,
+        rules_config: Option<Box<SiteConfig>>,
     ) -> Result<HoardClient, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(user.connect_timeout)
@@ -200,7 +209,9 @@ impl HoardClient {
                 follow,
                 refreshing: AtomicBool::new(false),
                 degraded: AtomicBool::new(false),
-                rules: Mutex::new(Arc::new(ReplicaRuleSet::default())),
+                rules: Mutex::new(None),
+                rule_source: tokio::sync::OnceCell::new(),
+                rules_config,
                 client_seed: rand::random(),
             }),
         })
@@ -258,20 +269,53 @@ impl HoardClient {
         self.inner.watches.load(Ordering::Relaxed)
     }
 
-    /// The replica rules reads follow now.
-    pub fn rules(&self) -> Arc<ReplicaRuleSet> {
-        Arc::clone(&self.inner.rules.lock())
+    /// The replica rules reads follow now: those set by hand, else the cluster's (read from
+    /// the coordinators or etcd on first use and followed from then on, see [`RuleSource`]),
+    /// else the default rule.
+    pub async fn rules(&self) -> Arc<ReplicaRuleSet> {
+        if let Some(rules) = self.inner.rules.lock().clone() {
+            return rules;
+        }
+        let source = self
+            .inner
+            .rule_source
+            .get_or_init(|| async {
+                let config = self.inner.rules_config.as_deref()?;
+                match RuleSource::start(config).await {
+                    Ok(source) => Some(source),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot follow the replica rules; reading with the default rule");
+                        None
+                    }
+                }
+            })
+            .await;
+        match source {
+            Some(source) => source.current(),
+            None => Arc::new(ReplicaRuleSet::with_default(self.inner.user.replication_min_default)),
+        }
     }
 
-    /// Replaces the replica rules reads follow.
+    /// Replaces the replica rules reads follow (they are no longer followed from the cluster).
     pub fn set_rules(&self, rules: ReplicaRuleSet) {
-        *self.inner.rules.lock() = Arc::new(rules);
+        *self.inner.rules.lock() = Some(Arc::new(rules));
     }
 
     /// Where `path`'s replicas belong under the current rules and view.
     pub async fn placement(&self, path: &HoardPath) -> Result<crate::placement::Placement, ClientError> {
         let view = self.view(false).await?;
-        Ok(view.placement(path, self.rules().count_for(path) as usize))
+        Ok(view.placement(path, self.rules().await.count_for(path) as usize))
+    }
+
+    /// Copies of `path` per cluster as far as its read order goes: with one cluster and
+    /// GLOBAL_FIXED the order does not depend on the count (replicas then the rest of the
+    /// ring, in ring order), so the rules need not be read at all.
+    async fn read_count(&self, view: &ClusterView, path: &HoardPath) -> usize {
+        let policy = self.inner.user.replica_selection_policy;
+        if policy == hoard_common::replica::ReplicaSelectionPolicy::GlobalFixed && view.clusters().count() <= 1 {
+            return 1;
+        }
+        self.rules().await.count_for(path) as usize
     }
 
     /// The workers `path` maps to, best first (`count` at most).

@@ -82,7 +82,7 @@ impl HoardClient {
     /// as the selection policy orders them, then the rest); an error when none is available.
     async fn failover_order(&self, path: &HoardPath) -> Result<Vec<NodeStatus>, ClientError> {
         let view = self.view(false).await?;
-        let count = self.rules().count_for(path) as usize;
+        let count = self.read_count(&view, path).await;
         let order = view
             .placement(path, count)
             .read_order(self.inner.user.replica_selection_policy, self.inner.client_seed);

@@ -61,6 +61,10 @@ impl std::fmt::Display for ReplicaSelectionPolicy {
     }
 }
 
+/// The coordinator's route: GET lists, POST creates or updates, DELETE (body
+/// [`ReplicaRulePath`]) removes.
+pub const REPLICA_RULES_ROUTE: &str = "/api/v1/replica-rules";
+
 /// The most copies a rule may ask for, per cluster.
 pub const MAX_REPLICAS: u32 = 64;
 
@@ -88,6 +92,17 @@ pub struct ReplicaRules {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplicaRulePath {
     pub path: String,
+}
+
+/// `POST /api/v1/replica-rules`: the rule as stored, and a warning when it asks for more
+/// copies than there are registered workers (it is stored all the same).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredReplicaRule {
+    #[serde(flatten)]
+    pub rule: ReplicaRule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// Why a rule is refused; the field it names is in the message.
@@ -285,6 +300,22 @@ mod tests {
             serde_json::to_string(&parsed).unwrap(),
             r#"{"path":"/a","numReplicasPerCluster":2}"#
         );
+    }
+
+    #[test]
+    fn stored_rule_answer_round_trips() {
+        let answer = StoredReplicaRule {
+            rule: rule("/a", 3),
+            warning: Some("few workers".into()),
+        };
+        let text = serde_json::to_string(&answer).unwrap();
+        assert_eq!(
+            text,
+            r#"{"path":"/a","numReplicasPerCluster":3,"warning":"few workers"}"#
+        );
+        assert_eq!(serde_json::from_str::<StoredReplicaRule>(&text).unwrap(), answer);
+        let plain: StoredReplicaRule = serde_json::from_str(r#"{"path":"/a","numReplicasPerCluster":3}"#).unwrap();
+        assert_eq!(plain.warning, None);
     }
 
     #[test]

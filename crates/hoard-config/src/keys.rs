@@ -62,6 +62,10 @@ pub const USER_WORKER_LIST_REFRESH: &str = "hoard.user.worker.list.refresh.inter
 pub const USER_MEMBERSHIP_CONNECT_TIMEOUT: &str = "hoard.user.membership.connect.timeout";
 pub const USER_MEMBERSHIP_CACHE_MAX_AGE: &str = "hoard.user.membership.cache.max.age";
 pub const USER_REPLICA_SELECTION_POLICY: &str = "hoard.user.replica.selection.policy";
+// Replica rules (docs/replicas.md#rules).
+/// Deprecated: the count of the default rule; a rule on `/` says the same.
+pub const USER_FILE_REPLICATION_MIN: &str = "hoard.user.file.replication.min";
+pub const USER_REPLICA_RULES_REFRESH: &str = "hoard.user.replica.rules.refresh.interval";
 
 // Listener limits (docs/worker-http.md#limits, docs/coordinator-api.md#limits): one key set per
 // listener, parsed into one `NetworkConfig` by the same code.
@@ -448,6 +452,17 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         USER_REPLICA_SELECTION_POLICY,
         "GLOBAL_FIXED",
         "Which of a file's replicas a client reads first: GLOBAL_FIXED (ring order, the same for every client), CLIENT_FIXED (a stable order per client), RANDOM (a new order per read).",
+    ),
+    // Replica rules.
+    key(
+        USER_FILE_REPLICATION_MIN,
+        "1",
+        "Deprecated (use a replica rule on /): copies per cluster of files no rule covers; 1 to 64.",
+    ),
+    key(
+        USER_REPLICA_RULES_REFRESH,
+        "10s",
+        "How often a client reads the replica rules again.",
     ),
 ];
 

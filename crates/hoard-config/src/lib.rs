@@ -386,6 +386,11 @@ pub struct UserConfig {
     /// timeout (`hoard.worker.network.keepalive.timeout`), see
     /// [`NetworkConfig::client_pool_idle_timeout`].
     pub worker_pool_idle_timeout: Duration,
+    /// Copies per cluster of a file no replica rule covers (the default rule on `/`), from the
+    /// deprecated `hoard.user.file.replication.min`.
+    pub replication_min_default: u32,
+    /// How often a client reads the replica rules again.
+    pub replica_rules_refresh_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -594,6 +599,9 @@ impl SiteConfig {
             ));
         }
         let user = parse_user_config(&mut values, &worker.network, &cluster_name)?;
+        if properties.contains_key(keys::USER_FILE_REPLICATION_MIN) {
+            warnings.push(deprecated_replication_min_warning());
+        }
         let workers = match workers_file {
             Some(text) => workers::parse_workers_file(&conf_dir.join(WORKERS_FILE_NAME), text, worker.rpc_port)?,
             None => Vec::new(),
@@ -1059,6 +1067,14 @@ fn parse_etcd_endpoint(value: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{address}"))
 }
 
+/// The start-up warning when the deprecated `hoard.user.file.replication.min` is set.
+pub fn deprecated_replication_min_warning() -> String {
+    format!(
+        "{} is deprecated: set a replica rule on / instead (hoard replica set --path / --replicas N); docs/replicas.md",
+        keys::USER_FILE_REPLICATION_MIN
+    )
+}
+
 fn parse_user_config(
     values: &mut Values<'_>,
     workers: &NetworkConfig,
@@ -1080,6 +1096,10 @@ fn parse_user_config(
             ReplicaSelectionPolicy::parse(value)
                 .ok_or_else(|| "expected GLOBAL_FIXED, CLIENT_FIXED or RANDOM".to_string())
         })?,
+        replication_min_default: values.parse(keys::USER_FILE_REPLICATION_MIN, |value| {
+            parse_count(value, 1, hoard_common::replica::MAX_REPLICAS)
+        })?,
+        replica_rules_refresh_interval: values.duration(keys::USER_REPLICA_RULES_REFRESH, false)?,
     })
 }
 

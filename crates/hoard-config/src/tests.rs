@@ -12,7 +12,14 @@ fn load(pairs: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
 
 fn config(pairs: &[(&str, &str)]) -> SiteConfig {
     let loaded = load(pairs).unwrap_or_else(|error| panic!("{pairs:?}: {error}"));
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // The deprecated key is warned about whenever it is set; nothing else may warn.
+    let deprecated = pairs.iter().any(|(key, _)| *key == keys::USER_FILE_REPLICATION_MIN);
+    let expected = if deprecated {
+        vec![deprecated_replication_min_warning()]
+    } else {
+        Vec::new()
+    };
+    assert_eq!(loaded.warnings, expected);
     loaded.config
 }
 
@@ -99,6 +106,31 @@ fn every_known_default_parses_on_its_own() {
     for spec in known_keys().iter().filter(|spec| !spec.default.is_empty()) {
         assert_eq!(config(&[(spec.name, spec.default)]), defaults, "{}", spec.name);
     }
+}
+
+#[test]
+fn replication_min_sets_the_default_rule_and_is_warned_once() {
+    let quiet = load(&[]).unwrap();
+    assert_eq!(quiet.config.user.replication_min_default, 1);
+    assert_eq!(
+        quiet.config.user.replica_rules_refresh_interval,
+        Duration::from_secs(10)
+    );
+    assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+    let set = load(&[("hoard.user.file.replication.min", "3")]).unwrap();
+    assert_eq!(set.config.user.replication_min_default, 3);
+    let deprecations: Vec<_> = set.warnings.iter().filter(|w| w.contains("deprecated")).collect();
+    assert_eq!(deprecations.len(), 1, "{:?}", set.warnings);
+    assert!(deprecations[0].contains("hoard.user.file.replication.min"));
+    for bad in ["0", "65", "x"] {
+        let err = load(&[("hoard.user.file.replication.min", bad)]).unwrap_err();
+        assert!(err.to_string().contains("hoard.user.file.replication.min"), "{err}");
+    }
+    let err = load(&[("hoard.user.replica.rules.refresh.interval", "0")]).unwrap_err();
+    assert!(
+        err.to_string().contains("hoard.user.replica.rules.refresh.interval"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -928,7 +960,8 @@ mod docs {
             );
         }
         let loaded = SiteConfig::from_properties(Path::new(CONF), &properties, None).unwrap();
-        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        // Setting the deprecated key, even to its default, is warned about.
+        assert_eq!(loaded.warnings, vec![deprecated_replication_min_warning()]);
         assert_eq!(loaded.config, SiteConfig::defaults(Path::new(CONF)));
     }
 }

@@ -25,7 +25,7 @@ use crate::{ApiFailure, CoordinatorState};
 /// Registrations and heartbeats are small; nothing the API takes is larger.
 const MAX_BODY_BYTES: usize = 64 << 10;
 
-type SharedState = Arc<CoordinatorState>;
+pub(crate) type SharedState = Arc<CoordinatorState>;
 
 pub fn router(state: SharedState) -> Router {
     Router::new()
@@ -41,6 +41,12 @@ pub fn router(state: SharedState) -> Router {
         .route(&format!("{}/{{id}}", routes::JOBS_ROUTE), get(get_job))
         .route(&format!("{}/{{id}}/stop", routes::JOBS_ROUTE), post(stop_job))
         .route(&format!("{}/{{id}}/rerun", routes::JOBS_ROUTE), post(rerun_job))
+        .route(
+            hoard_common::replica::REPLICA_RULES_ROUTE,
+            get(crate::rules_api::list)
+                .post(crate::rules_api::set)
+                .delete(crate::rules_api::remove),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_token))
@@ -48,7 +54,7 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-fn meta_error(err: MetaError) -> ApiError {
+pub(crate) fn meta_error(err: MetaError) -> ApiError {
     let (status, code) = match &err {
         MetaError::UnknownWorker(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_WORKER),
         MetaError::WorkerOnline { .. } => (StatusCode::CONFLICT, codes::WORKER_ONLINE),
@@ -81,38 +87,56 @@ impl From<ApiFailure> for ApiError {
 /// define, or lacks one it needs is a 400 with serde's own message (`unknown field `replica`,
 /// expected one of ...`); one over [`MAX_BODY_BYTES`] is a 413. Both are the documented
 /// `{"error", "code": "BAD_REQUEST"}`.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            });
-        if !is_json {
-            return Err(bad_request(
-                "expected a JSON body with 'Content-Type: application/json'",
-            ));
-        }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                StatusCode::PAYLOAD_TOO_LARGE
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            ApiError::new(status, codes::BAD_REQUEST, rejection.body_text())
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|err| bad_request(err.to_string()))
+        read_json(request, state, true).await.map(JsonBody)
     }
+}
+
+/// [`JsonBody`] whatever the Content-Type says (the body must still be JSON): for routes the
+/// documentation shows with a bare `curl -d`, which sends a form Content-Type.
+pub(crate) struct AnyJsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for AnyJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<AnyJsonBody<T>, ApiError> {
+        read_json(request, state, false).await.map(AnyJsonBody)
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned, S: Send + Sync>(
+    request: Request,
+    state: &S,
+    require_json_type: bool,
+) -> Result<T, ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if require_json_type && !is_json {
+        return Err(bad_request(
+            "expected a JSON body with 'Content-Type: application/json'",
+        ));
+    }
+    let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+        let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, codes::BAD_REQUEST, rejection.body_text())
+    })?;
+    serde_json::from_slice(&bytes).map_err(|err| bad_request(err.to_string()))
 }
 
 /// Proof that a request carries the cluster secret: a handler that takes it refuses anything
@@ -331,7 +355,7 @@ fn bad_query(rejection: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, rejection.body_text())
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
 }
 

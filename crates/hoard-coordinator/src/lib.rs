@@ -10,6 +10,7 @@ pub mod jobs;
 mod metrics;
 mod openapi;
 pub mod registry;
+mod rules_api;
 
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
@@ -20,6 +21,7 @@ use hoard_config::{JobStoreType, MembershipType, SiteConfig, UserConfig};
 use hoard_meta::embedded::EmbeddedStore;
 use hoard_meta::etcd::{EtcdMembership, EtcdStore, LeaseSession};
 use hoard_meta::jobs::JobStore;
+use hoard_meta::replica_rules::ReplicaRuleStore;
 use hoard_meta::{
     keys, now_millis, CoordinatorRecord, Liveness, MemberRecord, Membership, MetaError, MetaStore, StaticMembership,
     WorkerRegistration,
@@ -77,6 +79,10 @@ pub struct CoordinatorState {
     etcd_session: Mutex<Option<LeaseSession>>,
     pub mounts: Arc<hoard_ufs::MountTable>,
     pub job_store: Arc<JobStore>,
+    /// Replica rules, in the store jobs use (the embedded file, or etcd under the cluster root).
+    pub rules: ReplicaRuleStore,
+    /// The default rule's count (`hoard.user.file.replication.min`, deprecated).
+    pub default_replicas: u32,
     scheduler: OnceLock<Arc<jobs::Scheduler>>,
     scheduler_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The ring jobs use, shared by every job for a moment (many short jobs would otherwise
@@ -167,6 +173,14 @@ impl CoordinatorState {
                 }
             }
         };
+        // Rules live where jobs do; on etcd under the cluster root (`hoard.etcd.root`), where
+        // clients with etcd endpoints can read them too.
+        let rules_backend: Arc<dyn MetaStore> = match (config.jobs.store_type, &embedded, &etcd_membership) {
+            (JobStoreType::Embedded, Some(store), _) => Arc::new(store.clone()),
+            (JobStoreType::Etcd, _, Some(membership)) => membership.store().clone(),
+            _ => return Err(CoordinatorError::Startup("no store for replica rules".into())),
+        };
+        let rules = ReplicaRuleStore::new(Arc::new(InstrumentedStore::new(rules_backend, metrics.clone())));
         let job_backend: Arc<dyn MetaStore> = match config.jobs.store_type {
             JobStoreType::Embedded => match embedded {
                 Some(store) => Arc::new(store),
@@ -220,6 +234,8 @@ impl CoordinatorState {
             etcd_session: Mutex::new(etcd_session),
             mounts: Arc::new(mounts),
             job_store,
+            rules,
+            default_replicas: config.user.replication_min_default,
             scheduler: OnceLock::new(),
             scheduler_tasks: Mutex::new(Vec::new()),
             view_cache: parking_lot::Mutex::new(None),
@@ -369,9 +385,9 @@ impl CoordinatorState {
     /// The workers and coordinators. On etcd, when etcd does not answer within half of
     /// `hoard.user.membership.connect.timeout`, the list last read from it, marked stale with
     /// its age.
-    /// The replica rules in effect (the default rule alone until rules are stored).
+    /// The replica rules in effect, over the default rule (`hoard.user.file.replication.min`).
     pub async fn replica_rules(&self) -> Result<hoard_common::replica::ReplicaRuleSet, MetaError> {
-        Ok(hoard_common::replica::ReplicaRuleSet::default())
+        self.rules.rule_set(self.default_replicas).await
     }
 
     pub async fn nodes(&self) -> Result<NodesResponse, MetaError> {

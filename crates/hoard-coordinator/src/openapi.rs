@@ -27,9 +27,12 @@ mod tests {
             ("/api/v1/jobs/{id}/stop", "post"),
             ("/api/v1/jobs/{id}/rerun", "post"),
             (routes::LEADER_ROUTE, "get"),
+            (hoard_common::replica::REPLICA_RULES_ROUTE, "get"),
+            (hoard_common::replica::REPLICA_RULES_ROUTE, "post"),
+            (hoard_common::replica::REPLICA_RULES_ROUTE, "delete"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is not documented");
         }
-        assert_eq!(paths.len(), 12, "a documented path the router does not serve");
+        assert_eq!(paths.len(), 13, "a documented path the router does not serve");
     }
 }

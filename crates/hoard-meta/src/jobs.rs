@@ -183,7 +183,6 @@ pub struct JobOptions {
     pub skip_if_exists: bool,
 }
 
-
 impl JobOptions {
     /// A `replicas` of 0 and a batch size of 0 mean "the default" (`None`).
     pub fn normalized(mut self) -> JobOptions {
@@ -1372,7 +1371,11 @@ mod tests {
         assert_eq!(value["type"], "load");
         assert_eq!(value["state"], "RUNNING");
         assert_eq!(value["createdMs"], 1_000);
-        assert_eq!(value["options"]["replicas"], serde_json::Value::Null, "none given: the rules decide");
+        assert_eq!(
+            value["options"]["replicas"],
+            serde_json::Value::Null,
+            "none given: the rules decide"
+        );
         assert_eq!(value["options"]["batchSize"], 50);
         assert_eq!(value["options"]["skipIfExists"], false);
         assert_eq!(value["progress"]["filesFailed"], 1);

@@ -8,12 +8,14 @@
 //! | `workers/<worker-id>` | [`WorkerRegistration`] JSON | permanent, until `remove-worker` |
 //! | `live/workers/<worker-id>` | [`LiveWorker`] JSON | on the worker's lease (etcd) |
 //! | `live/coordinators/<coordinator-id>` | [`CoordinatorRecord`] JSON | on the coordinator's lease (etcd) |
+//! | `replica-rules/<encoded path>` | [`hoard_common::replica::ReplicaRule`] JSON | permanent, until deleted ([`replica_rules`]) |
 
 mod deadline;
 pub mod embedded;
 pub mod etcd;
 pub mod jobs;
 mod records;
+pub mod replica_rules;
 
 use std::time::Duration;
 

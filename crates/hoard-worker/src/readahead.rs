@@ -2,17 +2,25 @@
 //! (`hoard.worker.network.readahead.size`), so a cold read overlaps UFS reads with sending.
 //!
 //! Pages fetched ahead sit in memory until the client takes them, so the read-ahead grows only
-//! while the client keeps up: it starts at one page and doubles at each page for which no
-//! write had to wait for the socket since the last, up to the limit; after a wait only the page
-//! needed next is fetched. A client that stops reading therefore holds the page being sent and
+//! while the client keeps up: it starts at one page and doubles at each page the client took
+//! without a slow wait, up to the limit; after a slow wait only the page needed next is
+//! fetched. A wait is slow when a write had to wait for the socket and the page took longer
+//! than [`KEEPING_UP`] to go out: a fast client on a fast network fills its socket buffer all the
+//! time (every 1MiB page waits a little on loopback), and fetching one page at a time would
+//! halve its throughput. A client that stops reading therefore holds the page being sent and
 //! what was fetched before it stopped, never more than the limit.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use hoard_http::ConnectionRef;
+
+/// A page that goes out within this after the previous one, waits on the socket or not, comes
+/// from a client that keeps up (1MiB in 5ms is 200MB/s).
+const KEEPING_UP: Duration = Duration::from_millis(5);
 
 /// Pages fetched ahead at most, as the axum state's extension (the direct path passes it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +44,9 @@ pub(crate) struct ReadAhead<F, Fut: Future> {
     max_ahead: usize,
     connection: Option<ConnectionRef>,
     waits_seen: u64,
+    /// `Some` until the next page's read-ahead is decided: when the previous page was yielded
+    /// (`None` for the first page).
+    asked: Option<Option<Instant>>,
 }
 
 impl<F, Fut> ReadAhead<F, Fut>
@@ -58,6 +69,7 @@ where
             max_ahead: max_ahead.0,
             connection,
             waits_seen,
+            asked: Some(None),
         }
     }
 }
@@ -71,28 +83,37 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Fut::Output>> {
         let this = self.get_mut();
-        let waited = match &this.connection {
-            Some(connection) => {
-                let waits = connection.send_waits();
-                let waited = waits != this.waits_seen;
-                this.waits_seen = waits;
-                waited
-            }
-            None => false,
-        };
-        let want = if waited {
-            1
-        } else {
-            this.ahead = (this.ahead * 2).clamp(1, this.max_ahead.max(1)).min(this.max_ahead);
-            1 + this.ahead
-        };
-        while this.started.len() < want {
-            let Some(index) = this.pending.next() else {
-                break;
+        // Decided once per page, at the first poll after the previous page went out (a fetch
+        // still running makes the stream poll again, which must not count as another page).
+        if let Some(asked) = this.asked.take() {
+            let waited = match &this.connection {
+                Some(connection) => {
+                    let waits = connection.send_waits();
+                    let waited = waits != this.waits_seen;
+                    this.waits_seen = waits;
+                    waited
+                }
+                None => false,
             };
-            this.started.push_back((this.make)(index));
+            let slow = asked.is_some_and(|yielded| yielded.elapsed() > KEEPING_UP);
+            let want = if waited && slow {
+                1
+            } else {
+                this.ahead = (this.ahead * 2).clamp(1, this.max_ahead.max(1)).min(this.max_ahead);
+                1 + this.ahead
+            };
+            while this.started.len() < want {
+                let Some(index) = this.pending.next() else {
+                    break;
+                };
+                this.started.push_back((this.make)(index));
+            }
         }
-        this.started.poll_next_unpin(cx)
+        let polled = this.started.poll_next_unpin(cx);
+        if let Poll::Ready(Some(_)) = &polled {
+            this.asked = Some(Some(Instant::now()));
+        }
+        polled
     }
 }
 

@@ -35,22 +35,38 @@ async fn nodes(config: &SiteConfig, format: Format) -> anyhow::Result<()> {
         report.membership,
         if report.dynamic_ring { "dynamic" } else { "static" }
     );
-    let rows: Vec<Vec<String>> = report
-        .workers
-        .iter()
-        .map(|node| {
-            vec![
-                node.worker_id.clone().unwrap_or_else(|| "-".to_string()),
-                node.address.clone(),
-                if node.online { "ONLINE" } else { "OFFLINE" }.to_string(),
-                node.capacity_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
-                node.used_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
-                node.error.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    println!("workers:");
-    print_table(&["WORKER ID", "ADDRESS", "STATE", "CAPACITY", "USED", "NOTE"], &rows);
+    // Grouped by cluster (zone): this client's first, then the others by name.
+    let mut clusters: Vec<&str> = report.workers.iter().map(|node| node.cluster.as_str()).collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    clusters.sort_by_key(|cluster| *cluster != config.cluster_name);
+    if clusters.is_empty() {
+        println!("workers: none");
+    }
+    for cluster in clusters {
+        let rows: Vec<Vec<String>> = report
+            .workers
+            .iter()
+            .filter(|node| node.cluster == cluster)
+            .map(|node| {
+                vec![
+                    node.worker_id.clone().unwrap_or_else(|| "-".to_string()),
+                    node.address.clone(),
+                    if node.online { "ONLINE" } else { "OFFLINE" }.to_string(),
+                    node.capacity_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
+                    node.used_bytes.map(human_bytes).unwrap_or_else(|| "-".to_string()),
+                    node.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let own = if cluster == config.cluster_name {
+            " (this client's)"
+        } else {
+            ""
+        };
+        println!("workers in cluster {cluster}{own}:");
+        print_table(&["WORKER ID", "ADDRESS", "STATE", "CAPACITY", "USED", "NOTE"], &rows);
+    }
     if report.coordinators.is_empty() {
         println!("coordinators: none");
         return Ok(());

@@ -86,6 +86,15 @@ pub struct StartArgs {
     /// Coordinators to start (more than one needs --etcd: they share the job queue there).
     #[arg(long, default_value_t = 1)]
     pub coordinators: usize,
+    /// Split the workers into this many clusters (zones `az-1`, `az-2`, ...; worker i in zone
+    /// i mod K + 1), served by the same coordinators; the client configuration is in `az-1`.
+    #[arg(long, default_value_t = 1)]
+    pub clusters: usize,
+}
+
+/// The cluster (zone) name of worker `index` of a local cluster split into `clusters`.
+fn zone_of(index: usize, clusters: usize) -> String {
+    format!("az-{}", index % clusters.max(1) + 1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -222,6 +231,13 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
+    if args.clusters == 0 || args.clusters > args.workers {
+        bail!(
+            "--clusters must be between 1 and the number of workers ({}), not {}",
+            args.workers,
+            args.clusters
+        );
+    }
     std::fs::create_dir_all(&args.home).with_context(|| format!("cannot create {}", args.home.display()))?;
     let home = std::fs::canonicalize(&args.home).with_context(|| format!("cannot resolve {}", args.home.display()))?;
     let previous = read_state(&home)?;
@@ -354,6 +370,9 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
     let client_conf = home.join("conf");
     let mut client_properties = shared.clone();
     client_properties.insert("hoard.work.dir".to_string(), home.display().to_string());
+    if args.clusters > 1 {
+        client_properties.insert(hoard_config::keys::CLUSTER_NAME.to_string(), zone_of(0, args.clusters));
+    }
     client_properties.extend(user_properties.clone());
     let client_config = write_conf(&client_conf, &client_properties, &workers_file)?;
     // Created before the processes start (workers refuse to start without it); a restart
@@ -423,6 +442,12 @@ pub async fn start(args: &StartArgs) -> anyhow::Result<LocalState> {
             "hoard.worker.rpc.port".to_string(),
             addresses[index].rsplit(':').next().unwrap_or("0").to_string(),
         );
+        if args.clusters > 1 {
+            properties.insert(
+                hoard_config::keys::CLUSTER_NAME.to_string(),
+                zone_of(index, args.clusters),
+            );
+        }
         properties.extend(user_properties.clone());
         write_conf(&conf_dir, &properties, &workers_file)?;
         let log_file = logs.join(format!("{name}.log"));
@@ -908,6 +933,7 @@ async fn demo(home: &Path, workers: usize, keep: bool) -> anyhow::Result<()> {
         etcd: None,
         membership: None,
         coordinators: 1,
+        clusters: 1,
     };
     let state = start(&args).await?;
     print_started(&state);

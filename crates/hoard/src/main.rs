@@ -8,6 +8,7 @@ mod job;
 mod local;
 mod output;
 mod process;
+mod replica;
 mod startup;
 mod worker;
 
@@ -52,6 +53,9 @@ enum Command {
     /// Load and free jobs through the coordinator: load, free, list, rerun.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Replica rules (how many copies by path prefix): list, set, remove.
+    #[command(subcommand)]
+    Replica(replica::ReplicaCommand),
     /// Manage cluster processes: remove-worker.
     #[command(subcommand)]
     Process(process::ProcessCommand),
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fs(command) => fs::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Info(command) => info::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Job(command) => job::run(command, &load_config(cli.conf.as_deref())?).await,
+        Command::Replica(command) => replica::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Process(command) => process::run(command, &load_config(cli.conf.as_deref())?).await,
         Command::Worker(args) => worker::run(args, load_config(cli.conf.as_deref())?).await,
         Command::Coordinator(args) => coordinator::run(args, load_config(cli.conf.as_deref())?).await,

@@ -490,19 +490,7 @@ pub fn fd_count(pid: u32) -> usize {
 
 /// A `/proc/PID/status` field in KiB (`VmRSS`, `RssAnon`, ...).
 pub fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .strip_prefix(':')?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    hoard_testkit::proc_status_kib(pid, field).unwrap_or(0)
 }
 
 /// Splits a raw HTTP/1.1 response with a `Content-Length` body: status, headers (lowercased

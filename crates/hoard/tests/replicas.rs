@@ -1,0 +1,258 @@
+//! Replicas on real processes (docs/replicas.md): loads follow the rules (nested, longest
+//! prefix), a load that cannot make every copy is not a success, reads spread over replicas as
+//! the selection policy says and survive a killed replica, and two clusters (zones) read their
+//! own copies first and the other zone's when theirs are gone.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const LEN: usize = 96 * 1024;
+
+/// Bytes of `path` the worker at `address` holds in its page store.
+fn cached_on(address: &str, path: &str) -> u64 {
+    let (status, _, body) = http_get(address, &format!("/api/v1/stat?path={path}")).expect("stat");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let stat: serde_json::Value = serde_json::from_slice(&body).expect("stat json");
+    stat["cachedBytes"].as_u64().expect("cachedBytes")
+}
+
+/// How many of `workers` hold all of `path`; every other one holds none of it.
+fn whole_copies(workers: &[Process], path: &str) -> usize {
+    let mut whole = 0;
+    for worker in workers {
+        match cached_on(&worker.address, path) {
+            0 => {}
+            bytes if bytes == LEN as u64 => whole += 1,
+            bytes => panic!("{} holds {bytes} bytes of {path}: part of a copy", worker.name),
+        }
+    }
+    whole
+}
+
+fn set_rule(cluster: &Cluster, path: &str, replicas: u32) {
+    let output = cluster.hoard(&["replica", "set", "--path", path, "--replicas", &replicas.to_string()]);
+    assert!(output.status.success(), "{}", describe(&output));
+}
+
+fn load(cluster: &Cluster, path: &str) -> serde_json::Value {
+    let job = submit(cluster, &["load", "--path", path]);
+    wait_job(cluster, &job, Duration::from_secs(60))
+}
+
+fn cat(cluster: &Cluster, conf: &Path, path: &str) -> Vec<u8> {
+    let output = hoard_with_conf(conf, &["fs", "cat", path]);
+    assert!(
+        output.status.success(),
+        "cat {path} ({}): {}",
+        cluster.conf.display(),
+        describe(&output)
+    );
+    output.stdout
+}
+
+/// A copy of the client configuration with `property` added (e.g. another selection policy).
+fn conf_with(cluster: &Cluster, property: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("hoard-conf")
+        .tempdir()
+        .expect("conf dir");
+    for entry in std::fs::read_dir(&cluster.conf).expect("conf") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy conf");
+    }
+    let site = dir.path().join("hoard-site.properties");
+    let mut text = std::fs::read_to_string(&site).expect("site properties");
+    text.push_str(&format!("\n{property}\n"));
+    std::fs::write(&site, text).expect("write site properties");
+    dir
+}
+
+fn bytes_served(worker: &Process) -> f64 {
+    metric(&worker.address, "hoard_worker_bytes_served_total")
+}
+
+#[test]
+fn loads_follow_the_rules_and_a_shortfall_is_not_a_success() {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..6 {
+        files.push((format!("/vip/f{i}"), content(i, LEN)));
+        files.push((format!("/vip/tmp/t{i}"), content(100 + i, LEN)));
+        files.push((format!("/plain/p{i}"), content(200 + i, LEN)));
+        files.push((format!("/later/l{i}"), content(300 + i, LEN)));
+    }
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let ufs = ufs_with(&borrowed);
+    let cluster = Cluster::start(3, ufs.path(), &["hoard.worker.failure.detection.timeout=2s"]);
+    let workers = cluster.processes();
+
+    // Nested rules: the longest prefix wins.
+    set_rule(&cluster, "/vip", 3);
+    set_rule(&cluster, "/vip/tmp", 1);
+    let job = load(&cluster, "/");
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    assert!(job.get("replicaShortfall").is_none(), "{job}");
+    for i in 0..6 {
+        assert_eq!(whole_copies(&workers, &format!("/vip/f{i}")), 3, "/vip/f{i}");
+        assert_eq!(whole_copies(&workers, &format!("/vip/tmp/t{i}")), 1, "/vip/tmp/t{i}");
+        assert_eq!(whole_copies(&workers, &format!("/plain/p{i}")), 1, "/plain/p{i}");
+    }
+
+    // A load keeps the rules it was submitted under: removing the rule right after changes
+    // nothing for it.
+    set_rule(&cluster, "/later", 2);
+    let job_id = submit(&cluster, &["load", "--path", "/later"]);
+    let removed = cluster.hoard(&["replica", "remove", "--path", "/later"]);
+    assert!(removed.status.success(), "{}", describe(&removed));
+    let job = wait_job(&cluster, &job_id, Duration::from_secs(60));
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    for i in 0..6 {
+        assert_eq!(whole_copies(&workers, &format!("/later/l{i}")), 2, "/later/l{i}");
+    }
+
+    // 3 copies with 2 ONLINE workers: FAILED, naming the shortfall (Alluxio #14274 said
+    // SUCCEEDED here).
+    let victim = &workers[2];
+    kill9(victim.pid);
+    wait_until("the killed worker is OFFLINE", Duration::from_secs(30), || {
+        cluster
+            .worker_states()
+            .iter()
+            .any(|(_, address, online)| *address == victim.address && !online)
+    });
+    set_rule(&cluster, "/plain", 3);
+    let job = load(&cluster, "/plain");
+    assert_eq!(job["state"], "FAILED", "{job}");
+    assert_eq!(job["replicaShortfall"]["files"], 6, "{job}");
+    assert_eq!(job["replicaShortfall"]["missingCopies"], 6, "{job}");
+    assert!(
+        job["error"].as_str().unwrap_or_default().contains("replica shortfall"),
+        "{job}"
+    );
+    let progress = cluster.hoard(&["job", "load", "--path", "/plain", "--progress"]);
+    assert!(
+        String::from_utf8_lossy(&progress.stdout).contains("replica shortfall: 6 files lack 6 copies"),
+        "{}",
+        describe(&progress)
+    );
+    // Nothing served is wrong meanwhile.
+    for i in 0..6 {
+        assert_eq!(
+            cat(&cluster, &cluster.conf, &format!("/plain/p{i}")),
+            content(200 + i, LEN)
+        );
+    }
+
+    // The third worker back: the same load succeeds with every copy.
+    let _back = restart_worker(victim);
+    wait_until("the worker is ONLINE again", Duration::from_secs(30), || {
+        cluster.worker_states().iter().all(|(_, _, online)| *online)
+    });
+    let job = load(&cluster, "/plain");
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    for i in 0..6 {
+        assert_eq!(whole_copies(&workers, &format!("/plain/p{i}")), 3, "/plain/p{i}");
+    }
+}
+
+#[test]
+fn reads_spread_over_replicas_by_policy_and_survive_a_killed_replica() {
+    let files: Vec<(String, Vec<u8>)> = (0..4).map(|i| (format!("/hot/h{i}"), content(400 + i, LEN))).collect();
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let ufs = ufs_with(&borrowed);
+    let cluster = Cluster::start(3, ufs.path(), &[]);
+    let workers = cluster.processes();
+    set_rule(&cluster, "/hot", 3);
+    let job = load(&cluster, "/hot");
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+
+    let policies = ["GLOBAL_FIXED", "CLIENT_FIXED", "RANDOM"];
+    let confs: Vec<tempfile::TempDir> = policies
+        .iter()
+        .map(|policy| conf_with(&cluster, &format!("hoard.user.replica.selection.policy={policy}")))
+        .collect();
+    for (policy, conf) in policies.iter().zip(&confs) {
+        let before: Vec<f64> = workers.iter().map(bytes_served).collect();
+        // One client process per read: CLIENT_FIXED's order is per client.
+        for _ in 0..12 {
+            assert_eq!(cat(&cluster, conf.path(), "/hot/h0"), content(400, LEN), "{policy}");
+        }
+        let serving = workers
+            .iter()
+            .zip(&before)
+            .filter(|(worker, before)| bytes_served(worker) > **before)
+            .count();
+        if *policy == "GLOBAL_FIXED" {
+            assert_eq!(serving, 1, "GLOBAL_FIXED: every client reads the first replica");
+        } else {
+            // 12 reads all on one of 3 replicas: (1/3)^11, never in practice.
+            assert!(serving >= 2, "{policy}: {serving} worker(s) served");
+        }
+    }
+
+    // A replica killed: every policy still reads the right bytes, from the others.
+    kill9(workers[0].pid);
+    for (policy, conf) in policies.iter().zip(&confs) {
+        for (path, bytes) in &files {
+            assert!(cat(&cluster, conf.path(), path) == *bytes, "{policy}: {path} differs");
+        }
+    }
+}
+
+#[test]
+fn two_clusters_read_their_own_copies_first_and_the_other_zone_when_theirs_are_gone() {
+    let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("/d/f{i}"), content(500 + i, LEN))).collect();
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let ufs = ufs_with(&borrowed);
+    let cluster = Cluster::start_with(
+        4,
+        &ufs.path().display().to_string(),
+        &["hoard.worker.failure.detection.timeout=2s"],
+        &["--clusters", "2"],
+    );
+    let workers = cluster.processes();
+    // worker-0 and worker-2 in az-1 (the client's), worker-1 and worker-3 in az-2.
+    let nodes = cluster.nodes();
+    for worker in nodes["workers"].as_array().expect("workers") {
+        let index: usize = workers
+            .iter()
+            .position(|w| worker["address"] == w.address.as_str())
+            .expect("a known worker");
+        let zone = if index.is_multiple_of(2) { "az-1" } else { "az-2" };
+        assert_eq!(worker["cluster"], zone, "{nodes}");
+    }
+    let (local, remote): (Vec<Process>, Vec<Process>) = workers.iter().cloned().partition(|w| {
+        let index = workers.iter().position(|x| x.address == w.address).expect("index");
+        index.is_multiple_of(2)
+    });
+
+    // The default rule (1 copy per cluster): one copy in each zone.
+    let job = load(&cluster, "/d");
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    for (path, _) in &files {
+        assert_eq!(whole_copies(&local, path), 1, "{path} in az-1");
+        assert_eq!(whole_copies(&remote, path), 1, "{path} in az-2");
+    }
+    let remote_before: Vec<f64> = remote.iter().map(bytes_served).collect();
+    for (path, bytes) in &files {
+        assert!(cat(&cluster, &cluster.conf, path) == *bytes, "{path} differs");
+    }
+    let remote_after: Vec<f64> = remote.iter().map(bytes_served).collect();
+    assert_eq!(
+        remote_before, remote_after,
+        "reads stay in the client's zone while it has copies"
+    );
+
+    // The whole local zone down: reads go to the other zone's copies.
+    for worker in &local {
+        kill9(worker.pid);
+    }
+    for (path, bytes) in &files {
+        assert!(cat(&cluster, &cluster.conf, path) == *bytes, "{path} differs");
+    }
+    let served: f64 = remote.iter().map(bytes_served).sum::<f64>() - remote_after.iter().sum::<f64>();
+    assert!(served >= (files.len() * LEN) as f64, "az-2 served {served} bytes");
+}
