@@ -63,8 +63,9 @@ impl ClusterRing {
 impl ClusterView {
     /// `user.cluster_name` is the local cluster, whose replicas come first.
     pub fn new(nodes: Vec<NodeStatus>, user: &UserConfig) -> ClusterView {
+        // The clusters with registered workers (a coordinator's own cluster name, when no
+        // worker is in it, is not one more cluster to place copies in).
         let mut names: Vec<&str> = nodes.iter().map(|node| node.cluster.as_str()).collect();
-        names.push(&user.cluster_name);
         names.sort_unstable();
         names.dedup();
         names.sort_by_key(|name| *name != user.cluster_name);

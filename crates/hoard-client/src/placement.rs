@@ -235,6 +235,17 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_without_workers_is_not_a_place_for_copies() {
+        // A coordinator (or client) in a cluster no worker registered in.
+        let view = ClusterView::new(two_clusters(), &user("default"));
+        let placement = view.placement(&path(2), 2);
+        assert_eq!(placement.clusters.len(), 2);
+        assert!(placement.clusters.iter().all(|cluster| !cluster.local));
+        assert_eq!(placement.shortfall(), 0);
+        assert_eq!(placement.replicas().count(), 4);
+    }
+
+    #[test]
     fn a_cluster_with_no_workers_left_sends_reads_to_the_others() {
         let mut nodes = two_clusters();
         for node in nodes.iter_mut().filter(|node| node.cluster == "az1") {
