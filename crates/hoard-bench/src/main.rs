@@ -10,6 +10,7 @@ mod ha_bench;
 mod jobs_bench;
 mod membership_bench;
 mod peers;
+mod replicas_bench;
 mod ring_bench;
 mod wrk;
 
@@ -57,6 +58,9 @@ enum Scenario {
     /// Jobs: a load onto 3 workers vs `cp -r` of the same data; the coordinator's CPU and
     /// memory per files scheduled; job store operations per second, embedded vs etcd.
     Jobs(jobs_bench::JobsArgs),
+    /// Replicas: 64 clients reading one hot file, 1 vs 3 copies, under each selection policy:
+    /// throughput and each worker's share of the bytes.
+    Replicas(replicas_bench::ReplicasArgs),
     /// High availability on a real etcd: failover time and claim throughput with 1-3 coordinators.
     Ha(ha_bench::HaArgs),
     /// Ring lookup, build time, memory, balance and movement at 10/100/1000 workers.
@@ -82,6 +86,10 @@ fn main() -> anyhow::Result<()> {
         Scenario::Jobs(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(jobs_bench::run(args))
+        }
+        Scenario::Replicas(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(replicas_bench::run(args))
         }
         Scenario::Membership(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -184,10 +184,27 @@ impl HoardClient {
         if progress.end.is_some_and(|end| end <= progress.start) {
             return Ok(0);
         }
-        self.with_failover(path, async |node| {
-            self.read_attempt(path, &node, &mut progress, sink).await
+        // A loop rather than `with_failover`'s closure: the closure's future borrows `sink` and
+        // `progress` in a way rustc cannot prove `Send` for every lifetime, and a read must be
+        // spawnable on a multi-threaded runtime.
+        let order = self.failover_order(path).await?;
+        let mut attempts = Vec::new();
+        for node in order {
+            match self.read_attempt(path, &node, &mut progress, sink).await {
+                Outcome::Done(result) => return result,
+                Outcome::TryNext(reason) => {
+                    tracing::debug!(worker = %node.address, path = %path, reason = %reason, "worker failed, trying the next");
+                    attempts.push(Attempt {
+                        worker: node.address,
+                        reason,
+                    });
+                }
+            }
+        }
+        Err(ClientError::AllWorkersFailed {
+            path: path.to_string(),
+            attempts,
         })
-        .await
     }
 
     async fn read_attempt<W>(

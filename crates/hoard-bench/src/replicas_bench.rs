@@ -1,0 +1,167 @@
+//! Replicas: many clients reading one hot file through the client library, with 1 and with 3
+//! copies, under each selection policy: aggregate throughput and each worker's share of the
+//! bytes (docs/replicas.md#reading-replicas).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hoard_client::HoardClient;
+use hoard_common::replica::ReplicaSelectionPolicy;
+use hoard_common::HoardPath;
+
+use crate::cluster::LocalCluster;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicasArgs {
+    /// Concurrent clients, each a client of its own (its own CLIENT_FIXED order).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Size of the hot file.
+    #[arg(long, default_value = "256MiB")]
+    size: String,
+    /// Seconds of reading per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Bytes per read (a range of the file, at a random page-aligned offset).
+    #[arg(long, default_value = "4MiB")]
+    read_size: String,
+}
+
+/// A `/metrics` counter summed over its lines.
+async fn metric(http: &reqwest::Client, address: &str, name: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .sum())
+}
+
+fn hoard(hoard: &Path, cluster: &LocalCluster, args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(hoard)
+        .arg("--conf")
+        .arg(cluster.conf())
+        .args(args)
+        .output()?;
+    if !output.status.success() {
+        bail!("hoard {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `clients` clients reading ranges of `path` for `seconds`; total bytes read.
+async fn read_for(
+    conf: &Path,
+    policy: ReplicaSelectionPolicy,
+    path: &HoardPath,
+    args: &ReplicasArgs,
+    length: u64,
+    read_size: u64,
+) -> anyhow::Result<u64> {
+    let mut loaded = hoard_config::SiteConfig::load(conf)?;
+    loaded.config.user.replica_selection_policy = policy;
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for client_index in 0..args.clients {
+        let config = loaded.config.clone();
+        let path = path.clone();
+        tasks.spawn(async move {
+            let client = HoardClient::connect(&config).await?;
+            let mut sink = tokio::io::sink();
+            let pages = (length / read_size).max(1);
+            let mut read = 0u64;
+            let mut next = client_index as u64;
+            while Instant::now() < deadline {
+                // Spread the ranges over the file without a shared generator.
+                next = next.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let start = (next >> 33) % pages * read_size;
+                let end = (start + read_size).min(length);
+                read += client.read_to(&path, Some(start..end), &mut sink).await?;
+            }
+            Ok::<u64, anyhow::Error>(read)
+        });
+    }
+    let mut total = 0;
+    while let Some(joined) = tasks.join_next().await {
+        total += joined??;
+    }
+    Ok(total)
+}
+
+pub async fn run(args: ReplicasArgs) -> anyhow::Result<()> {
+    let hoard_binary = crate::peers::hoard_binary()?;
+    let length = hoard_config::parse_size(&args.size).map_err(|err| anyhow::anyhow!(err))?;
+    let read_size = hoard_config::parse_size(&args.read_size).map_err(|err| anyhow::anyhow!(err))?;
+    let ufs = tempfile::Builder::new().prefix("hoard-bench-replicas").tempdir()?;
+    std::fs::create_dir_all(ufs.path().join("hot"))?;
+    let mut data = vec![0u8; usize::try_from(length)?];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in data.chunks_mut(8) {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(ufs.path().join("hot/file"), &data)?;
+    drop(data);
+    let path = HoardPath::parse("/hot/file")?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    println!(
+        "| copies | policy | MB/s ({} clients) | bytes per worker (share) |\n| --- | --- | --- | --- |",
+        args.clients
+    );
+    for copies in [1u32, 3] {
+        let capacity = format!("hoard.worker.page.store.sizes={}", length * 2 + (64 << 20));
+        let cluster = LocalCluster::start(
+            &hoard_binary,
+            &["--ufs", &ufs.path().display().to_string()],
+            &[capacity],
+        )?;
+        hoard(
+            &hoard_binary,
+            &cluster,
+            &["replica", "set", "--path", "/hot", "--replicas", &copies.to_string()],
+        )?;
+        let job = hoard(
+            &hoard_binary,
+            &cluster,
+            &[
+                "job", "load", "--path", "/hot", "--submit", "--wait", "--format", "json",
+            ],
+        )?;
+        let job: serde_json::Value = serde_json::from_str(&job).context("load answer")?;
+        if job["state"] != "SUCCEEDED" {
+            bail!("the load of {copies} copies did not succeed: {job}");
+        }
+        let workers = cluster.workers()?;
+        for policy in ReplicaSelectionPolicy::ALL {
+            let mut before = Vec::new();
+            for worker in &workers {
+                before.push(metric(&http, &worker.address, "hoard_worker_bytes_served_total").await?);
+            }
+            let started = Instant::now();
+            let total = read_for(&cluster.conf(), policy, &path, &args, length, read_size).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let mut shares = Vec::new();
+            for (worker, before) in workers.iter().zip(&before) {
+                let served = metric(&http, &worker.address, "hoard_worker_bytes_served_total").await? - before;
+                shares.push(served);
+            }
+            let served: f64 = shares.iter().sum();
+            let described: Vec<String> = shares
+                .iter()
+                .map(|bytes| format!("{:.0}%", 100.0 * bytes / served.max(1.0)))
+                .collect();
+            println!(
+                "| {copies} | {policy} | {:.0} | {} |",
+                total as f64 / seconds / 1e6,
+                described.join(" / ")
+            );
+        }
+        drop(cluster);
+    }
+    Ok(())
+}
