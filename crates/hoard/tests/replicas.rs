@@ -256,3 +256,53 @@ fn two_clusters_read_their_own_copies_first_and_the_other_zone_when_theirs_are_g
     let served: f64 = remote.iter().map(bytes_served).sum::<f64>() - remote_after.iter().sum::<f64>();
     assert!(served >= (files.len() * LEN) as f64, "az-2 served {served} bytes");
 }
+
+#[test]
+fn a_metadata_refresh_reaches_every_copy_of_a_changed_file() {
+    let files: Vec<(String, Vec<u8>)> = (0..3).map(|i| (format!("/m/f{i}"), content(600 + i, LEN))).collect();
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let ufs = ufs_with(&borrowed);
+    // Workers keep a file's UFS status for an hour: only a refresh makes them see a change.
+    let cluster = Cluster::start(3, ufs.path(), &["hoard.user.file.metadata.max.age=1h"]);
+    let workers = cluster.processes();
+    set_rule(&cluster, "/m", 3);
+    let job = load(&cluster, "/m");
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    let read_from = |worker: &Process, path: &str| -> Vec<u8> {
+        let (status, _, body) = http_get(&worker.address, &format!("/files{path}")).expect("read");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        body
+    };
+    for (path, bytes) in &files {
+        for worker in &workers {
+            assert!(read_from(worker, path) == *bytes, "{path} from {}", worker.name);
+        }
+    }
+
+    // Rewritten in the UFS, another length: every copy still serves the version it knows.
+    let changed: Vec<Vec<u8>> = (0..3).map(|i| content(700 + i, LEN / 2)).collect();
+    for ((path, _), bytes) in files.iter().zip(&changed) {
+        std::fs::write(ufs.path().join(path.trim_start_matches('/')), bytes).expect("rewrite");
+    }
+    let stale = read_from(&workers[0], &files[0].0);
+    assert!(
+        stale == files[0].1,
+        "before the refresh, a copy serves the version it knows, whole"
+    );
+
+    // The rule is lowered meanwhile: two of the copies are no longer among the file's
+    // replicas, and must be refreshed all the same.
+    set_rule(&cluster, "/m", 1);
+    let job = submit(&cluster, &["load", "--path", "/m", "--metadata-only"]);
+    let job = wait_job(&cluster, &job, Duration::from_secs(60));
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    for ((path, _), bytes) in files.iter().zip(&changed) {
+        for worker in &workers {
+            assert!(
+                read_from(worker, path) == *bytes,
+                "{path} from {}: old bytes after the refresh",
+                worker.name
+            );
+        }
+    }
+}

@@ -360,21 +360,31 @@ pub struct Target {
     pub fallbacks: VecDeque<String>,
 }
 
+/// What a job does to each file's copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Make the file's copies: its placement's replicas.
+    Replicas,
+    /// Act on every copy there may be (free; a metadata refresh): every ONLINE worker, since a
+    /// copy may sit on a worker the placement no longer names.
+    Everywhere,
+}
+
 /// The copies of a file under `view`, and how many copies it cannot have (a cluster has fewer
 /// ONLINE workers than its count). A load makes `counts`' copies in every cluster, on the
 /// placement's replicas; each copy retries on its own share of its cluster's other workers
 /// (at most `max_attempts - 1`), so two failed copies never land on one worker and a copy never
-/// leaves its cluster. A free goes to every ONLINE worker (a file's pages may be on any of
-/// them), each retrying on itself (the only one that can free its pages).
+/// leaves its cluster. [`Reach::Everywhere`] goes to every ONLINE worker, each retrying on
+/// itself (the only one that can free or refresh its copy).
 pub fn targets(
     view: &ClusterView,
     path: &HoardPath,
-    load: bool,
+    reach: Reach,
     counts: &ReplicaCounts,
     max_attempts: usize,
 ) -> (Vec<Target>, usize) {
     let retries = max_attempts.saturating_sub(1);
-    if !load {
+    if reach == Reach::Everywhere {
         let online = view.nodes.iter().filter(|node| node.online).map(super::worker_key);
         let targets = online
             .map(|worker| Target {

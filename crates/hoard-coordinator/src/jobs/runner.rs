@@ -393,7 +393,14 @@ impl Run {
         };
         let load = self.record.job_type == JobType::Load;
         let max_attempts = self.ctx.config.file_max_attempts as usize;
-        let (targets, shortfall) = plan::targets(&self.view, &hoard_path, load, &self.counts, max_attempts);
+        // A metadata refresh must reach every copy, also one on a worker that is no longer among
+        // the file's replicas (after a membership change): no copy may serve the old version.
+        let reach = if load && !self.record.options.metadata_only {
+            plan::Reach::Replicas
+        } else {
+            plan::Reach::Everywhere
+        };
+        let (targets, shortfall) = plan::targets(&self.view, &hoard_path, reach, &self.counts, max_attempts);
         if targets.is_empty() {
             self.tracker
                 .fail_file(path.to_string(), length, "no workers are ONLINE".into());
