@@ -3,6 +3,7 @@
 //! connection failures, timeouts and server errors (resuming where the last one stopped, pinned
 //! to the same file version).
 
+mod cached;
 mod coordinator;
 mod fallback;
 mod nodes;
@@ -119,6 +120,10 @@ struct Inner {
     /// Seeds this client's CLIENT_FIXED order: random per client, so clients spread over a
     /// file's replicas, and fixed for its life, so each keeps hitting the same one.
     client_seed: u32,
+    /// Prefer-cached probe answers (used when `hoard.user.replica.prefer.cached.replicas`).
+    probe: cached::CachedProbe,
+    /// Bytes read per serving cluster and hotness (with the prefer-cached probe on).
+    replica_reads: cached::ReplicaReads,
 }
 
 impl Drop for Inner {
@@ -194,6 +199,7 @@ impl HoardClient {
             .no_proxy()
             .build()
             .map_err(|err| ClientError::Setup(err.to_string()))?;
+        let probe = cached::CachedProbe::new(user.cached_probe_ttl, user.connect_timeout.min(Duration::from_secs(1)));
         Ok(HoardClient {
             inner: Arc::new_cyclic(|me| Inner {
                 me: me.clone(),
@@ -213,6 +219,8 @@ impl HoardClient {
                 rule_source: tokio::sync::OnceCell::new(),
                 rules_config,
                 client_seed: rand::random(),
+                probe,
+                replica_reads: cached::ReplicaReads::default(),
             }),
         })
     }
@@ -296,6 +304,12 @@ impl HoardClient {
         }
     }
 
+    /// `hoard_multi_replica_read_from_workers_bytes_total` of this client, as Prometheus text
+    /// (counted while `hoard.user.replica.prefer.cached.replicas` is on).
+    pub fn replica_read_metrics(&self) -> String {
+        self.inner.replica_reads.render()
+    }
+
     /// Replaces the replica rules reads follow (they are no longer followed from the cluster).
     pub fn set_rules(&self, rules: ReplicaRuleSet) {
         *self.inner.rules.lock() = Some(Arc::new(rules));
@@ -312,7 +326,11 @@ impl HoardClient {
     /// ring, in ring order), so the rules need not be read at all.
     async fn read_count(&self, view: &ClusterView, path: &HoardPath) -> usize {
         let policy = self.inner.user.replica_selection_policy;
-        if policy == hoard_common::replica::ReplicaSelectionPolicy::GlobalFixed && view.clusters().count() <= 1 {
+        let order_only = !self.inner.user.prefer_cached_replicas;
+        if order_only
+            && policy == hoard_common::replica::ReplicaSelectionPolicy::GlobalFixed
+            && view.clusters().count() <= 1
+        {
             return 1;
         }
         self.rules().await.count_for(path) as usize

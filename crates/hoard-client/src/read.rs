@@ -81,11 +81,16 @@ impl HoardClient {
     /// Every worker of the rings in the order this client tries them for `path` (its replicas
     /// as the selection policy orders them, then the rest); an error when none is available.
     async fn failover_order(&self, path: &HoardPath) -> Result<Vec<NodeStatus>, ClientError> {
+        Ok(self.read_order(path).await?.0)
+    }
+
+    /// [`Self::failover_order`], and how many of its first nodes are the file's replicas.
+    async fn read_order(&self, path: &HoardPath) -> Result<(Vec<NodeStatus>, usize), ClientError> {
         let view = self.view(false).await?;
         let count = self.read_count(&view, path).await;
-        let order = view
-            .placement(path, count)
-            .read_order(self.inner.user.replica_selection_policy, self.inner.client_seed);
+        let placement = view.placement(path, count);
+        let replicas = placement.replicas().count();
+        let order = placement.read_order(self.inner.user.replica_selection_policy, self.inner.client_seed);
         if order.is_empty() {
             let offline = view
                 .nodes
@@ -95,7 +100,7 @@ impl HoardClient {
                 .join("; ");
             return Err(ClientError::NoWorkers(offline));
         }
-        Ok(order)
+        Ok((order, replicas))
     }
 
     pub async fn stat(&self, path: &HoardPath) -> Result<StatResult, ClientError> {
@@ -187,10 +192,30 @@ impl HoardClient {
         // A loop rather than `with_failover`'s closure: the closure's future borrows `sink` and
         // `progress` in a way rustc cannot prove `Send` for every lifetime, and a read must be
         // spawnable on a multi-threaded runtime.
-        let order = self.failover_order(path).await?;
+        let (mut order, replicas) = self.read_order(path).await?;
+        let user = &self.inner.user;
+        let whole = if user.prefer_cached_replicas {
+            let whole = self.inner.probe.whole_on(self.http(), path, &order[..replicas]).await;
+            crate::cached::prefer_whole(&mut order, replicas, &whole);
+            Some(whole)
+        } else {
+            None
+        };
         let mut attempts = Vec::new();
         for node in order {
-            match self.read_attempt(path, &node, &mut progress, sink).await {
+            let before = progress.offset;
+            let outcome = self.read_attempt(path, &node, &mut progress, sink).await;
+            if let Some(whole) = &whole {
+                let hot = whole.contains(&node.address);
+                let local = node.cluster == user.cluster_name;
+                self.inner
+                    .replica_reads
+                    .add(&node.cluster, local, hot, progress.offset - before);
+                if hot && matches!(outcome, Outcome::TryNext(_)) {
+                    self.inner.probe.forget(path);
+                }
+            }
+            match outcome {
                 Outcome::Done(result) => return result,
                 Outcome::TryNext(reason) => {
                     tracing::debug!(worker = %node.address, path = %path, reason = %reason, "worker failed, trying the next");

@@ -8,6 +8,19 @@ use serde::{Deserialize, Serialize};
 pub const FILES_PREFIX: &str = "/files";
 pub const STAT_ROUTE: &str = "/api/v1/stat";
 pub const LIST_ROUTE: &str = "/api/v1/list";
+/// `GET ?path=`: whether the worker holds the file whole ([`CachedAnswer`]), from its page index
+/// and the file status it already knows: never a UFS call.
+pub const CACHED_ROUTE: &str = "/api/v1/cached";
+
+/// The answer of [`CACHED_ROUTE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedAnswer {
+    /// Every byte of the version the worker knows is in its page store.
+    pub whole: bool,
+    /// Bytes of that version cached (0 when the worker knows no version of the file).
+    pub cached_bytes: u64,
+}
 pub const HEALTH_ROUTE: &str = "/health";
 pub const METRICS_ROUTE: &str = "/metrics";
 

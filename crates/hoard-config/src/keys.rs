@@ -62,6 +62,8 @@ pub const USER_WORKER_LIST_REFRESH: &str = "hoard.user.worker.list.refresh.inter
 pub const USER_MEMBERSHIP_CONNECT_TIMEOUT: &str = "hoard.user.membership.connect.timeout";
 pub const USER_MEMBERSHIP_CACHE_MAX_AGE: &str = "hoard.user.membership.cache.max.age";
 pub const USER_REPLICA_SELECTION_POLICY: &str = "hoard.user.replica.selection.policy";
+pub const USER_PREFER_CACHED_REPLICAS: &str = "hoard.user.replica.prefer.cached.replicas";
+pub const USER_CACHED_PROBE_TTL: &str = "hoard.user.replica.cached.probe.ttl";
 // Replica rules (docs/replicas.md#rules).
 /// Deprecated: the count of the default rule; a rule on `/` says the same.
 pub const USER_FILE_REPLICATION_MIN: &str = "hoard.user.file.replication.min";
@@ -452,6 +454,16 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         USER_REPLICA_SELECTION_POLICY,
         "GLOBAL_FIXED",
         "Which of a file's replicas a client reads first: GLOBAL_FIXED (ring order, the same for every client), CLIENT_FIXED (a stable order per client), RANDOM (a new order per read).",
+    ),
+    key(
+        USER_PREFER_CACHED_REPLICAS,
+        "false",
+        "Before a read, ask the file's replicas which hold it whole (a page index lookup each, no UFS call) and read from the first that does; otherwise the policy's order.",
+    ),
+    key(
+        USER_CACHED_PROBE_TTL,
+        "10s",
+        "How long a client reuses the answers of one file's prefer-cached probe; 0: probe before every read.",
     ),
     // Replica rules.
     key(

@@ -382,6 +382,10 @@ pub struct UserConfig {
     pub cluster_name: String,
     /// `hoard.user.replica.selection.policy`.
     pub replica_selection_policy: ReplicaSelectionPolicy,
+    /// `hoard.user.replica.prefer.cached.replicas`.
+    pub prefer_cached_replicas: bool,
+    /// `hoard.user.replica.cached.probe.ttl`.
+    pub cached_probe_ttl: Duration,
     /// How long an idle connection to a worker stays pooled: inside the workers' keep-alive
     /// timeout (`hoard.worker.network.keepalive.timeout`), see
     /// [`NetworkConfig::client_pool_idle_timeout`].
@@ -1096,6 +1100,8 @@ fn parse_user_config(
             ReplicaSelectionPolicy::parse(value)
                 .ok_or_else(|| "expected GLOBAL_FIXED, CLIENT_FIXED or RANDOM".to_string())
         })?,
+        prefer_cached_replicas: values.parse(keys::USER_PREFER_CACHED_REPLICAS, parse_bool)?,
+        cached_probe_ttl: values.duration(keys::USER_CACHED_PROBE_TTL, true)?,
         replication_min_default: values.parse(keys::USER_FILE_REPLICATION_MIN, |value| {
             parse_count(value, 1, hoard_common::replica::MAX_REPLICAS)
         })?,

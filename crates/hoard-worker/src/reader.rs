@@ -257,6 +257,18 @@ impl WorkerState {
         Ok(file)
     }
 
+    /// Whether this worker holds `path` whole, by the status it already knows (never a UFS
+    /// call: the answer to a client's probe must cost no more than a page index lookup). A file
+    /// whose status it does not know is not whole as far as it can tell.
+    pub async fn cached_whole(&self, path: &HoardPath) -> (bool, u64) {
+        let known = self.metadata.lock().get(path).map(|(file, _)| Arc::clone(file));
+        let Some(file) = known.filter(|file| !file.status.is_dir) else {
+            return (false, 0);
+        };
+        let cached = self.cached_bytes(file.id).await;
+        (cached >= file.status.length, cached)
+    }
+
     /// Bytes of `file` this worker has cached.
     pub async fn cached_bytes(&self, file: FileId) -> u64 {
         let store = Arc::clone(&self.store);

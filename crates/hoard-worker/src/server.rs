@@ -36,6 +36,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/files/{*path}", get(get_file).head(get_file))
         .route(api::STAT_ROUTE, get(stat))
         .route(api::LIST_ROUTE, get(list))
+        .route(api::CACHED_ROUTE, get(cached))
         .route(api::HEALTH_ROUTE, get(health))
         .route(api::METRICS_ROUTE, get(metrics))
         .merge(crate::tasks::routes())
@@ -528,6 +529,18 @@ async fn stat(
         cached_bytes,
         page_size: state.page_size(),
     }))
+}
+
+/// Whether the file is cached whole here (a client's prefer-cached probe; no UFS call).
+async fn cached(
+    State(state): State<SharedState>,
+    query: Result<Query<PathQuery>, QueryRejection>,
+) -> Result<axum::Json<api::CachedAnswer>, ApiError> {
+    state.metrics.requests.inc();
+    let Query(query) = query.map_err(query_error)?;
+    let path = query_path(&query)?;
+    let (whole, cached_bytes) = state.cached_whole(&path).await;
+    Ok(axum::Json(api::CachedAnswer { whole, cached_bytes }))
 }
 
 /// Streams one directory level as newline-delimited JSON `ListEntry` objects.

@@ -28,7 +28,14 @@ pub enum FsCommand {
         unsorted: bool,
     },
     /// Write a file's bytes to stdout.
-    Cat { path: String },
+    Cat {
+        path: String,
+        /// Afterwards print on stderr, as Prometheus text, the bytes read per serving cluster
+        /// and hotness (`hoard_multi_replica_read_from_workers_bytes_total`; counted with
+        /// `hoard.user.replica.prefer.cached.replicas=true`).
+        #[arg(long)]
+        stats: bool,
+    },
     /// A file's length, version, cached bytes and the worker(s) it maps to.
     Stat {
         path: String,
@@ -57,7 +64,7 @@ pub async fn run(command: FsCommand, config: &SiteConfig) -> anyhow::Result<()> 
     let client = HoardClient::connect_once(config).await?;
     match command {
         FsCommand::Ls { path, format, unsorted } => ls(&client, &parse(&path)?, format, unsorted).await,
-        FsCommand::Cat { path } => cat(&client, &parse(&path)?).await,
+        FsCommand::Cat { path, stats } => cat(&client, &parse(&path)?, stats).await,
         FsCommand::Stat { path, format } => stat(&client, &parse(&path)?, format).await,
         FsCommand::Location {
             paths,
@@ -119,10 +126,13 @@ fn write_ls_line(out: &mut impl Write, entry: &ListEntry) -> std::io::Result<()>
     )
 }
 
-async fn cat(client: &HoardClient, path: &HoardPath) -> anyhow::Result<()> {
+async fn cat(client: &HoardClient, path: &HoardPath, stats: bool) -> anyhow::Result<()> {
     let mut stdout = tokio::io::stdout();
     client.read_to(path, None, &mut stdout).await?;
     stdout.flush().await?;
+    if stats {
+        eprint!("{}", client.replica_read_metrics());
+    }
     Ok(())
 }
 

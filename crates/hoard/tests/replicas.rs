@@ -306,3 +306,61 @@ fn a_metadata_refresh_reaches_every_copy_of_a_changed_file() {
         }
     }
 }
+
+#[test]
+fn prefer_cached_replicas_reads_from_the_copy_that_is_whole() {
+    let files: Vec<(String, Vec<u8>)> = (0..2).map(|i| (format!("/p/f{i}"), content(800 + i, LEN))).collect();
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let ufs = ufs_with(&borrowed);
+    let cluster = Cluster::start(3, ufs.path(), &[]);
+    let workers = cluster.processes();
+    set_rule(&cluster, "/p", 3);
+    // One copy only (the first candidate's): the other two replicas are cold.
+    let job = submit(&cluster, &["load", "--path", "/p/f0", "--replicas", "1"]);
+    let job = wait_job(&cluster, &job, Duration::from_secs(60));
+    assert_eq!(job["state"], "SUCCEEDED", "{job}");
+    let holder = workers
+        .iter()
+        .find(|worker| cached_on(&worker.address, "/p/f0") == LEN as u64)
+        .expect("one worker holds /p/f0")
+        .clone();
+
+    // RANDOM would spread reads over the three replicas; preferring cached ones, every read
+    // goes to the one holding the file whole, and the cold ones are never read from.
+    let conf = conf_with(
+        &cluster,
+        "hoard.user.replica.selection.policy=RANDOM\nhoard.user.replica.prefer.cached.replicas=true",
+    );
+    let before: Vec<f64> = workers.iter().map(bytes_served).collect();
+    for _ in 0..8 {
+        let output = hoard_with_conf(conf.path(), &["fs", "cat", "/p/f0", "--stats"]);
+        assert!(output.status.success(), "{}", describe(&output));
+        assert!(output.stdout == files[0].1, "/p/f0 differs");
+        let stats = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stats.contains(&format!(
+                "hoard_multi_replica_read_from_workers_bytes_total{{cluster_name=\"default\",local_cluster=\"true\",hot_read=\"true\"}} {LEN}"
+            )),
+            "{stats}"
+        );
+    }
+    for (worker, before) in workers.iter().zip(&before) {
+        let served = bytes_served(worker) - before;
+        if worker.address == holder.address {
+            assert_eq!(served, (8 * LEN) as f64);
+        } else {
+            assert_eq!(served, 0.0, "{} is cold and was read from", worker.name);
+            assert_eq!(cached_on(&worker.address, "/p/f0"), 0);
+        }
+    }
+
+    // No replica holds /p/f1 whole: a cold read from the first choice, counted as not hot.
+    let output = hoard_with_conf(conf.path(), &["fs", "cat", "/p/f1", "--stats"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(output.stdout == files[1].1, "/p/f1 differs");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(&format!("hot_read=\"false\"}} {LEN}")),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
