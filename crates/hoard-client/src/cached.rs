@@ -82,6 +82,31 @@ impl CachedProbe {
     }
 }
 
+/// Asks `worker` to load `path` in the background (`POST /api/v1/passive-cache`), without
+/// waiting: a read never waits for the passive cache, and a failed request is only logged.
+pub(crate) fn request_passive_load(
+    http: reqwest::Client,
+    worker: String,
+    path: &HoardPath,
+) -> tokio::task::JoinHandle<()> {
+    let url = format!(
+        "http://{worker}{}?path={}",
+        hoard_common::api::PASSIVE_CACHE_ROUTE,
+        encode_path_for_url(path.as_str())
+    );
+    tokio::spawn(async move {
+        match http
+            .post(&url)
+            .send()
+            .await
+            .and_then(|response| response.error_for_status())
+        {
+            Ok(_) => {}
+            Err(err) => tracing::debug!(worker, error = %err, "passive cache request failed"),
+        }
+    })
+}
+
 /// Moves the first of the first `replicas` nodes of `order` that holds the file whole (by
 /// `whole`) to the front; the rest keep their order. Whether one did.
 pub(crate) fn prefer_whole(order: &mut Vec<NodeStatus>, replicas: usize, whole: &[String]) -> bool {

@@ -124,6 +124,8 @@ struct Inner {
     probe: cached::CachedProbe,
     /// Bytes read per serving cluster and hotness (with the prefer-cached probe on).
     replica_reads: cached::ReplicaReads,
+    /// Requests sent in the background (passive cache), for [`HoardClient::settle`].
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -221,6 +223,7 @@ impl HoardClient {
                 client_seed: rand::random(),
                 probe,
                 replica_reads: cached::ReplicaReads::default(),
+                background: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -302,6 +305,13 @@ impl HoardClient {
             Some(source) => source.current(),
             None => Arc::new(ReplicaRuleSet::with_default(self.inner.user.replication_min_default)),
         }
+    }
+
+    /// Waits (at most `limit`) for the requests this client sent in the background (passive
+    /// cache loads): a process that exits right after a read calls it so they are not cut.
+    pub async fn settle(&self, limit: Duration) {
+        let tasks: Vec<_> = std::mem::take(&mut *self.inner.background.lock());
+        let _ = tokio::time::timeout(limit, futures::future::join_all(tasks)).await;
     }
 
     /// `hoard_multi_replica_read_from_workers_bytes_total` of this client, as Prometheus text

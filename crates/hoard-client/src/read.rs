@@ -194,6 +194,7 @@ impl HoardClient {
         // spawnable on a multi-threaded runtime.
         let (mut order, replicas) = self.read_order(path).await?;
         let user = &self.inner.user;
+        let first_choice = order.first().map(|node| node.address.clone());
         let whole = if user.prefer_cached_replicas {
             let whole = self.inner.probe.whole_on(self.http(), path, &order[..replicas]).await;
             crate::cached::prefer_whole(&mut order, replicas, &whole);
@@ -216,7 +217,20 @@ impl HoardClient {
                 }
             }
             match outcome {
-                Outcome::Done(result) => return result,
+                Outcome::Done(result) => {
+                    // Served by another replica than the preferred one, which lacks the file:
+                    // the passive cache has the preferred one load it for the next read.
+                    let preferred = first_choice.filter(|first| *first != node.address);
+                    if let (Some(whole), Some(preferred), true) = (&whole, preferred, user.passive_cache) {
+                        if result.is_ok() && !whole.contains(&preferred) {
+                            let request = crate::cached::request_passive_load(self.http().clone(), preferred, path);
+                            let mut background = self.inner.background.lock();
+                            background.retain(|task| !task.is_finished());
+                            background.push(request);
+                        }
+                    }
+                    return result;
+                }
                 Outcome::TryNext(reason) => {
                     tracing::debug!(worker = %node.address, path = %path, reason = %reason, "worker failed, trying the next");
                     attempts.push(Attempt {

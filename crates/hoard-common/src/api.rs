@@ -12,6 +12,18 @@ pub const LIST_ROUTE: &str = "/api/v1/list";
 /// and the file status it already knows: never a UFS call.
 pub const CACHED_ROUTE: &str = "/api/v1/cached";
 
+/// `POST ?path=`: asks the worker to load the file in the background (the passive cache);
+/// answered at once with [`PassiveCacheAnswer`].
+pub const PASSIVE_CACHE_ROUTE: &str = "/api/v1/passive-cache";
+
+/// The answer of [`PASSIVE_CACHE_ROUTE`]: `queued`, `pending` (already queued or loading) or
+/// `dropped` (the queue is full).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassiveCacheAnswer {
+    pub result: String,
+}
+
 /// The answer of [`CACHED_ROUTE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -64,6 +64,7 @@ pub const USER_MEMBERSHIP_CACHE_MAX_AGE: &str = "hoard.user.membership.cache.max
 pub const USER_REPLICA_SELECTION_POLICY: &str = "hoard.user.replica.selection.policy";
 pub const USER_PREFER_CACHED_REPLICAS: &str = "hoard.user.replica.prefer.cached.replicas";
 pub const USER_CACHED_PROBE_TTL: &str = "hoard.user.replica.cached.probe.ttl";
+pub const USER_PASSIVE_CACHE: &str = "hoard.user.file.passive.cache.enabled";
 // Replica rules (docs/replicas.md#rules).
 /// Deprecated: the count of the default rule; a rule on `/` says the same.
 pub const USER_FILE_REPLICATION_MIN: &str = "hoard.user.file.replication.min";
@@ -464,6 +465,11 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         USER_CACHED_PROBE_TTL,
         "10s",
         "How long a client reuses the answers of one file's prefer-cached probe; 0: probe before every read.",
+    ),
+    key(
+        USER_PASSIVE_CACHE,
+        "false",
+        "With prefer.cached.replicas: when a lower-priority replica served a file the preferred worker did not hold whole, ask the preferred worker to load it in the background.",
     ),
     // Replica rules.
     key(

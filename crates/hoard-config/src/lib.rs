@@ -386,6 +386,8 @@ pub struct UserConfig {
     pub prefer_cached_replicas: bool,
     /// `hoard.user.replica.cached.probe.ttl`.
     pub cached_probe_ttl: Duration,
+    /// `hoard.user.file.passive.cache.enabled`.
+    pub passive_cache: bool,
     /// How long an idle connection to a worker stays pooled: inside the workers' keep-alive
     /// timeout (`hoard.worker.network.keepalive.timeout`), see
     /// [`NetworkConfig::client_pool_idle_timeout`].
@@ -1102,6 +1104,7 @@ fn parse_user_config(
         })?,
         prefer_cached_replicas: values.parse(keys::USER_PREFER_CACHED_REPLICAS, parse_bool)?,
         cached_probe_ttl: values.duration(keys::USER_CACHED_PROBE_TTL, true)?,
+        passive_cache: values.parse(keys::USER_PASSIVE_CACHE, parse_bool)?,
         replication_min_default: values.parse(keys::USER_FILE_REPLICATION_MIN, |value| {
             parse_count(value, 1, hoard_common::replica::MAX_REPLICAS)
         })?,

@@ -6,6 +6,7 @@
 mod direct;
 pub mod identity;
 pub mod metrics;
+mod passive;
 pub mod range;
 mod readahead;
 mod reader;

@@ -40,6 +40,9 @@ pub struct WorkerMetrics {
     pub task_files_freed: Counter,
     /// Bytes of pages free tasks deleted.
     pub task_bytes_freed: Counter,
+    /// Passive cache loads by `result` (`submitted`, `success`, `failure`).
+    passive_loads: Family<ResultLabel, Counter>,
+    passive_dropped: Counter,
     evictions: Counter,
     checksum_failures: Counter,
     memory_hits: Counter,
@@ -52,7 +55,20 @@ pub struct WorkerMetrics {
     page_store_pages: Gauge,
 }
 
+/// The `result` label of the passive cache metric.
+pub type ResultLabel = [(&'static str, &'static str); 1];
+
 impl WorkerMetrics {
+    /// A passive cache request (`submitted`) or its outcome (`success`, `failure`).
+    pub fn passive_loaded(&self, result: &'static str) {
+        self.passive_loads.get_or_create(&[("result", result)]).inc();
+    }
+
+    /// A passive cache request dropped (queue full).
+    pub fn passive_dropped(&self) {
+        self.passive_dropped.inc();
+    }
+
     /// Renders every metric, refreshing the page store's figures first; the listener's
     /// connection figures when the handler runs behind it.
     pub fn render(&self, store: &PageStoreStats, connections: Option<&hoard_http::TableStats>) -> String {
@@ -69,7 +85,8 @@ impl WorkerMetrics {
             .set(clamp_i64(store.effective_capacity_bytes));
         self.page_store_pages.set(clamp_i64(store.pages));
 
-        let mut registry = Registry::with_prefix("hoard_worker");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("hoard_worker");
         let counters: [(&str, &str, &Counter); 18] = [
             ("page_hits", "Pages served from the page store", &self.page_hits),
             (
@@ -183,10 +200,22 @@ impl WorkerMetrics {
             registry.register(name, help, gauge.clone());
         }
         if let Some(connections) = connections {
-            hoard_http::register_connections(&mut registry, connections);
+            hoard_http::register_connections(registry, connections);
         }
         let mut out = String::new();
-        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        // The passive cache's names are the seed's, without the worker prefix.
+        let passive = root.sub_registry_with_prefix("hoard_passive_cache");
+        passive.register(
+            "async_loaded_files",
+            "Files the passive cache loaded in the background: submitted, then success or failure",
+            self.passive_loads.clone(),
+        );
+        passive.register(
+            "dropped_files",
+            "Passive cache requests dropped because the queue was full",
+            self.passive_dropped.clone(),
+        );
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &root) {
             tracing::warn!(error = %err, "cannot encode metrics");
         }
         out

@@ -37,6 +37,7 @@ pub fn router(state: SharedState) -> Router {
         .route(api::STAT_ROUTE, get(stat))
         .route(api::LIST_ROUTE, get(list))
         .route(api::CACHED_ROUTE, get(cached))
+        .route(api::PASSIVE_CACHE_ROUTE, axum::routing::post(passive_cache))
         .route(api::HEALTH_ROUTE, get(health))
         .route(api::METRICS_ROUTE, get(metrics))
         .merge(crate::tasks::routes())
@@ -101,6 +102,9 @@ pub async fn serve_with(listener: TcpListener, state: SharedState, options: Serv
     let server = Arc::new(direct::Server {
         app: router(Arc::clone(&state))
             .layer(axum::Extension(readahead))
+            .layer(axum::Extension(Arc::new(crate::passive::PassiveCache::start(
+                Arc::downgrade(&state),
+            ))))
             .layer(axum::Extension(hoard_http::Connections(Arc::clone(&table)))),
         state,
         // hyper refuses buffer limits below 8KiB.
@@ -541,6 +545,41 @@ async fn cached(
     let path = query_path(&query)?;
     let (whole, cached_bytes) = state.cached_whole(&path).await;
     Ok(axum::Json(api::CachedAnswer { whole, cached_bytes }))
+}
+
+/// Queues a background load of the file (the passive cache); answers at once.
+async fn passive_cache(
+    State(state): State<SharedState>,
+    passive: Option<axum::Extension<Arc<crate::passive::PassiveCache>>>,
+    query: Result<Query<PathQuery>, QueryRejection>,
+) -> Result<(StatusCode, axum::Json<api::PassiveCacheAnswer>), ApiError> {
+    state.metrics.requests.inc();
+    let Query(query) = query.map_err(query_error)?;
+    let path = query_path(&query)?;
+    let Some(axum::Extension(passive)) = passive else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::INTERNAL,
+            "the passive cache is not running on this listener",
+        ));
+    };
+    let result = match passive.submit(path) {
+        crate::passive::Submitted::Queued => {
+            state.metrics.passive_loaded("submitted");
+            "queued"
+        }
+        crate::passive::Submitted::AlreadyPending => "pending",
+        crate::passive::Submitted::Dropped => {
+            state.metrics.passive_dropped();
+            "dropped"
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(api::PassiveCacheAnswer {
+            result: result.to_string(),
+        }),
+    ))
 }
 
 /// Streams one directory level as newline-delimited JSON `ListEntry` objects.

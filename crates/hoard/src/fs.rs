@@ -130,6 +130,7 @@ async fn cat(client: &HoardClient, path: &HoardPath, stats: bool) -> anyhow::Res
     let mut stdout = tokio::io::stdout();
     client.read_to(path, None, &mut stdout).await?;
     stdout.flush().await?;
+    client.settle(std::time::Duration::from_secs(1)).await;
     if stats {
         eprint!("{}", client.replica_read_metrics());
     }

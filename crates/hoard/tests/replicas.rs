@@ -364,3 +364,69 @@ fn prefer_cached_replicas_reads_from_the_copy_that_is_whole() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn the_passive_cache_loads_the_file_on_the_preferred_worker() {
+    let bytes = content(900, LEN);
+    let ufs = ufs_with(&[("/q/f", bytes.clone())]);
+    let cluster = Cluster::start(3, ufs.path(), &[]);
+    let workers = cluster.processes();
+    set_rule(&cluster, "/q", 3);
+    // GLOBAL_FIXED: every client prefers the first candidate. Cache the file on the second
+    // only, by loading it there while the first is down.
+    let order = cluster.hoard(&["fs", "location", "/q/f", "-n", "3", "--format", "json"]);
+    assert!(order.status.success(), "{}", describe(&order));
+    let order: serde_json::Value = serde_json::from_slice(&order.stdout).expect("location json");
+    let address = |i: usize| order[0]["workers"][i]["address"].as_str().expect("address").to_string();
+    let preferred = cluster.worker_by_address(&address(0));
+    let second = cluster.worker_by_address(&address(1));
+    let read_there = |worker: &Process| {
+        let (status, _, body) = http_get(&worker.address, "/files/q/f").expect("read");
+        assert_eq!(status, 200);
+        assert!(body == bytes, "bytes differ");
+    };
+    read_there(&second);
+    wait_until(
+        "the second replica holds the file whole",
+        Duration::from_secs(30),
+        || cached_on(&second.address, "/q/f") == LEN as u64,
+    );
+    assert_eq!(cached_on(&preferred.address, "/q/f"), 0);
+
+    let conf = conf_with(
+        &cluster,
+        "hoard.user.replica.prefer.cached.replicas=true\nhoard.user.file.passive.cache.enabled=true",
+    );
+    let output = hoard_with_conf(conf.path(), &["fs", "cat", "/q/f", "--stats"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(output.stdout == bytes, "/q/f differs");
+    // Read from the second (hot); the preferred worker loads it in the background.
+    wait_until(
+        "the preferred worker holds the file whole",
+        Duration::from_secs(30),
+        || cached_on(&preferred.address, "/q/f") == LEN as u64,
+    );
+    let passive = |result: &str| {
+        metric(
+            &preferred.address,
+            &format!("hoard_passive_cache_async_loaded_files_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(passive("submitted"), 1.0);
+    wait_until("the load is counted", Duration::from_secs(10), || {
+        passive("success") == 1.0
+    });
+    assert!(workers
+        .iter()
+        .all(|w| w.address == preferred.address || w.address == second.address || cached_on(&w.address, "/q/f") == 0));
+
+    // The next read finds the preferred worker whole and reads there.
+    let before = bytes_served(&preferred);
+    let output = hoard_with_conf(conf.path(), &["fs", "cat", "/q/f"]);
+    assert!(
+        output.status.success() && output.stdout == bytes,
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(bytes_served(&preferred) - before, LEN as f64);
+}
