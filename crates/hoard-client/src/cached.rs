@@ -26,6 +26,11 @@ pub(crate) struct CachedProbe {
 }
 
 impl CachedProbe {
+    /// How long one probe request may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub(crate) fn new(ttl: Duration, timeout: Duration) -> CachedProbe {
         CachedProbe {
             answers: Mutex::new(HashMap::new()),
@@ -47,25 +52,12 @@ impl CachedProbe {
                 return whole.clone();
             }
         }
-        let url_path = encode_path_for_url(path.as_str());
-        let url_path = &url_path;
-        let probes = replicas.iter().map(|node| async move {
-            let url = format!("http://{}{CACHED_ROUTE}?path={url_path}", node.address);
-            let answer = tokio::time::timeout(self.timeout, async {
-                http.get(&url)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json::<CachedAnswer>()
-                    .await
-            })
-            .await;
-            match answer {
-                Ok(Ok(answer)) if answer.whole => Some(node.address.clone()),
-                _ => None,
-            }
-        });
-        let whole: Vec<String> = join_all(probes).await.into_iter().flatten().collect();
+        let whole: Vec<String> = probe(http, path, replicas, self.timeout)
+            .await
+            .into_iter()
+            .zip(replicas)
+            .filter_map(|(answer, node)| answer.filter(|answer| answer.whole).map(|_| node.address.clone()))
+            .collect();
         if !self.ttl.is_zero() {
             let mut answers = self.answers.lock();
             if answers.len() >= MAX_REMEMBERED {
@@ -80,6 +72,32 @@ impl CachedProbe {
     pub(crate) fn forget(&self, path: &HoardPath) {
         self.answers.lock().remove(path);
     }
+}
+
+/// What each of `nodes` says it holds of `path` (`GET /api/v1/cached`, in parallel, each
+/// bounded by `timeout`), in their order; `None` where no answer came.
+pub(crate) async fn probe(
+    http: &reqwest::Client,
+    path: &HoardPath,
+    nodes: &[NodeStatus],
+    timeout: Duration,
+) -> Vec<Option<CachedAnswer>> {
+    let url_path = encode_path_for_url(path.as_str());
+    let url_path = &url_path;
+    let probes = nodes.iter().map(|node| async move {
+        let url = format!("http://{}{CACHED_ROUTE}?path={url_path}", node.address);
+        let answer = tokio::time::timeout(timeout, async {
+            http.get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<CachedAnswer>()
+                .await
+        })
+        .await;
+        answer.ok().and_then(Result::ok)
+    });
+    join_all(probes).await
 }
 
 /// Asks `worker` to load `path` in the background (`POST /api/v1/passive-cache`), without

@@ -161,9 +161,35 @@ async fn stat(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow:
             result.answered_by
         );
     }
-    for worker in &result.workers {
-        let id = worker.worker_id.as_deref().unwrap_or("-");
-        println!("worker:        {} {id}", worker.address);
+    println!(
+        "replica rule:  {} ({} per cluster{})",
+        result.rule.path,
+        result.rule.num_replicas_per_cluster,
+        if result.rule.maintain { ", maintained" } else { "" }
+    );
+    for cluster in &result.replicas {
+        let own = if cluster.local { " (this client's)" } else { "" };
+        println!(
+            "wanted on:     cluster {}{own}: {}",
+            cluster.cluster,
+            if cluster.workers.is_empty() {
+                "-".to_string()
+            } else {
+                cluster.workers.join(", ")
+            }
+        );
+    }
+    if result.holders.is_empty() {
+        println!("held by:       nobody");
+    }
+    for holder in &result.holders {
+        println!(
+            "held by:       {} (cluster {}): {}{}",
+            holder.address,
+            holder.cluster,
+            human_bytes(holder.cached_bytes),
+            if holder.whole { ", whole" } else { ", in part" }
+        );
     }
     Ok(())
 }

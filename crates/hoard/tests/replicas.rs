@@ -101,6 +101,28 @@ fn loads_follow_the_rules_and_a_shortfall_is_not_a_success() {
         assert_eq!(whole_copies(&workers, &format!("/plain/p{i}")), 1, "/plain/p{i}");
     }
 
+    // fs stat: the rule, where the copies are wanted (ideal) and who holds them (current).
+    let stat = cluster.hoard(&["fs", "stat", "/vip/tmp/t0", "--format", "json"]);
+    assert!(stat.status.success(), "{}", describe(&stat));
+    let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).expect("stat json");
+    assert_eq!(stat["rule"]["path"], "/vip/tmp", "{stat}");
+    assert_eq!(stat["replicas"][0]["wanted"], 1, "{stat}");
+    let wanted = stat["replicas"][0]["workers"].as_array().expect("workers").clone();
+    let holders = stat["holders"].as_array().expect("holders").clone();
+    assert_eq!(holders.len(), 1, "{stat}");
+    assert_eq!(holders[0]["address"], wanted[0], "held where wanted: {stat}");
+    assert_eq!(holders[0]["whole"], true, "{stat}");
+    let stat = cluster.hoard(&["fs", "stat", "/vip/f0", "--format", "json"]);
+    let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).expect("stat json");
+    assert_eq!(stat["rule"]["numReplicasPerCluster"], 3, "{stat}");
+    assert_eq!(stat["holders"].as_array().map(Vec::len), Some(3), "{stat}");
+    let text = cluster.hoard(&["fs", "stat", "/vip/f0"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("replica rule:  /vip (3 per cluster)"),
+        "{}",
+        describe(&text)
+    );
+
     // A load keeps the rules it was submitted under: removing the rule right after changes
     // nothing for it.
     set_rule(&cluster, "/later", 2);
