@@ -93,6 +93,34 @@ async fn read_for(
     Ok(total)
 }
 
+/// p50 and p99 (ms) of `reads` warm 64KiB reads by one client, prefer-cached on or off.
+async fn probe_cost(
+    conf: &Path,
+    path: &HoardPath,
+    prefer: bool,
+    reads: usize,
+    length: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let mut loaded = hoard_config::SiteConfig::load(conf)?;
+    loaded.config.user.prefer_cached_replicas = prefer;
+    let client = HoardClient::connect(&loaded.config).await?;
+    let mut sink = tokio::io::sink();
+    let block = 64 * 1024;
+    let blocks = (length / block).max(1);
+    let mut latencies = Vec::with_capacity(reads);
+    let mut next = 7u64;
+    for _ in 0..reads {
+        next = next.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let start = (next >> 33) % blocks * block;
+        let began = Instant::now();
+        client.read_to(path, Some(start..start + block), &mut sink).await?;
+        latencies.push(began.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Ok((at(0.5), at(0.99)))
+}
+
 pub async fn run(args: ReplicasArgs) -> anyhow::Result<()> {
     let hoard_binary = crate::peers::hoard_binary()?;
     let length = hoard_config::parse_size(&args.size).map_err(|err| anyhow::anyhow!(err))?;
@@ -159,6 +187,27 @@ pub async fn run(args: ReplicasArgs) -> anyhow::Result<()> {
                 "| {copies} | {policy} | {:.0} | {} |",
                 total as f64 / seconds / 1e6,
                 described.join(" / ")
+            );
+        }
+        if copies == 3 {
+            // Alternate off and on, three times each: the probe's cost on warm 64KiB reads
+            // (its answers are kept for the default 10s, as a client would).
+            let mut off = Vec::new();
+            let mut on = Vec::new();
+            for _ in 0..3 {
+                off.push(probe_cost(&cluster.conf(), &path, false, 2000, length).await?);
+                on.push(probe_cost(&cluster.conf(), &path, true, 2000, length).await?);
+            }
+            let median = |values: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
+                let mut picked: Vec<f64> = values.iter().map(pick).collect();
+                crate::median(&mut picked)
+            };
+            let (off50, off99) = (median(&off, |v| v.0), median(&off, |v| v.1));
+            let (on50, on99) = (median(&on, |v| v.0), median(&on, |v| v.1));
+            println!(
+                "\n| warm 64KiB reads, one client | p50 (ms) | p99 (ms) |\n| --- | --- | --- |\n| prefer-cached off | {off50:.3} | {off99:.3} |\n| prefer-cached on (probe ttl 10s) | {on50:.3} | {on99:.3} |\n| on / off | {:.2} | {:.2} |",
+                on50 / off50,
+                on99 / off99
             );
         }
         drop(cluster);
