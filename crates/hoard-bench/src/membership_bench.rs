@@ -122,17 +122,12 @@ async fn kill_restart_cycles(
 
 /// Sum of `grpc_server_msg_received_total` on etcd: every request message, streams included.
 pub(crate) async fn etcd_messages(http: &reqwest::Client, etcd: &Etcd) -> anyhow::Result<f64> {
-    let text = http
-        .get(format!("{}/metrics", etcd.endpoint()))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|line| line.starts_with("grpc_server_msg_received_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    crate::peers::metric_sum(
+        http,
+        &format!("{}/metrics", etcd.endpoint()),
+        "grpc_server_msg_received_total",
+    )
+    .await
 }
 
 async fn etcd_rate_at_rest(hoard: &Path, failure_timeout: &str, idle: Duration) -> anyhow::Result<f64> {

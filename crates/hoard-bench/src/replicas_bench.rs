@@ -28,18 +28,9 @@ pub struct ReplicasArgs {
     read_size: String,
 }
 
-/// A `/metrics` counter summed over its lines.
+/// A worker's `/metrics` counter.
 async fn metric(http: &reqwest::Client, address: &str, name: &str) -> anyhow::Result<f64> {
-    let text = http
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
-        .sum())
+    crate::peers::metric_sum(http, &format!("http://{address}/metrics"), name).await
 }
 
 fn hoard(hoard: &Path, cluster: &LocalCluster, args: &[&str]) -> anyhow::Result<String> {
