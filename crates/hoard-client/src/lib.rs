@@ -220,7 +220,7 @@ impl HoardClient {
                 rules: Mutex::new(None),
                 rule_source: tokio::sync::OnceCell::new(),
                 rules_config,
-                client_seed: rand::random(),
+                client_seed: next_client_seed(),
                 probe,
                 replica_reads: cached::ReplicaReads::default(),
                 background: Mutex::new(Vec::new()),
@@ -612,6 +612,16 @@ pub struct NodesReport {
     pub coordinators: Vec<hoard_meta::CoordinatorRecord>,
     /// The coordinator holding the singleton duties (job cleanup).
     pub singleton: Option<String>,
+}
+
+/// A seed for a new client's CLIENT_FIXED order: random per process, then consecutive for the
+/// clients one process makes, so they spread evenly over a file's replicas (clients of
+/// different processes spread at random).
+fn next_client_seed() -> u32 {
+    static BASE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    BASE.get_or_init(rand::random)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Builds a ring from nodes with the configured provider and virtual node count.

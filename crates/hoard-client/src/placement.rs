@@ -89,11 +89,14 @@ impl Placement {
 fn order_replicas(replicas: &mut [NodeStatus], policy: ReplicaSelectionPolicy, client_seed: u32) {
     match policy {
         ReplicaSelectionPolicy::GlobalFixed => {}
-        // A stable permutation per client: the same replicas always come in the same order
-        // for this client, and in an independent order for another.
-        ReplicaSelectionPolicy::ClientFixed => {
-            replicas.sort_by_cached_key(|node| hoard_ring::murmur3_32(node.ring_identity.as_bytes(), client_seed))
+        // A stable permutation per client: the replicas in ring order, rotated by the client's
+        // seed, so the same replicas always come in the same order for this client, and
+        // clients with consecutive seeds (those of one process) start on each replica in turn.
+        ReplicaSelectionPolicy::ClientFixed if !replicas.is_empty() => {
+            let shift = client_seed as usize % replicas.len();
+            replicas.rotate_left(shift);
         }
+        ReplicaSelectionPolicy::ClientFixed => {}
         ReplicaSelectionPolicy::Random => replicas.shuffle(&mut rand::rng()),
     }
 }
@@ -228,10 +231,16 @@ mod tests {
             assert_eq!(ids(&random[..3]).into_iter().collect::<HashSet<_>>(), local);
             *first_random.entry(random[0].ring_identity.clone()).or_default() += 1;
         }
-        for spread in [&first_by_client, &first_random] {
-            assert_eq!(spread.len(), 3, "{spread:?}");
-            assert!(spread.values().all(|n| *n > 120), "roughly a third each: {spread:?}");
-        }
+        // Consecutive seeds (one process's clients) start on each replica in turn.
+        assert!(
+            first_by_client.values().all(|n| *n == 200),
+            "a third each: {first_by_client:?}"
+        );
+        assert_eq!(first_random.len(), 3, "{first_random:?}");
+        assert!(
+            first_random.values().all(|n| *n > 120),
+            "roughly a third each: {first_random:?}"
+        );
     }
 
     #[test]
