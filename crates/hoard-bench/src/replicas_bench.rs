@@ -185,9 +185,16 @@ pub async fn run(args: ReplicasArgs) -> anyhow::Result<()> {
             // (its answers are kept for the default 10s, as a client would).
             let mut off = Vec::new();
             let mut on = Vec::new();
-            for _ in 0..3 {
-                off.push(probe_cost(&cluster.conf(), &path, false, 2000, length).await?);
-                on.push(probe_cost(&cluster.conf(), &path, true, 2000, length).await?);
+            for round in 0..5 {
+                // Which goes first alternates, so neither always follows the other.
+                for prefer in if round % 2 == 0 { [false, true] } else { [true, false] } {
+                    let figures = probe_cost(&cluster.conf(), &path, prefer, 4000, length).await?;
+                    if prefer {
+                        on.push(figures)
+                    } else {
+                        off.push(figures)
+                    }
+                }
             }
             let median = |values: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| {
                 let mut picked: Vec<f64> = values.iter().map(pick).collect();
