@@ -46,6 +46,7 @@ pub const MAX_TASKS_PER_WORKER: &str = "hoard.coordinator.scheduler.max.tasks.pe
 pub const WAITING_JOB_CAPACITY: &str = "hoard.coordinator.scheduler.waiting.job.capacity";
 pub const JOB_BATCH_SIZE: &str = "hoard.job.batch.size";
 pub const JOB_CLEANUP_INTERVAL: &str = "hoard.job.cleanup.interval";
+pub const REPLICA_REPAIR_INTERVAL: &str = "hoard.coordinator.replica.repair.interval";
 pub const JOB_RETENTION_TIME: &str = "hoard.job.retention.time";
 pub const JOB_FILE_MAX_ATTEMPTS: &str = "hoard.job.file.max.attempts";
 pub const JOB_FINAL_CHECK: &str = "hoard.job.final.check";
@@ -333,6 +334,11 @@ pub(crate) static KNOWN_KEYS: &[KeySpec] = &[
         JOB_CLEANUP_INTERVAL,
         "1h",
         "How often finished jobs older than hoard.job.retention.time are deleted.",
+    ),
+    key(
+        REPLICA_REPAIR_INTERVAL,
+        "5min",
+        "How often the coordinator holding the singleton duties repairs the paths of replica rules marked maintain (and at once when the ONLINE workers change); 0 turns repair off.",
     ),
     key(
         JOB_RETENTION_TIME,

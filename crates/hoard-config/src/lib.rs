@@ -326,6 +326,8 @@ pub struct JobConfig {
     pub waiting_capacity: u32,
     pub batch_size: u32,
     pub cleanup_interval: Duration,
+    /// `hoard.coordinator.replica.repair.interval`; zero: no repair.
+    pub repair_interval: Duration,
     pub retention: Duration,
     pub file_max_attempts: u32,
     /// Files larger than this are loaded in ranges of this size.
@@ -999,6 +1001,7 @@ fn parse_job_config(values: &mut Values<'_>, page_size: u64) -> Result<JobConfig
         waiting_capacity: values.parse(keys::WAITING_JOB_CAPACITY, |value| parse_count(value, 1, 1_000_000))?,
         batch_size: values.parse(keys::JOB_BATCH_SIZE, |value| parse_count(value, 1, MAX_JOB_BATCH_SIZE))?,
         cleanup_interval: values.duration(keys::JOB_CLEANUP_INTERVAL, false)?,
+        repair_interval: values.duration(keys::REPLICA_REPAIR_INTERVAL, true)?,
         retention: values.duration(keys::JOB_RETENTION_TIME, true)?,
         file_max_attempts: values.parse(keys::JOB_FILE_MAX_ATTEMPTS, |value| parse_count(value, 1, 100))?,
         partition_size: values.size(keys::WORKER_LOAD_PARTITION_SIZE, page_size, u64::MAX)?,

@@ -370,13 +370,12 @@ fn job_error(err: JobError) -> ApiError {
 }
 
 fn parse_job_type(value: &str) -> Result<JobType, ApiError> {
-    match value {
-        "load" => Ok(JobType::Load),
-        "free" => Ok(JobType::Free),
-        other => Err(bad_request(format!(
-            "unknown job type {other:?} (expected load or free)"
-        ))),
-    }
+    // Exactly as the wire spells it (not any case, unlike the CLI).
+    value
+        .parse::<JobType>()
+        .ok()
+        .filter(|job_type| job_type.as_str() == value)
+        .ok_or_else(|| bad_request(format!("unknown job type {value:?} (expected load, free or repair)")))
 }
 
 fn parse_job_state(value: &str) -> Result<JobState, ApiError> {
@@ -442,13 +441,15 @@ async fn validate_submission(
         Some(_) => None,
         None => Some(state.replica_rules().await.map_err(meta_error)?.listed().rules),
     };
+    let repair = job_type == JobType::Repair;
     let options = JobOptions {
         replicas,
         replica_rules,
         batch_size,
-        metadata_only: submit.options.metadata_only,
+        metadata_only: submit.options.metadata_only && !repair,
         verify: submit.options.verify,
-        skip_if_exists: submit.options.skip_if_exists,
+        // A repair loads only the copies that are missing.
+        skip_if_exists: submit.options.skip_if_exists || repair,
     };
     Ok((job_type, path.as_str().to_string(), options))
 }

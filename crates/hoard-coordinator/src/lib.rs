@@ -308,6 +308,11 @@ impl CoordinatorState {
         }
     }
 
+    /// Makes the next [`CoordinatorState::cluster_view`] read membership again.
+    pub fn forget_view(&self) {
+        *self.view_cache.lock() = None;
+    }
+
     /// The ring jobs place files with (the client's, over this coordinator's membership).
     pub async fn cluster_view(&self) -> Result<Arc<ClusterView>, MetaError> {
         if let Some((view, built)) = self.view_cache.lock().as_ref() {
@@ -593,6 +598,21 @@ impl jobs::ClusterSource for StateSource {
             return Err("the coordinator is stopping".into());
         };
         state.cluster_view().await.map_err(|err| err.to_string())
+    }
+
+    async fn fresh_view(&self) -> Result<Arc<ClusterView>, String> {
+        let Some(state) = self.0.upgrade() else {
+            return Err("the coordinator is stopping".into());
+        };
+        state.forget_view();
+        state.cluster_view().await.map_err(|err| err.to_string())
+    }
+
+    async fn replica_rules(&self) -> Result<hoard_common::replica::ReplicaRuleSet, String> {
+        let Some(state) = self.0.upgrade() else {
+            return Err("the coordinator is stopping".into());
+        };
+        state.replica_rules().await.map_err(|err| err.to_string())
     }
 }
 

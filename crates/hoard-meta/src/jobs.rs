@@ -93,14 +93,18 @@ pub enum JobType {
     Load,
     /// Evict the files under the path from the cache.
     Free,
+    /// Bring the files under the path to their replica count: load the copies their replicas
+    /// lack, then free the copies on workers that are not among their replicas.
+    Repair,
 }
 
 impl JobType {
-    /// `load` | `free` (as in JSON and keys).
+    /// `load` | `free` | `repair` (as in JSON and keys).
     pub fn as_str(self) -> &'static str {
         match self {
             JobType::Load => "load",
             JobType::Free => "free",
+            JobType::Repair => "repair",
         }
     }
 }
@@ -114,12 +118,13 @@ impl fmt::Display for JobType {
 impl FromStr for JobType {
     type Err = String;
 
-    /// `load` or `free`, any case.
+    /// `load`, `free` or `repair`, any case.
     fn from_str(text: &str) -> Result<JobType, String> {
         match text.to_ascii_lowercase().as_str() {
             "load" => Ok(JobType::Load),
             "free" => Ok(JobType::Free),
-            _ => Err(format!("unknown job type {text:?} (load or free)")),
+            "repair" => Ok(JobType::Repair),
+            _ => Err(format!("unknown job type {text:?} (load, free or repair)")),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `hoard job load|free|list|rerun`: jobs through the coordinator's REST API (and, for `rerun`
+//! `hoard job load|free|repair|list|rerun`: jobs through the coordinator's REST API (and, for `rerun`
 //! with the coordinator down, the job store itself, as the seed's `job rerun` does).
 
 use std::time::Duration;
@@ -18,6 +18,10 @@ pub enum JobCommand {
     Load(LoadArgs),
     /// Evict every cached page of the files under a path from every worker.
     Free(JobArgs),
+    /// Bring the files under a path to their replica count: load the copies their replicas
+    /// lack, free the copies on other workers (what the coordinator runs for rules marked
+    /// maintain).
+    Repair(JobArgs),
     /// Jobs, newest first.
     List {
         /// Only jobs in this state (WAITING, RUNNING, SUCCEEDED, FAILED, STOPPED).
@@ -100,6 +104,13 @@ pub async fn run(command: JobCommand, config: &SiteConfig) -> anyhow::Result<()>
                 ..JobOptionsView::default()
             };
             job(&client, "free", &args, options).await
+        }
+        JobCommand::Repair(args) => {
+            let options = JobOptionsView {
+                batch_size: args.batch_size,
+                ..JobOptionsView::default()
+            };
+            job(&client, "repair", &args, options).await
         }
         JobCommand::List { state, format } => list(&client, state.as_deref(), format).await,
         JobCommand::Rerun { job_id } => rerun(&client, config, &job_id).await,

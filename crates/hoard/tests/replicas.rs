@@ -452,3 +452,81 @@ fn the_passive_cache_loads_the_file_on_the_preferred_worker() {
     );
     assert_eq!(bytes_served(&preferred) - before, LEN as f64);
 }
+
+/// Whole copies of each of `files` on `workers`.
+fn copies_of(workers: &[Process], files: &[(String, Vec<u8>)]) -> Vec<usize> {
+    files.iter().map(|(path, _)| whole_copies(workers, path)).collect()
+}
+
+#[test]
+fn maintained_rules_are_repaired_to_their_count() {
+    let files: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| (format!("/keep/f{i}"), content(1000 + i, LEN)))
+        .collect();
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let ufs = ufs_with(&borrowed);
+    let cluster = Cluster::start(
+        3,
+        ufs.path(),
+        &[
+            "hoard.coordinator.replica.repair.interval=2s",
+            "hoard.worker.failure.detection.timeout=2s",
+        ],
+    );
+    let workers = cluster.processes();
+    let set = cluster.hoard(&["replica", "set", "--path", "/keep", "--replicas", "2", "--maintain"]);
+    assert!(set.status.success(), "{}", describe(&set));
+
+    // Nobody loads: the repair loop makes the copies.
+    wait_until("2 copies of every file", Duration::from_secs(60), || {
+        copies_of(&workers, &files).iter().all(|copies| *copies == 2)
+    });
+    let jobs = cluster.hoard(&["job", "list", "--format", "json"]);
+    let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).expect("jobs json");
+    assert!(
+        jobs.as_array()
+            .expect("jobs")
+            .iter()
+            .any(|job| job["type"] == "repair" && job["path"] == "/keep"),
+        "{jobs}"
+    );
+
+    // A worker holding copies removed for good: the copies come back on the others.
+    let victim = workers
+        .iter()
+        .find(|worker| whole_copies(std::slice::from_ref(worker), &files[0].0) == 1)
+        .expect("a worker holding /keep/f0")
+        .clone();
+    kill9(victim.pid);
+    wait_until("the worker is OFFLINE", Duration::from_secs(30), || {
+        cluster
+            .worker_states()
+            .iter()
+            .any(|(_, address, online)| *address == victim.address && !online)
+    });
+    let removed = cluster.hoard(&["process", "remove-worker", "-n", &victim.id, "--force"]);
+    assert!(removed.status.success(), "{}", describe(&removed));
+    let rest: Vec<Process> = workers
+        .iter()
+        .filter(|w| w.address != victim.address)
+        .cloned()
+        .collect();
+    wait_until(
+        "2 copies of every file on the remaining workers",
+        Duration::from_secs(60),
+        || copies_of(&rest, &files).iter().all(|copies| *copies == 2),
+    );
+    for (path, bytes) in &files {
+        assert!(cat(&cluster, &cluster.conf, path) == *bytes, "{path} differs");
+    }
+
+    // The count lowered: the extra copies are freed.
+    let set = cluster.hoard(&["replica", "set", "--path", "/keep", "--replicas", "1", "--maintain"]);
+    assert!(set.status.success(), "{}", describe(&set));
+    wait_until("1 copy of every file", Duration::from_secs(60), || {
+        copies_of(&rest, &files).iter().all(|copies| *copies == 1)
+    });
+    for (path, bytes) in &files {
+        assert!(cat(&cluster, &cluster.conf, path) == *bytes, "{path} differs");
+    }
+}

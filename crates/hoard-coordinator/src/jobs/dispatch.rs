@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hoard_common::api::codes;
 use hoard_common::api::tasks::{self, FileResult, FreeTask, LoadTask, TaskFile, TaskResponse};
-use hoard_meta::jobs::{JobOptions, JobType};
+use hoard_meta::jobs::JobOptions;
 use hoard_meta::SharedDeadline;
 use hoard_ufs::UfsError;
 
@@ -63,17 +63,25 @@ pub fn load_kept(result: &FileResult, options: &JobOptions) -> bool {
     options.metadata_only || result.cached_bytes >= result.range_length
 }
 
+/// What a task does on a worker (a job's runs send one kind or, for a repair, one after the
+/// other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    Load,
+    Free,
+}
+
 pub async fn send_task(
     ctx: &JobContext,
     address: &str,
-    job_type: JobType,
+    kind: TaskKind,
     job_id: &str,
     task_id: u64,
     files: Vec<TaskFile>,
     options: &JobOptions,
 ) -> Result<TaskResponse, String> {
-    let (route, body) = match job_type {
-        JobType::Load => (
+    let (route, body) = match kind {
+        TaskKind::Load => (
             tasks::LOAD_ROUTE,
             serde_json::to_vec(&LoadTask {
                 job_id: job_id.to_string(),
@@ -83,7 +91,7 @@ pub async fn send_task(
                 metadata_only: options.metadata_only,
             }),
         ),
-        JobType::Free => (
+        TaskKind::Free => (
             tasks::FREE_ROUTE,
             serde_json::to_vec(&FreeTask {
                 job_id: job_id.to_string(),

@@ -7,6 +7,7 @@ mod dispatch;
 mod lister;
 pub mod plan;
 mod reconcile;
+mod repair;
 mod runner;
 mod verify;
 
@@ -62,7 +63,12 @@ pub struct PollOutcome {
 /// Where a job gets the current ring from.
 #[async_trait::async_trait]
 pub trait ClusterSource: Send + Sync {
+    /// The ring, possibly shared with other jobs for a moment.
     async fn view(&self) -> Result<Arc<ClusterView>, String>;
+    /// The ring as membership says now (after a worker could not be reached).
+    async fn fresh_view(&self) -> Result<Arc<ClusterView>, String>;
+    /// The replica rules in effect.
+    async fn replica_rules(&self) -> Result<hoard_common::replica::ReplicaRuleSet, String>;
 }
 
 /// Who else may own jobs: the scheduler reclaims RUNNING jobs of owners that are not alive.
@@ -190,9 +196,11 @@ impl Scheduler {
     pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let poller = Arc::clone(self);
         let cleaner = Arc::clone(self);
+        let repairer = Arc::clone(self);
         vec![
             tokio::spawn(async move { poller.poll_loop().await }),
             tokio::spawn(async move { cleaner.cleanup_loop().await }),
+            tokio::spawn(async move { repair::repair_loop(&repairer.ctx, repairer.liveness.as_ref()).await }),
         ]
     }
 
@@ -404,10 +412,7 @@ pub fn job_view(record: &JobRecord, now_ms: u64) -> JobView {
     let progress = &record.progress;
     JobView {
         job_id: record.job_id.clone(),
-        job_type: match record.job_type {
-            hoard_meta::jobs::JobType::Load => "load".to_string(),
-            hoard_meta::jobs::JobType::Free => "free".to_string(),
-        },
+        job_type: record.job_type.as_str().to_string(),
         path: record.path.clone(),
         state: state_name(record.state).to_string(),
         owner: record.owner.clone(),

@@ -116,10 +116,10 @@ impl Tracker {
         self.unit_finished(index, UnitOutcome::Failed { reason });
     }
 
-    /// File `file_index` lacks `copies` of the copies its count asks for.
+    /// File `file_index` lacks `copies` more of the copies its count asks for.
     pub fn note_shortfall(&mut self, file_index: u64, copies: usize) {
         if let Some(entry) = self.files.get_mut(&file_index) {
-            entry.missing_copies = copies as u64;
+            entry.missing_copies += copies as u64;
         }
     }
 
@@ -209,6 +209,13 @@ impl Tracker {
     /// files missing on an owner that could not be loaded again, are counted failed instead of
     /// processed (skipped, when fewer were processed), their bytes taken out, and named.
     pub fn take_recheck(&mut self, recheck: &Tracker) {
+        self.take_pass(recheck, "final check");
+    }
+
+    /// Takes in what a later pass over the job's files (`pass`, every file resolved) found:
+    /// its failures are counted failed instead of processed (skipped, when fewer were
+    /// processed), their bytes taken out, and named with `what` before the reason.
+    pub fn take_pass(&mut self, recheck: &Tracker, what: &str) {
         debug_assert!(recheck.all_resolved());
         let found = recheck.counters();
         let from_processed = found.failed.min(self.counters.processed);
@@ -224,7 +231,7 @@ impl Tracker {
             }
             self.failed_files.push(FailedFile {
                 path: failed.path.clone(),
-                reason: format!("final check: {}", failed.reason),
+                reason: format!("{what}: {}", failed.reason),
             });
         }
     }
@@ -368,6 +375,9 @@ pub enum Reach {
     /// Act on every copy there may be (free; a metadata refresh): every ONLINE worker, since a
     /// copy may sit on a worker the placement no longer names.
     Everywhere,
+    /// The copies that should not be there (a repair frees them): every ONLINE worker that is
+    /// not among the file's replicas.
+    Outside,
 }
 
 /// The copies of a file under `view`, and how many copies it cannot have (a cluster has fewer
@@ -384,8 +394,17 @@ pub fn targets(
     max_attempts: usize,
 ) -> (Vec<Target>, usize) {
     let retries = max_attempts.saturating_sub(1);
-    if reach == Reach::Everywhere {
-        let online = view.nodes.iter().filter(|node| node.online).map(super::worker_key);
+    if reach != Reach::Replicas {
+        let replicas: Vec<String> = match reach {
+            Reach::Outside => counts.placement(view, path).replicas().map(super::worker_key).collect(),
+            _ => Vec::new(),
+        };
+        let online = view
+            .nodes
+            .iter()
+            .filter(|node| node.online)
+            .map(super::worker_key)
+            .filter(|worker| !replicas.contains(worker));
         let targets = online
             .map(|worker| Target {
                 fallbacks: std::iter::repeat_n(worker.clone(), retries).collect(),

@@ -17,7 +17,7 @@ use hoard_meta::{now_millis, SharedDeadline};
 use tokio::task::JoinSet;
 
 use super::counts::ReplicaCounts;
-use super::dispatch::{backoff, describe_ufs, is_permanent, load_kept, send_task, Ownership, Sent};
+use super::dispatch::{backoff, describe_ufs, is_permanent, load_kept, send_task, Ownership, Sent, TaskKind};
 use super::lister::FileLister;
 use super::plan::{self, partitions, Batcher, Counters, Tracker, Unit, UnitOutcome};
 use super::reconcile::{self, Audit, Doubt};
@@ -66,6 +66,8 @@ struct Run {
     rechecked: (u64, u64),
     /// Copies per file per cluster.
     counts: Arc<ReplicaCounts>,
+    /// A repair's second pass: freeing the copies outside each file's replicas.
+    trimming: bool,
 }
 
 /// `claim_requested_at`: when the claim was sent, the start of this run's ownership window.
@@ -124,6 +126,7 @@ pub async fn run(ctx: Arc<JobContext>, claimed: Versioned<JobRecord>, claim_requ
         job_tracker: None,
         rechecked,
         counts,
+        trimming: false,
     };
     run.refresh_addresses();
     tracing::info!(job_id, path = %run.record.path, resume_at = run.tracker.watermark(), "job running");
@@ -162,17 +165,50 @@ impl Run {
                 return Ok(());
             }
         }
-        if self.record.job_type == JobType::Load && self.record.options.verify && self.tracker.counters().failed == 0 {
+        if self.record.job_type != JobType::Free && self.record.options.verify && self.tracker.counters().failed == 0 {
             let verified = super::verify::verify(&self.ctx, &self.record, &self.view).await;
             self.record.progress.verified = Some(verified.is_ok());
             verified?;
         }
+        if self.record.job_type == JobType::Repair && !self.stopping && !self.taken_away {
+            self.trim().await?;
+        }
         Ok(())
+    }
+
+    /// What this job's tasks do now: a repair loads, then (its second pass) frees.
+    fn task(&self) -> TaskKind {
+        match self.record.job_type {
+            JobType::Load => TaskKind::Load,
+            JobType::Free => TaskKind::Free,
+            JobType::Repair if self.trimming => TaskKind::Free,
+            JobType::Repair => TaskKind::Load,
+        }
+    }
+
+    /// A repair's second pass: frees the copies on ONLINE workers that are not among each
+    /// file's replicas (after the load pass made the replicas whole). It lists the path again
+    /// with a tracker of its own; a copy it could not free fails the job, named in
+    /// `failedFiles`. A resumed run does it again whole (freeing twice frees nothing more).
+    async fn trim(&mut self) -> Result<(), String> {
+        self.refresh_view().await;
+        self.trimming = true;
+        let pass = Tracker::resume(0, Counters::default(), Vec::new());
+        self.job_tracker = Some(std::mem::replace(&mut self.tracker, pass));
+        let outcome = self.pass(0).await;
+        if let Some(job_tracker) = self.job_tracker.take() {
+            let pass = std::mem::replace(&mut self.tracker, job_tracker);
+            if outcome.is_ok() && !self.stopping && !self.taken_away {
+                self.tracker.take_pass(&pass, "freeing the copy outside its replicas");
+            }
+        }
+        self.trimming = false;
+        outcome.map(|_| ())
     }
 
     /// Whether the job keeps an [`Audit`] and checks its files at the end: loads of data.
     fn audited(&self) -> bool {
-        self.record.job_type == JobType::Load && !self.record.options.metadata_only
+        self.record.job_type != JobType::Free && !self.record.options.metadata_only
     }
 
     /// The final check, timed in the log (what it costs a load: `hoard-bench jobs --only check`).
@@ -345,7 +381,7 @@ impl Run {
             tokio::select! {
                 joined = self.sent.join_next_with_id(), if !self.sent.is_empty() => {
                     match joined {
-                        Some(Ok((_, sent))) => self.collect(sent),
+                        Some(Ok((_, sent))) => self.collect(sent).await,
                         Some(Err(err)) => self.lost_task(err.id(), err.to_string()),
                         None => {}
                     }
@@ -391,11 +427,13 @@ impl Run {
             self.tracker.fail_file(path.to_string(), length, "invalid path".into());
             return;
         };
-        let load = self.record.job_type == JobType::Load;
+        let load = self.task() == TaskKind::Load;
         let max_attempts = self.ctx.config.file_max_attempts as usize;
         // A metadata refresh must reach every copy, also one on a worker that is no longer among
         // the file's replicas (after a membership change): no copy may serve the old version.
-        let reach = if load && !self.record.options.metadata_only {
+        let reach = if self.trimming {
+            plan::Reach::Outside
+        } else if load && !self.record.options.metadata_only {
             plan::Reach::Replicas
         } else {
             plan::Reach::Everywhere
@@ -434,9 +472,9 @@ impl Run {
     }
 
     fn has_workers(&self) -> bool {
-        match self.record.job_type {
-            JobType::Load => self.view.ring_size() > 0 && !self.addresses.is_empty(),
-            JobType::Free => !self.addresses.is_empty(),
+        match self.task() {
+            TaskKind::Load => self.view.ring_size() > 0 && !self.addresses.is_empty(),
+            TaskKind::Free => !self.addresses.is_empty(),
         }
     }
 
@@ -479,7 +517,7 @@ impl Run {
             };
             let ctx = Arc::clone(&self.ctx);
             let job_id = self.record.job_id.clone();
-            let job_type = self.record.job_type;
+            let kind = self.task();
             let mut options = self.record.options.clone();
             // A final check pass loads only what is missing, and says which files were whole.
             options.skip_if_exists |= self.doubt.is_some();
@@ -495,7 +533,7 @@ impl Run {
                 // `confirmed_ms`: when ownership was last confirmed, which a stalled process
                 // may log long after.
                 tracing::debug!(job_id = %job_id, run, task_id, worker = %worker, files = files.len(), confirmed_ms = now_millis(), "task sent");
-                let result = send_task(&ctx, &address, job_type, &job_id, task_id, files, &options).await;
+                let result = send_task(&ctx, &address, kind, &job_id, task_id, files, &options).await;
                 Sent {
                     task_id,
                     result: Some(result),
@@ -510,6 +548,18 @@ impl Run {
         self.audit.failed(from);
         match unit.fallbacks.pop_front() {
             Some(next) => self.requeue(&next, unit),
+            // A copy of a load with no worker left in its cluster: one the cluster cannot hold
+            // (counted in `replicaShortfall`, which fails the job), not a failure of the file.
+            None if self.task() == TaskKind::Load && self.doubt.is_none() && unit.file.offset.is_none() => {
+                self.tracker.note_shortfall(unit.file_index, 1);
+                self.tracker.unit_finished(
+                    unit.file_index,
+                    UnitOutcome::Done {
+                        bytes: 0,
+                        skipped: false,
+                    },
+                );
+            }
             None => {
                 let reason = format!("worker {from} went OFFLINE and no other candidate is left");
                 self.tracker
@@ -537,7 +587,7 @@ impl Run {
         }
     }
 
-    fn collect(&mut self, sent: Sent) {
+    async fn collect(&mut self, sent: Sent) {
         self.task_ids.retain(|_, task_id| *task_id != sent.task_id);
         let Some((worker, units)) = self.in_flight.remove(&sent.task_id) else {
             return;
@@ -557,7 +607,7 @@ impl Run {
                 let answered = answer.results.len();
                 let expected = sent_units.len();
                 let mut results = answer.results.into_iter();
-                let load = self.record.job_type == JobType::Load;
+                let load = self.task() == TaskKind::Load;
                 for unit in sent_units {
                     match results.next() {
                         Some(result) if result.ok && load && !load_kept(&result, &self.record.options) => {
@@ -570,12 +620,12 @@ impl Run {
                         Some(result) if result.ok => {
                             let bytes = if !unit.counts_bytes || self.record.options.metadata_only {
                                 0
-                            } else if self.record.job_type == JobType::Free {
+                            } else if !load {
                                 result.freed_bytes
                             } else {
                                 result.range_length
                             };
-                            if self.record.job_type == JobType::Load && !result.skipped {
+                            if load && !result.skipped {
                                 self.ctx.metrics.loaded(bytes);
                             }
                             self.tracker.unit_finished(
@@ -604,9 +654,20 @@ impl Run {
                 }
             }
             Err(reason) => {
+                // A worker that cannot be reached may have left the ring meanwhile (the view
+                // the units were planned with is up to a moment old): then its units go to
+                // their next candidates, or count as copies the cluster cannot hold.
+                if let Ok(view) = self.ctx.cluster.fresh_view().await {
+                    self.use_view(view);
+                }
+                let online = self.addresses.contains_key(&worker);
                 self.audit.failed(&worker);
                 for unit in sent_units {
-                    self.retry(unit, reason.clone());
+                    if online {
+                        self.retry(unit, reason.clone());
+                    } else {
+                        self.reroute(unit, &worker);
+                    }
                 }
             }
         }
@@ -675,7 +736,7 @@ impl Run {
         let counters = tracker.counters();
         // A final check pass in progress counts what it has sent so far.
         let (mut rechecked, mut repaired) = self.rechecked;
-        if self.job_tracker.is_some() {
+        if self.job_tracker.is_some() && !self.trimming {
             rechecked += self.tracker.next_index();
             repaired += self.tracker.counters().processed;
         }
@@ -743,10 +804,14 @@ impl Run {
     /// The current ring (the cluster source caches it briefly).
     async fn refresh_view(&mut self) {
         if let Ok(view) = self.ctx.cluster.view().await {
-            self.view = view;
-            self.refresh_addresses();
-            self.audit.saw_ring(&self.view);
+            self.use_view(view);
         }
+    }
+
+    fn use_view(&mut self, view: Arc<ClusterView>) {
+        self.view = view;
+        self.refresh_addresses();
+        self.audit.saw_ring(&self.view);
     }
 
     async fn finish(mut self, outcome: Result<(), String>) {

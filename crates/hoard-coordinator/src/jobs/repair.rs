@@ -1,0 +1,68 @@
+//! Keeping replica counts at target (docs/replicas.md#repair): the coordinator holding the
+//! singleton duties submits a `repair` job for the path of every rule marked `maintain`, every
+//! `hoard.coordinator.replica.repair.interval` and as soon as the set of ONLINE workers changes.
+//! A repair is an ordinary job (in `hoard job list`, resumable, one active per path, so repairs
+//! never pile up): it loads the copies each file's replicas lack, then frees the copies on
+//! workers that are not among its replicas. Rate: at most one active repair per rule, each
+//! with the scheduler's usual batching and per-worker task limit.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use hoard_meta::jobs::{JobOptions, JobType};
+use hoard_meta::now_millis;
+
+use super::{worker_key, JobContext, OwnerLiveness};
+
+/// How often the ONLINE workers are compared with the last repair's.
+const MEMBERSHIP_CHECK: Duration = Duration::from_secs(2);
+
+pub(super) async fn repair_loop(ctx: &JobContext, liveness: &dyn OwnerLiveness) {
+    let interval = ctx.config.repair_interval;
+    if interval.is_zero() {
+        return;
+    }
+    let mut last_repair: Option<Instant> = None;
+    let mut last_workers: Option<BTreeSet<String>> = None;
+    loop {
+        tokio::time::sleep(MEMBERSHIP_CHECK.min(interval)).await;
+        if !liveness.holds_singleton().await {
+            last_workers = None;
+            continue;
+        }
+        let Ok(view) = ctx.cluster.view().await else { continue };
+        let workers: BTreeSet<String> = view.nodes.iter().filter(|node| node.online).map(worker_key).collect();
+        let due = last_repair.is_none_or(|at| at.elapsed() >= interval);
+        let changed = last_workers.as_ref().is_some_and(|last| *last != workers);
+        if !due && !changed {
+            continue;
+        }
+        let rules = match ctx.cluster.replica_rules().await {
+            Ok(rules) => rules,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the replica rules to repair");
+                continue;
+            }
+        };
+        for rule in rules.listed().rules.iter().filter(|rule| rule.maintain) {
+            let options = JobOptions {
+                replica_rules: Some(rules.listed().rules),
+                skip_if_exists: true,
+                ..JobOptions::default()
+            };
+            match ctx
+                .store
+                .submit(JobType::Repair, &rule.path, options, now_millis())
+                .await
+            {
+                Ok((job, true)) => {
+                    tracing::info!(job_id = %job.job_id, path = %rule.path, changed, "repair job submitted")
+                }
+                Ok((_, false)) => {}
+                Err(err) => tracing::warn!(path = %rule.path, error = %err, "cannot submit a repair job"),
+            }
+        }
+        last_repair = Some(Instant::now());
+        last_workers = Some(workers);
+    }
+}
