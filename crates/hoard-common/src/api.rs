@@ -440,7 +440,7 @@ pub mod coordinator {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     pub struct SubmitJob {
-        /// `load` or `free`.
+        /// `load`, `free` or `repair`.
         #[serde(rename = "type")]
         pub job_type: String,
         pub path: String,
