@@ -26,6 +26,127 @@ pub struct ReplicasArgs {
     /// Bytes per read (a range of the file, at a random page-aligned offset).
     #[arg(long, default_value = "4MiB")]
     read_size: String,
+    /// Files of the repair measurement.
+    #[arg(long, default_value_t = 1000)]
+    repair_files: usize,
+    /// Measurements to run: policies (and the probe's cost), repair.
+    #[arg(long, value_delimiter = ',', default_value = "policies,repair")]
+    only: Vec<String>,
+}
+
+/// The newest job of `job_type` for `path`, as `hoard job list` shows it.
+fn newest_job(
+    hoard_binary: &Path,
+    cluster: &LocalCluster,
+    job_type: &str,
+    path: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let jobs: serde_json::Value =
+        serde_json::from_str(&hoard(hoard_binary, cluster, &["job", "list", "--format", "json"])?)?;
+    Ok(jobs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|job| job["type"] == job_type && job["path"] == path)
+        .max_by_key(|job| job["createdMs"].as_u64().unwrap_or(0))
+        .cloned())
+}
+
+/// Time to load `files` files with 2 copies, against the time from a worker's SIGKILL to the
+/// end of the repair that restores its copies on the others (rule of 2, maintained).
+async fn repair(hoard_binary: &Path, args: &ReplicasArgs) -> anyhow::Result<()> {
+    let ufs = tempfile::Builder::new().prefix("hoard-bench-repair").tempdir()?;
+    let size = 64 * 1024;
+    for index in 0..args.repair_files {
+        let dir = ufs.path().join(format!("r/{:03}", index / 100));
+        std::fs::create_dir_all(&dir)?;
+        let mut bytes = vec![0u8; size];
+        for (offset, byte) in bytes.iter_mut().enumerate() {
+            *byte = (offset as u64).wrapping_mul(index as u64 + 7).to_le_bytes()[0];
+        }
+        std::fs::write(dir.join(format!("f{index}")), bytes)?;
+    }
+    let detection = "3s";
+    let cluster = LocalCluster::start(
+        hoard_binary,
+        &["--ufs", &ufs.path().display().to_string()],
+        &[
+            "hoard.coordinator.replica.repair.interval=1h".to_string(),
+            format!("hoard.worker.failure.detection.timeout={detection}"),
+        ],
+    )?;
+    let started = Instant::now();
+    let job = hoard(
+        hoard_binary,
+        &cluster,
+        &[
+            "job",
+            "load",
+            "--path",
+            "/r",
+            "--replicas",
+            "2",
+            "--submit",
+            "--wait",
+            "--format",
+            "json",
+        ],
+    )?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let job: serde_json::Value = serde_json::from_str(&job)?;
+    if job["state"] != "SUCCEEDED" {
+        bail!("the load did not succeed: {job}");
+    }
+    hoard(
+        hoard_binary,
+        &cluster,
+        &["replica", "set", "--path", "/r", "--replicas", "2", "--maintain"],
+    )?;
+    // The first repair (at start of the rule: every copy in place) ends before the measurement.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let first = newest_job(hoard_binary, &cluster, "repair", "/r")?;
+        if first.as_ref().is_some_and(|job| job["state"] == "SUCCEEDED") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the first repair did not end: {first:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let before = newest_job(hoard_binary, &cluster, "repair", "/r")?.context("a repair job")?;
+    let victim = cluster.workers()?.into_iter().next().context("a worker")?;
+    let killed = Instant::now();
+    // SAFETY: kill has no memory preconditions; the pid is a worker this cluster started.
+    unsafe {
+        libc::kill(victim.pid as i32, libc::SIGKILL);
+    }
+    let repaired = loop {
+        let newest = newest_job(hoard_binary, &cluster, "repair", "/r")?;
+        if let Some(job) = newest.filter(|job| job["jobId"] != before["jobId"]) {
+            if job["state"] == "SUCCEEDED" {
+                break job;
+            }
+            if job["state"] == "FAILED" {
+                bail!("the repair failed: {job}");
+            }
+        }
+        if killed.elapsed() > Duration::from_secs(300) {
+            bail!("no repair ended within 300s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let restored_seconds = killed.elapsed().as_secs_f64();
+    let repair_ms = repaired["elapsedMs"].as_u64().unwrap_or(0) as f64 / 1000.0;
+    println!(
+        "\n| {} files x 64KiB, 2 copies on 3 workers | seconds |\n| --- | --- |\n| load with --replicas 2 | {load_seconds:.2} |\n| a worker SIGKILLed -> repair ended (failure detection {detection} included) | {restored_seconds:.2} |\n| the repair job itself | {repair_ms:.2} ({} files processed, {} skipped) |\n| restored / load | {:.2} |",
+        args.repair_files,
+        repaired["filesProcessed"],
+        repaired["filesSkipped"],
+        restored_seconds / load_seconds
+    );
+    drop(cluster);
+    Ok(())
 }
 
 /// A worker's `/metrics` counter.
@@ -114,6 +235,19 @@ async fn probe_cost(
 
 pub async fn run(args: ReplicasArgs) -> anyhow::Result<()> {
     let hoard_binary = crate::peers::hoard_binary()?;
+    if args.only.iter().any(|only| only == "policies") {
+        policies(&hoard_binary, &args).await?;
+    }
+    if args.only.iter().any(|only| only == "repair") {
+        repair(&hoard_binary, &args).await?;
+    }
+    Ok(())
+}
+
+/// 64 clients on one hot file, 1 vs 3 copies, each policy; the prefer-cached probe's cost.
+async fn policies(hoard_binary: &Path, args: &ReplicasArgs) -> anyhow::Result<()> {
+    let hoard_binary = hoard_binary.to_path_buf();
+    let args = args.clone();
     let length = hoard_config::parse_size(&args.size).map_err(|err| anyhow::anyhow!(err))?;
     let read_size = hoard_config::parse_size(&args.read_size).map_err(|err| anyhow::anyhow!(err))?;
     let ufs = tempfile::Builder::new().prefix("hoard-bench-replicas").tempdir()?;
