@@ -346,7 +346,12 @@ fn static_ring_keeps_an_offline_worker_and_reads_go_to_the_next_candidate() {
     );
     let paths: Vec<String> = files.iter().map(|(path, _)| path.clone()).collect();
     let placement = owners(&cluster, &paths);
-    let victim = cluster.processes().remove(0);
+    // The owner of the first path (a fixed worker might by chance own none of 12 paths).
+    let victim = cluster
+        .processes()
+        .into_iter()
+        .find(|process| process.id == placement[0])
+        .expect("the first path's owner is a worker");
     kill9(victim.pid);
     wait_until("killed worker OFFLINE", OFFLINE_LIMIT, || {
         state_of(&cluster, &victim.id) == Some(false)

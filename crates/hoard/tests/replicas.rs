@@ -469,7 +469,8 @@ fn maintained_rules_are_repaired_to_their_count() {
         3,
         ufs.path(),
         &[
-            "hoard.coordinator.replica.repair.interval=2s",
+            // Every repair here is started by a change (a rule, a worker), not by the interval.
+            "hoard.coordinator.replica.repair.interval=1h",
             "hoard.worker.failure.detection.timeout=2s",
         ],
     );
