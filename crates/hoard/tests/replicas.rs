@@ -453,6 +453,20 @@ fn the_passive_cache_loads_the_file_on_the_preferred_worker() {
     assert_eq!(bytes_served(&preferred) - before, LEN as f64);
 }
 
+/// The newest repair job of /keep, as `hoard job list` shows it.
+fn newest_repair(cluster: &Cluster) -> serde_json::Value {
+    let jobs = cluster.hoard(&["job", "list", "--format", "json"]);
+    assert!(jobs.status.success(), "{}", describe(&jobs));
+    let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).expect("jobs json");
+    jobs.as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|job| job["type"] == "repair" && job["path"] == "/keep")
+        .max_by_key(|job| job["createdMs"].as_u64().unwrap_or(0))
+        .cloned()
+        .expect("a repair job")
+}
+
 /// Whole copies of each of `files` on `workers`.
 fn copies_of(workers: &[Process], files: &[(String, Vec<u8>)]) -> Vec<usize> {
     files.iter().map(|(path, _)| whole_copies(workers, path)).collect()
@@ -482,15 +496,9 @@ fn maintained_rules_are_repaired_to_their_count() {
     wait_until("2 copies of every file", Duration::from_secs(60), || {
         copies_of(&workers, &files).iter().all(|copies| *copies == 2)
     });
-    let jobs = cluster.hoard(&["job", "list", "--format", "json"]);
-    let jobs: serde_json::Value = serde_json::from_slice(&jobs.stdout).expect("jobs json");
-    assert!(
-        jobs.as_array()
-            .expect("jobs")
-            .iter()
-            .any(|job| job["type"] == "repair" && job["path"] == "/keep"),
-        "{jobs}"
-    );
+    let repair = newest_repair(&cluster);
+    let repair = wait_job(&cluster, repair["jobId"].as_str().expect("id"), Duration::from_secs(60));
+    assert_eq!(repair["state"], "SUCCEEDED", "{repair}");
 
     // A worker holding copies removed for good: the copies come back on the others.
     let victim = workers
@@ -517,6 +525,9 @@ fn maintained_rules_are_repaired_to_their_count() {
         Duration::from_secs(60),
         || copies_of(&rest, &files).iter().all(|copies| *copies == 2),
     );
+    let repair = newest_repair(&cluster);
+    let repair = wait_job(&cluster, repair["jobId"].as_str().expect("id"), Duration::from_secs(60));
+    assert_eq!(repair["state"], "SUCCEEDED", "{repair}");
     for (path, bytes) in &files {
         assert!(cat(&cluster, &cluster.conf, path) == *bytes, "{path} differs");
     }
@@ -527,6 +538,9 @@ fn maintained_rules_are_repaired_to_their_count() {
     wait_until("1 copy of every file", Duration::from_secs(60), || {
         copies_of(&rest, &files).iter().all(|copies| *copies == 1)
     });
+    let repair = newest_repair(&cluster);
+    let repair = wait_job(&cluster, repair["jobId"].as_str().expect("id"), Duration::from_secs(60));
+    assert_eq!(repair["state"], "SUCCEEDED", "{repair}");
     for (path, bytes) in &files {
         assert!(cat(&cluster, &cluster.conf, path) == *bytes, "{path} differs");
     }

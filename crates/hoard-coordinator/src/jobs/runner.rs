@@ -439,6 +439,11 @@ impl Run {
             plan::Reach::Everywhere
         };
         let (targets, shortfall) = plan::targets(&self.view, &hoard_path, reach, &self.counts, max_attempts);
+        if targets.is_empty() && reach == plan::Reach::Outside {
+            // Every ONLINE worker is one of its replicas: no copy to free.
+            self.tracker.add_file(path.to_string(), length, 0);
+            return;
+        }
         if targets.is_empty() {
             self.tracker
                 .fail_file(path.to_string(), length, "no workers are ONLINE".into());
