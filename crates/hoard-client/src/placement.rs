@@ -9,10 +9,15 @@
 //!   (removing one, only where it was one: the ring's own property), and a change in one
 //!   cluster never moves another cluster's replicas.
 
-use hoard_common::replica::ReplicaSelectionPolicy;
+use std::time::Duration;
+
+use hoard_common::replica::{ReplicaRule, ReplicaRuleSet, ReplicaSelectionPolicy};
+use hoard_common::HoardPath;
 use rand::seq::SliceRandom;
+use serde::Serialize;
 
 use crate::nodes::NodeStatus;
+use crate::ClusterView;
 
 /// One cluster's part of a file's placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +87,87 @@ impl Placement {
             "a worker appears once in a read order"
         );
         order
+    }
+}
+
+/// A file's replicas as the rules want them and as the workers hold them: what `hoard fs stat`
+/// and the coordinator's `GET /api/v1/replicas` show.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaState {
+    /// The workers the path maps to, best first: its replicas in every cluster.
+    pub workers: Vec<NodeStatus>,
+    /// The replica rule that decides its count.
+    pub rule: ReplicaRule,
+    /// Where the rules and rings want its copies (the ideal state), per cluster.
+    pub replicas: Vec<ClusterReplicas>,
+    /// Which ONLINE workers hold any of it now (the current state), from their page indexes;
+    /// a worker that does not know the file's status counts as holding none of it.
+    pub holders: Vec<Holder>,
+}
+
+/// One cluster's wanted copies of a file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReplicas {
+    pub cluster: String,
+    pub local: bool,
+    pub wanted: usize,
+    pub workers: Vec<String>,
+}
+
+/// A worker holding (part of) a file.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Holder {
+    pub address: String,
+    pub cluster: String,
+    pub cached_bytes: u64,
+    pub whole: bool,
+}
+
+/// `path`'s [`ReplicaState`] under `view` and `rules`: the ideal from the placement, the
+/// current by asking every ONLINE worker's page index (`GET /api/v1/cached`, in parallel, each
+/// bounded by `timeout`; never the UFS).
+pub async fn replica_state(
+    http: &reqwest::Client,
+    view: &ClusterView,
+    rules: &ReplicaRuleSet,
+    path: &HoardPath,
+    timeout: Duration,
+) -> ReplicaState {
+    let rule = rules.rule_for(path).clone();
+    let placement = view.placement(path, rule.num_replicas_per_cluster as usize);
+    let replicas = placement
+        .clusters
+        .iter()
+        .map(|cluster| ClusterReplicas {
+            cluster: cluster.cluster.clone(),
+            local: cluster.local,
+            wanted: cluster.wanted,
+            workers: cluster.replicas.iter().map(|node| node.address.clone()).collect(),
+        })
+        .collect();
+    let online: Vec<NodeStatus> = view.nodes.iter().filter(|node| node.online).cloned().collect();
+    let answers = crate::cached::probe(http, path, &online, timeout).await;
+    let holders = online
+        .iter()
+        .zip(answers)
+        .filter_map(|(node, answer)| {
+            let answer = answer.filter(|answer| answer.cached_bytes > 0)?;
+            Some(Holder {
+                address: node.address.clone(),
+                cluster: node.cluster.clone(),
+                cached_bytes: answer.cached_bytes,
+                whole: answer.whole,
+            })
+        })
+        .collect();
+    ReplicaState {
+        workers: placement.replicas().cloned().collect(),
+        rule,
+        replicas,
+        holders,
     }
 }
 

@@ -22,35 +22,9 @@ pub struct StatResult {
     pub stat: FileStat,
     /// The worker that answered.
     pub answered_by: String,
-    /// Workers the path maps to, best first: its replicas in every cluster.
-    pub workers: Vec<NodeStatus>,
-    /// The replica rule that decides its count.
-    pub rule: hoard_common::replica::ReplicaRule,
-    /// Where the rules and rings want its copies (the ideal state), per cluster.
-    pub replicas: Vec<ClusterReplicas>,
-    /// Which ONLINE workers hold any of it now (the current state), from their page indexes;
-    /// a worker that does not know the file's status counts as holding none of it.
-    pub holders: Vec<Holder>,
-}
-
-/// One cluster's wanted copies of a file.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterReplicas {
-    pub cluster: String,
-    pub local: bool,
-    pub wanted: usize,
-    pub workers: Vec<String>,
-}
-
-/// A worker holding (part of) a file.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Holder {
-    pub address: String,
-    pub cluster: String,
-    pub cached_bytes: u64,
-    pub whole: bool,
+    /// Its replica rule, where its copies are wanted and who holds them.
+    #[serde(flatten)]
+    pub replicas: crate::placement::ReplicaState,
 }
 
 /// How one attempt ended: either a final answer for the caller, or a reason to try the next
@@ -133,34 +107,8 @@ impl HoardClient {
     pub async fn stat(&self, path: &HoardPath) -> Result<StatResult, ClientError> {
         let view = self.view(false).await?;
         let rules = self.rules().await;
-        let rule = rules.rule_for(path).clone();
-        let placement = view.placement(path, rule.num_replicas_per_cluster as usize);
-        let owners: Vec<NodeStatus> = placement.replicas().cloned().collect();
-        let replicas: Vec<ClusterReplicas> = placement
-            .clusters
-            .iter()
-            .map(|cluster| ClusterReplicas {
-                cluster: cluster.cluster.clone(),
-                local: cluster.local,
-                wanted: cluster.wanted,
-                workers: cluster.replicas.iter().map(|node| node.address.clone()).collect(),
-            })
-            .collect();
-        let online: Vec<NodeStatus> = view.nodes.iter().filter(|node| node.online).cloned().collect();
-        let answers = crate::cached::probe(self.http(), path, &online, self.inner.probe.timeout()).await;
-        let holders: Vec<Holder> = online
-            .iter()
-            .zip(answers)
-            .filter_map(|(node, answer)| {
-                let answer = answer.filter(|answer| answer.cached_bytes > 0)?;
-                Some(Holder {
-                    address: node.address.clone(),
-                    cluster: node.cluster.clone(),
-                    cached_bytes: answer.cached_bytes,
-                    whole: answer.whole,
-                })
-            })
-            .collect();
+        let replicas =
+            crate::placement::replica_state(self.http(), &view, &rules, path, self.inner.probe.timeout()).await;
         let url_path = encode_path_for_url(path.as_str());
         self.with_failover(path, async |node: NodeStatus| {
             let url = format!("http://{}{}?path={url_path}", node.address, api::STAT_ROUTE);
@@ -176,10 +124,7 @@ impl HoardClient {
                     Ok(stat) => Outcome::Done(Ok(StatResult {
                         stat,
                         answered_by: node.address,
-                        workers: owners.clone(),
-                        rule: rule.clone(),
                         replicas: replicas.clone(),
-                        holders: holders.clone(),
                     })),
                     Err(err) => Outcome::TryNext(describe_reqwest(&err)),
                 }

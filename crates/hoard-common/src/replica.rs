@@ -65,6 +65,10 @@ impl std::fmt::Display for ReplicaSelectionPolicy {
 /// [`ReplicaRulePath`]) removes.
 pub const REPLICA_RULES_ROUTE: &str = "/api/v1/replica-rules";
 
+/// The coordinator's route: `GET ?path=P[&limit=N]`, the ideal and current copies of each file
+/// under P (at most `limit`, default 100, at most 1000).
+pub const REPLICAS_ROUTE: &str = "/api/v1/replicas";
+
 /// The most copies a rule may ask for, per cluster.
 pub const MAX_REPLICAS: u32 = 64;
 

@@ -47,6 +47,7 @@ pub fn router(state: SharedState) -> Router {
                 .post(crate::rules_api::set)
                 .delete(crate::rules_api::remove),
         )
+        .route(hoard_common::replica::REPLICAS_ROUTE, get(crate::rules_api::replicas))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), require_token))

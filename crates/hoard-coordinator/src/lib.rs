@@ -71,8 +71,8 @@ pub struct CoordinatorState {
     static_workers: Vec<hoard_config::WorkerAddress>,
     backend: Backend,
     pub metrics: CoordinatorMetrics,
-    user: UserConfig,
-    http: reqwest::Client,
+    pub(crate) user: UserConfig,
+    pub(crate) http: reqwest::Client,
     /// The cluster's etcd (membership and coordinator liveness) when one is configured.
     etcd_membership: Option<EtcdMembership>,
     /// This coordinator's liveness key in etcd, when it uses etcd for anything.

@@ -30,9 +30,10 @@ mod tests {
             (hoard_common::replica::REPLICA_RULES_ROUTE, "get"),
             (hoard_common::replica::REPLICA_RULES_ROUTE, "post"),
             (hoard_common::replica::REPLICA_RULES_ROUTE, "delete"),
+            (hoard_common::replica::REPLICAS_ROUTE, "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} is not documented");
         }
-        assert_eq!(paths.len(), 13, "a documented path the router does not serve");
+        assert_eq!(paths.len(), 14, "a documented path the router does not serve");
     }
 }

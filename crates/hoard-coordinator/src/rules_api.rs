@@ -72,3 +72,79 @@ pub(crate) async fn remove(
     tracing::info!(path = %body.path, "replica rule removed");
     Ok(Json(body).into_response())
 }
+
+/// Files `GET /api/v1/replicas` shows when no `limit` is given, and at most.
+const DEFAULT_REPLICAS_LIMIT: usize = 100;
+const MAX_REPLICAS_LIMIT: usize = 1000;
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplicasQuery {
+    path: String,
+    limit: Option<usize>,
+}
+
+/// One file's copies, wanted and held.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FileReplicas {
+    path: String,
+    #[serde(flatten)]
+    state: hoard_client::placement::ReplicaState,
+}
+
+/// `GET ?path=P[&limit=N]`: for each file under P (listing order, at most `limit`), its rule,
+/// where its copies are wanted in each cluster and which ONLINE workers hold it, from their
+/// page indexes (docs/replicas.md#where-a-files-copies-are-hoard-fs-stat).
+pub(crate) async fn replicas(
+    State(state): State<SharedState>,
+    query: Result<axum::extract::Query<ReplicasQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|err| bad_request(err.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_REPLICAS_LIMIT);
+    if !(1..=MAX_REPLICAS_LIMIT).contains(&limit) {
+        return Err(bad_request(format!(
+            "limit: must be between 1 and {MAX_REPLICAS_LIMIT}, not {limit}"
+        )));
+    }
+    let root = hoard_common::HoardPath::parse(&query.path)?;
+    let view = state.cluster_view().await.map_err(meta_error)?;
+    let rules = state.replica_rules().await.map_err(meta_error)?;
+    let timeout = state.user.connect_timeout.min(std::time::Duration::from_secs(1));
+    let mut lister = crate::jobs::lister::FileLister::open(&state.mounts, &root)
+        .await
+        .map_err(|err| match err {
+            hoard_ufs::UfsError::NotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                codes::NOT_FOUND,
+                format!("no such file or directory in the UFS: {root}"),
+            ),
+            other => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                codes::UFS_ERROR,
+                format!("cannot list {root}: {other}"),
+            ),
+        })?;
+    let mut files = Vec::new();
+    let mut truncated = false;
+    while let Some(next) = lister.next().await {
+        let status = next.map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                codes::UFS_ERROR,
+                format!("cannot list {root}: {err}"),
+            )
+        })?;
+        if files.len() == limit {
+            truncated = true;
+            break;
+        }
+        let replica_state =
+            hoard_client::placement::replica_state(&state.http, &view, &rules, &status.path, timeout).await;
+        files.push(FileReplicas {
+            path: status.path.to_string(),
+            state: replica_state,
+        });
+    }
+    Ok(Json(serde_json::json!({ "files": files, "truncated": truncated })).into_response())
+}

@@ -163,11 +163,15 @@ async fn stat(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow:
     }
     println!(
         "replica rule:  {} ({} per cluster{})",
-        result.rule.path,
-        result.rule.num_replicas_per_cluster,
-        if result.rule.maintain { ", maintained" } else { "" }
+        result.replicas.rule.path,
+        result.replicas.rule.num_replicas_per_cluster,
+        if result.replicas.rule.maintain {
+            ", maintained"
+        } else {
+            ""
+        }
     );
-    for cluster in &result.replicas {
+    for cluster in &result.replicas.replicas {
         let own = if cluster.local { " (this client's)" } else { "" };
         println!(
             "wanted on:     cluster {}{own}: {}",
@@ -179,10 +183,10 @@ async fn stat(client: &HoardClient, path: &HoardPath, format: Format) -> anyhow:
             }
         );
     }
-    if result.holders.is_empty() {
+    if result.replicas.holders.is_empty() {
         println!("held by:       nobody");
     }
-    for holder in &result.holders {
+    for holder in &result.replicas.holders {
         println!(
             "held by:       {} (cluster {}): {}{}",
             holder.address,

@@ -123,6 +123,40 @@ fn loads_follow_the_rules_and_a_shortfall_is_not_a_success() {
         describe(&text)
     );
 
+    // The coordinator's view of a tree: every file under /vip, its rule and its holders.
+    let coordinator = cluster.coordinator().address;
+    let (status, _, body) = http_get(&coordinator, "/api/v1/replicas?path=/vip").expect("replicas");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let tree: serde_json::Value = serde_json::from_slice(&body).expect("replicas json");
+    let listed = tree["files"].as_array().expect("files");
+    assert_eq!(listed.len(), 12, "{tree}");
+    assert_eq!(tree["truncated"], false);
+    for file in listed {
+        let nested = file["path"].as_str().expect("path").starts_with("/vip/tmp/");
+        let copies = if nested { 1 } else { 3 };
+        assert_eq!(file["rule"]["numReplicasPerCluster"], copies, "{file}");
+        let holders = file["holders"].as_array().expect("holders");
+        assert_eq!(holders.len(), copies as usize, "{file}");
+        assert!(holders.iter().all(|holder| holder["whole"] == true), "{file}");
+    }
+    let (status, _, body) = http_get(&coordinator, "/api/v1/replicas?path=/vip&limit=2").expect("replicas");
+    assert_eq!(status, 200);
+    let tree: serde_json::Value = serde_json::from_slice(&body).expect("replicas json");
+    assert_eq!(
+        (tree["files"].as_array().map(Vec::len), &tree["truncated"]),
+        (Some(2), &serde_json::json!(true))
+    );
+    for bad in [
+        "/api/v1/replicas?path=/vip&limit=0",
+        "/api/v1/replicas?path=/vip&limit=1001",
+        "/api/v1/replicas?limit=3",
+    ] {
+        let (status, _, body) = http_get(&coordinator, bad).expect("replicas");
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+    let (status, _, _) = http_get(&coordinator, "/api/v1/replicas?path=/nothing").expect("replicas");
+    assert_eq!(status, 404);
+
     // A load keeps the rules it was submitted under: removing the rule right after changes
     // nothing for it.
     set_rule(&cluster, "/later", 2);

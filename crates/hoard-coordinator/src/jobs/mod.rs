@@ -4,7 +4,7 @@
 
 mod counts;
 mod dispatch;
-mod lister;
+pub(crate) mod lister;
 pub mod plan;
 mod reconcile;
 mod repair;
