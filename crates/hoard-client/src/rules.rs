@@ -3,7 +3,7 @@
 //! that ends when the [`RuleSource`] is dropped.
 //!
 //! Where from: when the rules live in etcd (`hoard.coordinator.job.meta.store.type=ETCD`) and
-//! the client has etcd endpoints, straight from etcd (polled at the interval, not watched), and
+//! the client has etcd endpoints, straight from etcd (watched, and polled at the interval), and
 //! from the coordinators when etcd does not answer; otherwise from the coordinators
 //! (`GET /api/v1/replica-rules`). When no source answers, the last rules read stay in use (one
 //! warning per outage); before any were read, the default rule (`/` with
@@ -25,6 +25,8 @@ use crate::{ClientError, CoordinatorClient};
 pub struct RuleSource {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// Follows etcd's watch of the rules, when they live there.
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RuleSource {
@@ -56,17 +58,22 @@ struct Origin {
 struct LazyRuleStore {
     config: EtcdConfig,
     connect_timeout: Duration,
-    store: tokio::sync::OnceCell<ReplicaRuleStore>,
+    store: tokio::sync::OnceCell<(Arc<EtcdStore>, ReplicaRuleStore)>,
 }
 
 impl LazyRuleStore {
-    async fn get(&self) -> Result<&ReplicaRuleStore, hoard_meta::MetaError> {
+    async fn connected(&self) -> Result<&(Arc<EtcdStore>, ReplicaRuleStore), hoard_meta::MetaError> {
         self.store
             .get_or_try_init(|| async {
-                let store = EtcdStore::connect_within(&self.config, self.connect_timeout).await?;
-                Ok(ReplicaRuleStore::new(Arc::new(store)))
+                let etcd = Arc::new(EtcdStore::connect_within(&self.config, self.connect_timeout).await?);
+                let rules = ReplicaRuleStore::new(Arc::clone(&etcd) as Arc<dyn hoard_meta::MetaStore>);
+                Ok((etcd, rules))
             })
             .await
+    }
+
+    async fn get(&self) -> Result<&ReplicaRuleStore, hoard_meta::MetaError> {
+        Ok(&self.connected().await?.1)
     }
 }
 
@@ -95,7 +102,12 @@ impl RuleSource {
         });
         shared.refresh().await;
         let task = tokio::spawn(follow(Arc::downgrade(&shared)));
-        Ok(RuleSource { shared, task })
+        let watcher = shared
+            .origin
+            .etcd
+            .is_some()
+            .then(|| tokio::spawn(watch(Arc::downgrade(&shared))));
+        Ok(RuleSource { shared, task, watcher })
     }
 
     /// The rules in effect now.
@@ -117,6 +129,41 @@ impl RuleSource {
 impl Drop for RuleSource {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
+    }
+}
+
+/// Reads the rules again at each change etcd reports, so a change reaches the client within
+/// moments rather than an interval; a watch that breaks is opened again after an interval (the
+/// polling goes on meanwhile).
+async fn watch(shared: std::sync::Weak<Shared>) {
+    loop {
+        let Some(strong) = shared.upgrade() else { return };
+        let interval = strong.interval;
+        let changes = match strong.origin.etcd.as_ref().map(LazyRuleStore::connected) {
+            Some(connected) => match connected.await {
+                Ok((etcd, _)) => etcd
+                    .watch_prefixes(&[hoard_meta::replica_rules::keys::RULES], "replica rules")
+                    .await
+                    .ok(),
+                Err(_) => None,
+            },
+            None => return,
+        };
+        drop(strong);
+        if let Some(mut changes) = changes {
+            use futures::StreamExt;
+            while let Some(change) = changes.next().await {
+                let Some(strong) = shared.upgrade() else { return };
+                if change.is_err() {
+                    break;
+                }
+                strong.refresh().await;
+            }
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -796,6 +796,82 @@ impl EtcdStore {
 /// Gets per txn of [`MetaStore::get_many`], under etcd's default `--max-txn-ops` (128).
 const GETS_PER_TXN: usize = 64;
 
+impl EtcdStore {
+    /// Watches every key under the `relative` prefixes (relative to the root) on one stream.
+    /// The watch is in place when this returns, so a caller that reads after calling it misses
+    /// no change. Each batch of events yields `Ok(())`; a canceled (e.g. compacted) watch or a
+    /// broken stream yields one `Err` and ends. `what` names it in logs and errors.
+    pub async fn watch_prefixes(&self, relative: &[&str], what: &'static str) -> Result<ChangeStream, MetaError> {
+        let prefixes: Vec<String> = relative.iter().map(|prefix| self.full(prefix)).collect();
+        let root = self.root().to_string();
+        let (stream, pending) = self
+            .call("watch", &root, self.inner.read_timeout, move |client| {
+                let prefixes = prefixes.clone();
+                open_watch(client, prefixes)
+            })
+            .await?;
+        tracing::debug!(root = %root, what, "watching etcd");
+        let state = WatchState {
+            stream,
+            pending,
+            done: false,
+            root,
+            what,
+        };
+        let changes = futures::stream::unfold(state, |mut state| async move {
+            if state.done {
+                return None;
+            }
+            if state.pending {
+                state.pending = false;
+                return Some((Ok(()), state));
+            }
+            loop {
+                match state.stream.message().await {
+                    Ok(Some(response)) => {
+                        if response.canceled() {
+                            state.done = true;
+                            let reason = if response.compact_revision() > 0 {
+                                format!("compacted at revision {}", response.compact_revision())
+                            } else {
+                                response.cancel_reason().to_lowercase()
+                            };
+                            tracing::warn!(root = %state.root, what = state.what, reason = %reason, "etcd watch canceled");
+                            return Some((
+                                Err(MetaError::Unavailable(format!(
+                                    "etcd watch of {} under {} canceled: {reason}",
+                                    state.what, state.root
+                                ))),
+                                state,
+                            ));
+                        }
+                        if !response.events().is_empty() {
+                            return Some((Ok(()), state));
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::debug!(root = %state.root, what = state.what, "etcd watch ended");
+                        return None;
+                    }
+                    Err(err) => {
+                        state.done = true;
+                        let reason = describe(&err);
+                        tracing::warn!(root = %state.root, what = state.what, error = %reason, "etcd watch broke");
+                        return Some((
+                            Err(MetaError::Unavailable(format!(
+                                "etcd watch of {} under {} broke: {reason}",
+                                state.what, state.root
+                            ))),
+                            state,
+                        ));
+                    }
+                }
+            }
+        });
+        Ok(changes.boxed())
+    }
+}
+
 #[async_trait::async_trait]
 impl MetaStore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<Entry>, MetaError> {
@@ -1388,73 +1464,11 @@ impl Membership for EtcdMembership {
     /// caller that lists after calling `watch()` misses no change. Each batch of events yields
     /// `Ok(())`; a canceled (e.g. compacted) watch or a broken stream yields one `Err` and ends.
     async fn watch(&self) -> Result<Option<ChangeStream>, MetaError> {
-        let store = self.store.clone();
-        let prefixes = [store.full(keys::WORKERS), store.full(keys::LIVE_WORKERS)];
-        let root = store.root().to_string();
-        let (stream, pending) = store
-            .call("watch", &root, store.inner.read_timeout, move |client| {
-                let prefixes = prefixes.clone();
-                open_watch(client, prefixes)
-            })
+        let changes = self
+            .store
+            .watch_prefixes(&[keys::WORKERS, keys::LIVE_WORKERS], "worker membership")
             .await?;
-        tracing::debug!(root = %root, "watching worker membership in etcd");
-        let state = WatchState {
-            stream,
-            pending,
-            done: false,
-            root,
-        };
-        let changes = futures::stream::unfold(state, |mut state| async move {
-            if state.done {
-                return None;
-            }
-            if state.pending {
-                state.pending = false;
-                return Some((Ok(()), state));
-            }
-            loop {
-                match state.stream.message().await {
-                    Ok(Some(response)) => {
-                        if response.canceled() {
-                            state.done = true;
-                            let reason = if response.compact_revision() > 0 {
-                                format!("compacted at revision {}", response.compact_revision())
-                            } else {
-                                response.cancel_reason().to_lowercase()
-                            };
-                            tracing::warn!(root = %state.root, reason = %reason, "etcd membership watch canceled");
-                            return Some((
-                                Err(MetaError::Unavailable(format!(
-                                    "etcd watch of {}workers/ canceled: {reason}",
-                                    state.root
-                                ))),
-                                state,
-                            ));
-                        }
-                        if !response.events().is_empty() {
-                            return Some((Ok(()), state));
-                        }
-                    }
-                    Ok(None) => {
-                        tracing::debug!(root = %state.root, "etcd membership watch ended");
-                        return None;
-                    }
-                    Err(err) => {
-                        state.done = true;
-                        let reason = describe(&err);
-                        tracing::warn!(root = %state.root, error = %reason, "etcd membership watch broke");
-                        return Some((
-                            Err(MetaError::Unavailable(format!(
-                                "etcd watch of {}workers/ broke: {reason}",
-                                state.root
-                            ))),
-                            state,
-                        ));
-                    }
-                }
-            }
-        });
-        Ok(Some(changes.boxed()))
+        Ok(Some(changes))
     }
 
     fn kind(&self) -> &'static str {
@@ -1468,16 +1482,24 @@ struct WatchState {
     pending: bool,
     done: bool,
     root: String,
+    what: &'static str,
 }
 
 /// Opens one watch stream with a watch per prefix and waits until etcd confirmed each.
-async fn open_watch(mut client: Client, prefixes: [String; 2]) -> Result<(WatchStream, bool), etcd_client::Error> {
-    let [first, second] = prefixes;
+async fn open_watch(mut client: Client, prefixes: Vec<String>) -> Result<(WatchStream, bool), etcd_client::Error> {
+    let mut prefixes = prefixes.into_iter();
+    let Some(first) = prefixes.next() else {
+        return Err(etcd_client::Error::WatchError("nothing to watch".into()));
+    };
     let mut stream = client.watch(first, Some(WatchOptions::new().with_prefix())).await?;
-    stream.watch(second, Some(WatchOptions::new().with_prefix())).await?;
+    let mut wanted = 1;
+    for prefix in prefixes {
+        stream.watch(prefix, Some(WatchOptions::new().with_prefix())).await?;
+        wanted += 1;
+    }
     let mut created = 0;
     let mut pending = false;
-    while created < 2 {
+    while created < wanted {
         match stream.message().await? {
             Some(response) => {
                 if response.canceled() {

@@ -247,12 +247,37 @@ async fn etcd_rules_crud_restart_and_clients_read_etcd() {
     let config = hoard_config::SiteConfig::load(&cluster.conf)
         .expect("client conf")
         .config;
+    let mut config = config;
+    // Polled once an hour: only etcd's watch can bring the change below in time.
+    config.user.replica_rules_refresh_interval = std::time::Duration::from_secs(3600);
     let source = hoard_client::RuleSource::start(&config).await.expect("rule source");
     assert_eq!(source.reads(), 1, "read from etcd without a coordinator");
     let path = HoardPath::parse("/s3/vip_data/f").expect("path");
     let found = source.current().rule_for(&path).clone();
     assert_eq!(found.path, "/s3/vip_data");
     assert!(found.maintain);
+
+    // A rule written to etcd (as another coordinator would) reaches the client by the watch.
+    let etcd_store = hoard_meta::etcd::EtcdStore::connect_within(&config.etcd, std::time::Duration::from_secs(5))
+        .await
+        .expect("etcd");
+    let store = hoard_meta::replica_rules::ReplicaRuleStore::new(std::sync::Arc::new(etcd_store));
+    store
+        .put(&hoard_common::replica::ReplicaRule {
+            path: "/s3/vip_data/f".into(),
+            num_replicas_per_cluster: 5,
+            maintain: false,
+        })
+        .await
+        .expect("put rule");
+    let deadline = std::time::Instant::now() + LIMIT;
+    while source.current().count_for(&path) != 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch did not bring the new rule"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
