@@ -55,6 +55,23 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
+/// A UFS failure while the coordinator looked at `path` (`doing`: "check", "list"): 404 for a
+/// path the UFS does not have, 502 otherwise.
+pub(crate) fn ufs_error(err: hoard_ufs::UfsError, path: &hoard_common::HoardPath, doing: &str) -> ApiError {
+    match err {
+        hoard_ufs::UfsError::NotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no such file or directory in the UFS: {path}"),
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            codes::UFS_ERROR,
+            format!("cannot {doing} {path}: {other}"),
+        ),
+    }
+}
+
 pub(crate) fn meta_error(err: MetaError) -> ApiError {
     let (status, code) = match &err {
         MetaError::UnknownWorker(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_WORKER),
@@ -423,18 +440,7 @@ async fn validate_submission(
         }
     };
     if let Err(err) = state.mounts.status(&path).await {
-        return Err(match err {
-            hoard_ufs::UfsError::NotFound(_) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                codes::NOT_FOUND,
-                format!("no such file or directory in the UFS: {path}"),
-            ),
-            other => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                codes::UFS_ERROR,
-                format!("cannot check {path}: {other}"),
-            ),
-        });
+        return Err(ufs_error(err, &path, "check"));
     }
     // Without --replicas each file's count comes from the rules, as they are now: the job keeps
     // them, so a rule changed while it runs does not change its counts.

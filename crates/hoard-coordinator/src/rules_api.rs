@@ -11,7 +11,7 @@ use hoard_common::api::{codes, ApiError};
 use hoard_common::replica::{validate_rule_path, ReplicaRule, ReplicaRulePath, StoredReplicaRule};
 use hoard_meta::replica_rules::RuleStoreError;
 
-use crate::api::{bad_request, meta_error, AnyJsonBody, SharedState};
+use crate::api::{bad_request, meta_error, ufs_error, AnyJsonBody, SharedState};
 
 fn store_error(err: RuleStoreError) -> ApiError {
     match err {
@@ -113,28 +113,11 @@ pub(crate) async fn replicas(
     let timeout = state.user.connect_timeout.min(std::time::Duration::from_secs(1));
     let mut lister = crate::jobs::lister::FileLister::open(&state.mounts, &root)
         .await
-        .map_err(|err| match err {
-            hoard_ufs::UfsError::NotFound(_) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                codes::NOT_FOUND,
-                format!("no such file or directory in the UFS: {root}"),
-            ),
-            other => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                codes::UFS_ERROR,
-                format!("cannot list {root}: {other}"),
-            ),
-        })?;
+        .map_err(|err| ufs_error(err, &root, "list"))?;
     let mut files = Vec::new();
     let mut truncated = false;
     while let Some(next) = lister.next().await {
-        let status = next.map_err(|err| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                codes::UFS_ERROR,
-                format!("cannot list {root}: {err}"),
-            )
-        })?;
+        let status = next.map_err(|err| ufs_error(err, &root, "list"))?;
         if files.len() == limit {
             truncated = true;
             break;
