@@ -249,6 +249,7 @@ impl CoordinatorState {
             user: config.user.clone(),
             coordinator_id: state.id.clone(),
             admin_token: config.security.admin_token.clone(),
+            cluster_secret: Some(state.cluster_secret.clone()),
             cluster: source.clone(),
             metrics: state.metrics.clone(),
             slots: jobs::WorkerSlots::new(config.jobs.max_tasks_per_worker, state.metrics.clone()),

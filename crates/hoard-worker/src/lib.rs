@@ -39,7 +39,12 @@ pub enum WorkerError {
 /// Opens everything a worker needs (identity, page store with recovery, mount table).
 /// Blocking: call before entering the server, or from a blocking thread.
 /// `address` is what the worker advertises (`host:port`, the port it actually bound).
-pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<Arc<WorkerState>, WorkerError> {
+/// `secret`: the cluster secret tasks must present ([`registration::load_secret`]'s).
+pub fn open_state(
+    config: &hoard_config::SiteConfig,
+    address: String,
+    secret: Option<hoard_common::secret::ClusterSecret>,
+) -> Result<Arc<WorkerState>, WorkerError> {
     // Before the memory tier sizes its descriptor budget from the limit.
     hoard_http::raise_open_file_limit();
     let worker_id = identity::load_or_create(&config.worker.identity_file)?;
@@ -67,6 +72,7 @@ pub fn open_state(config: &hoard_config::SiteConfig, address: String) -> Result<
         .with_load_readers(readers)
         .with_admin_token(config.security.admin_token.clone())
         .with_cluster_name(config.cluster_name.clone())
+        .with_cluster_secret(secret)
         .with_sendfile_max_bytes(config.worker.sendfile_max_size),
     ))
 }

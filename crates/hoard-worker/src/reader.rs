@@ -116,6 +116,9 @@ pub struct WorkerState {
     sendfile_max_bytes: u64,
     /// `hoard.cluster.name`: told to clients in `/health`.
     pub cluster_name: String,
+    /// The cluster secret, when this worker has one (COORDINATOR membership): tasks must
+    /// present it, so only the cluster's coordinators can make the worker load or free.
+    cluster_secret: Option<hoard_common::secret::ClusterSecret>,
     pub metrics: WorkerMetrics,
 }
 
@@ -142,6 +145,7 @@ impl WorkerState {
             admin_token: None,
             sendfile_max_bytes: DEFAULT_SENDFILE_MAX_BYTES,
             cluster_name: hoard_common::replica::default_cluster_name(),
+            cluster_secret: None,
             metrics: WorkerMetrics::default(),
         }
     }
@@ -150,6 +154,16 @@ impl WorkerState {
     pub fn with_load_readers(mut self, readers: usize) -> WorkerState {
         self.load_readers = Semaphore::new(readers.clamp(1, Semaphore::MAX_PERMITS));
         self
+    }
+
+    /// Tasks need this secret (`X-Hoard-Cluster-Secret`) when set.
+    pub fn with_cluster_secret(mut self, secret: Option<hoard_common::secret::ClusterSecret>) -> WorkerState {
+        self.cluster_secret = secret;
+        self
+    }
+
+    pub fn cluster_secret(&self) -> Option<&hoard_common::secret::ClusterSecret> {
+        self.cluster_secret.as_ref()
     }
 
     /// The cluster the worker belongs to.

@@ -111,9 +111,10 @@ impl<S: Send + Sync> FromRequest<S> for TaskBody {
     }
 }
 
-/// Every task needs the admin token when one is set: load and free change what the worker
-/// holds, and check refreshes cached UFS status (which version is served) and can ask the UFS
-/// about thousands of files.
+/// Every task needs the cluster secret when the worker has one (only the cluster's
+/// coordinators send tasks) and the admin token when one is set: load and free change what the
+/// worker holds, and check refreshes cached UFS status (which version is served) and can ask
+/// the UFS about thousands of files.
 struct Authorized;
 
 impl axum::extract::FromRequestParts<SharedState> for Authorized {
@@ -123,10 +124,15 @@ impl axum::extract::FromRequestParts<SharedState> for Authorized {
         parts: &mut axum::http::request::Parts,
         state: &SharedState,
     ) -> Result<Authorized, ApiError> {
-        match state
-            .admin_token()
-            .and_then(|token| hoard_common::api::check_admin_token(&parts.headers, token))
-        {
+        let refused = state
+            .cluster_secret()
+            .and_then(|secret| hoard_common::api::check_cluster_secret(&parts.headers, secret))
+            .or_else(|| {
+                state
+                    .admin_token()
+                    .and_then(|token| hoard_common::api::check_admin_token(&parts.headers, token))
+            });
+        match refused {
             Some(refused) => Err(refused),
             None => Ok(Authorized),
         }

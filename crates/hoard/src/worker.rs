@@ -29,7 +29,8 @@ pub async fn run(args: WorkerArgs, config: SiteConfig) -> anyhow::Result<()> {
         // Checked first: a worker that could never join stops before opening its cache.
         let secret = hoard_worker::registration::load_secret(&state_config)?;
         crate::startup::warn_volatile_worker_paths(&state_config);
-        Ok::<_, hoard_worker::WorkerError>((secret, hoard_worker::open_state(&state_config, state_address)?))
+        let state = hoard_worker::open_state(&state_config, state_address, secret.clone())?;
+        Ok::<_, hoard_worker::WorkerError>((secret, state))
     })
     .await
     .context("worker start-up task failed")??;

@@ -354,8 +354,17 @@ fn unknown_fields_in_rest_bodies_get_400_naming_them() {
     cluster.hoard(&["fs", "cat", &files[0].0]);
     let length = files[0].1.len() as u64;
     cluster.wait_cached(&files[0].0, length);
+    // Without the cluster secret no task is taken: nobody but the coordinators can make a
+    // worker load or free.
+    let valid_free = format!(r#"{{"jobId":"j","taskId":1,"paths":["{}"]}}"#, files[0].0);
+    let answer = send_json(&worker.address, "POST", "/api/v1/tasks/free", "", &valid_free);
+    assert_eq!(answer.0, 401, "{}", String::from_utf8_lossy(&answer.2));
+    let wrong = "X-Hoard-Cluster-Secret: not-the-secret\r\n";
+    let answer = send_json(&worker.address, "POST", "/api/v1/tasks/free", wrong, &valid_free);
+    assert_eq!(answer.0, 401, "{}", String::from_utf8_lossy(&answer.2));
+    cluster.wait_cached(&files[0].0, length);
     let free = format!(r#"{{"jobId":"j","taskId":1,"paths":["{}"],"force":true}}"#, files[0].0);
-    let answer = send_json(&worker.address, "POST", "/api/v1/tasks/free", "", &free);
+    let answer = send_json(&worker.address, "POST", "/api/v1/tasks/free", &secret, &free);
     assert_eq!(answer.0, 400, "{}", String::from_utf8_lossy(&answer.2));
     assert!(error_of(&answer)["error"]
         .as_str()

@@ -121,6 +121,9 @@ pub async fn post_task(
     if let Some(token) = &ctx.admin_token {
         request = request.bearer_auth(token);
     }
+    if let Some(secret) = &ctx.cluster_secret {
+        request = request.header(hoard_common::secret::CLUSTER_SECRET_HEADER, secret.expose());
+    }
     let response = request
         .send()
         .await

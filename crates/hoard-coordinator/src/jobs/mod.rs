@@ -143,6 +143,8 @@ pub struct JobContext {
     pub user: UserConfig,
     pub coordinator_id: String,
     pub admin_token: Option<String>,
+    /// Presented with every task: workers of COORDINATOR membership require it.
+    pub cluster_secret: Option<hoard_common::secret::ClusterSecret>,
     pub cluster: Arc<dyn ClusterSource>,
     pub metrics: CoordinatorMetrics,
     pub slots: Arc<WorkerSlots>,
