@@ -393,10 +393,11 @@ fn admin_token_guards_state_changes() {
     );
     assert_eq!(http_request(&coordinator.address, &wrong).expect("delete").0, 401);
     assert_eq!(cluster.worker_states().len(), 1, "nothing removed without the token");
-    // Tasks that change a worker's cache need it too.
+    // Tasks that change a worker's cache need it too (with the cluster secret, which a worker
+    // of COORDINATOR membership also asks for).
     let body = r#"{"jobId":"j","taskId":1,"paths":["/t.bin"]}"#;
     let free = format!(
-        "POST /api/v1/tasks/free HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /api/v1/tasks/free HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Hoard-Cluster-Secret: {secret}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     assert_eq!(http_request(&worker.address, &free).expect("free").0, 401);

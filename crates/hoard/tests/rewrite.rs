@@ -471,7 +471,8 @@ fn a_load_of_a_file_changed_moments_ago_caches_it_whole() {
     let body = r#"{"jobId":"j-1","taskId":1,"skipIfExists":false,"metadataOnly":false,"files":[{"path":"/l.bin"}]}"#;
     let request = format!(
         "POST /api/v1/tasks/load HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         X-Hoard-Cluster-Secret: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        cluster.secret(),
         body.len()
     );
     let (status, _, answer) = http_request(&worker.address, &request).expect("load");

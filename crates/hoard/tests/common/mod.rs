@@ -472,6 +472,15 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// The cluster secret `hoard local` created (what coordinators present with tasks).
+    pub fn secret(&self) -> String {
+        let path = self.home.path().join("cluster_secret");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .trim()
+            .to_string()
+    }
+
     /// The coordinator process.
     pub fn coordinator(&self) -> Process {
         self.all_processes()
