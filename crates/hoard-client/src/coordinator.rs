@@ -255,8 +255,9 @@ impl Membership for CoordinatorMembership {
     }
 }
 
-/// A coordinator's worker list as member records (the worker id is the ring identity).
-pub(crate) fn members_of(workers: Vec<WorkerInfo>) -> Vec<MemberRecord> {
+/// A coordinator's worker list as member records (the worker id is the ring identity): what
+/// clients make of `GET /api/v1/nodes`, and the coordinator of its own registry.
+pub fn members_of(workers: Vec<WorkerInfo>) -> Vec<MemberRecord> {
     workers
         .into_iter()
         .map(|worker| MemberRecord {

@@ -22,7 +22,7 @@ use hoard_meta::{MemberRecord, Membership, MetaError, StaticMembership};
 use hoard_ring::Ring;
 use parking_lot::Mutex;
 
-pub use coordinator::{CoordinatorClient, CoordinatorMembership};
+pub use coordinator::{members_of, CoordinatorClient, CoordinatorMembership};
 pub use fallback::cache_path as membership_cache_path;
 pub use nodes::{describe_reqwest, probe_members, ClusterView, NodeStatus};
 pub use read::StatResult;

@@ -23,7 +23,7 @@ use hoard_meta::etcd::{EtcdMembership, EtcdStore, LeaseSession};
 use hoard_meta::jobs::JobStore;
 use hoard_meta::replica_rules::ReplicaRuleStore;
 use hoard_meta::{
-    keys, now_millis, CoordinatorRecord, Liveness, MemberRecord, Membership, MetaError, MetaStore, StaticMembership,
+    keys, now_millis, CoordinatorRecord, MemberRecord, Membership, MetaError, MetaStore, StaticMembership,
     WorkerRegistration,
 };
 use tokio::sync::Mutex;
@@ -286,25 +286,7 @@ impl CoordinatorState {
             }
             Backend::Embedded { registry, .. } => {
                 let workers = registry.lock().await.workers(Instant::now());
-                Ok(workers
-                    .into_iter()
-                    .map(|worker| MemberRecord {
-                        ring_identity: worker.worker_id.clone(),
-                        address: hoard_config::WorkerAddress {
-                            host: worker.host,
-                            port: worker.rpc_port,
-                        },
-                        worker_id: Some(worker.worker_id),
-                        liveness: if worker.state == "ONLINE" {
-                            Liveness::Online
-                        } else {
-                            Liveness::Offline
-                        },
-                        capacity_bytes: Some(worker.capacity_bytes),
-                        used_bytes: worker.used_bytes,
-                        cluster: Some(worker.cluster_name),
-                    })
-                    .collect())
+                Ok(hoard_client::members_of(workers))
             }
         }
     }
@@ -595,25 +577,26 @@ struct StateSource(Weak<CoordinatorState>);
 #[async_trait::async_trait]
 impl jobs::ClusterSource for StateSource {
     async fn view(&self) -> Result<Arc<ClusterView>, String> {
-        let Some(state) = self.0.upgrade() else {
-            return Err("the coordinator is stopping".into());
-        };
-        state.cluster_view().await.map_err(|err| err.to_string())
+        self.state()?.cluster_view().await.map_err(|err| err.to_string())
     }
 
     async fn fresh_view(&self) -> Result<Arc<ClusterView>, String> {
-        let Some(state) = self.0.upgrade() else {
-            return Err("the coordinator is stopping".into());
-        };
+        let state = self.state()?;
         state.forget_view();
         state.cluster_view().await.map_err(|err| err.to_string())
     }
 
     async fn replica_rules(&self) -> Result<hoard_common::replica::ReplicaRuleSet, String> {
-        let Some(state) = self.0.upgrade() else {
-            return Err("the coordinator is stopping".into());
-        };
-        state.replica_rules().await.map_err(|err| err.to_string())
+        self.state()?.replica_rules().await.map_err(|err| err.to_string())
+    }
+}
+
+impl StateSource {
+    /// The coordinator, unless it is stopping.
+    fn state(&self) -> Result<Arc<CoordinatorState>, String> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| "the coordinator is stopping".to_string())
     }
 }
 
