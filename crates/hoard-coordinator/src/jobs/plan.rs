@@ -205,16 +205,11 @@ impl Tracker {
         self.files.is_empty()
     }
 
-    /// Takes in what a final check pass (`recheck`, every file resolved) found: its failures,
-    /// files missing on an owner that could not be loaded again, are counted failed instead of
-    /// processed (skipped, when fewer were processed), their bytes taken out, and named.
-    pub fn take_recheck(&mut self, recheck: &Tracker) {
-        self.take_pass(recheck, "final check");
-    }
-
-    /// Takes in what a later pass over the job's files (`pass`, every file resolved) found:
-    /// its failures are counted failed instead of processed (skipped, when fewer were
-    /// processed), their bytes taken out, and named with `what` before the reason.
+    /// Takes in what a later pass over the job's files (`recheck`, every file resolved: a final
+    /// check's, a repair's trim) found: its failures (for a final check, files missing on an
+    /// owner that could not be loaded again) are counted failed instead of processed (skipped,
+    /// when fewer were processed), their bytes taken out, and named with `what` before the
+    /// reason.
     pub fn take_pass(&mut self, recheck: &Tracker, what: &str) {
         debug_assert!(recheck.all_resolved());
         let found = recheck.counters();
@@ -620,7 +615,7 @@ mod tests {
                 reason: "w2: gone".into(),
             },
         );
-        job.take_recheck(&recheck);
+        job.take_pass(&recheck, "final check");
         let counters = job.counters();
         assert_eq!((counters.processed, counters.failed, counters.bytes), (2, 1, 30));
         assert_eq!(counters.retried, 1);

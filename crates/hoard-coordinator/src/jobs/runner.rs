@@ -193,17 +193,29 @@ impl Run {
     async fn trim(&mut self) -> Result<(), String> {
         self.refresh_view().await;
         self.trimming = true;
-        let pass = Tracker::resume(0, Counters::default(), Vec::new());
-        self.job_tracker = Some(std::mem::replace(&mut self.tracker, pass));
-        let outcome = self.pass(0).await;
-        if let Some(job_tracker) = self.job_tracker.take() {
-            let pass = std::mem::replace(&mut self.tracker, job_tracker);
-            if outcome.is_ok() && !self.stopping && !self.taken_away {
-                self.tracker.take_pass(&pass, "freeing the copy outside its replicas");
-            }
-        }
+        let (outcome, _) = self.extra_pass("freeing the copy outside its replicas").await;
         self.trimming = false;
         outcome.map(|_| ())
+    }
+
+    /// A pass over the job's files after its own (a final check's, a repair's trim), with a
+    /// tracker of its own meanwhile: its failures go into the job's counts and failed files,
+    /// named with `what`, when it completes. Returns the pass's outcome and its tracker.
+    async fn extra_pass(&mut self, what: &str) -> (Result<bool, String>, Tracker) {
+        let fresh = Tracker::resume(0, Counters::default(), Vec::new());
+        let job_tracker = std::mem::replace(&mut self.tracker, fresh);
+        self.job_tracker = Some(job_tracker);
+        let outcome = self.pass(0).await;
+        let job_tracker = self.job_tracker.take();
+        debug_assert!(job_tracker.is_some(), "the job's tracker is kept during an extra pass");
+        let pass = match job_tracker {
+            Some(job_tracker) => std::mem::replace(&mut self.tracker, job_tracker),
+            None => Tracker::resume(0, Counters::default(), Vec::new()),
+        };
+        if outcome.is_ok() && !self.stopping && !self.taken_away {
+            self.tracker.take_pass(&pass, what);
+        }
+        (outcome, pass)
     }
 
     /// Whether the job keeps an [`Audit`] and checks its files at the end: loads of data.
@@ -245,22 +257,13 @@ impl Run {
                 return Ok(());
             }
             let skip: HashSet<String> = self.tracker.failed_files().iter().map(|f| f.path.clone()).collect();
-
             let doubt = self.audit.begin_check(&self.view, Arc::clone(&self.counts), skip);
             tracing::info!(job_id = %self.record.job_id, pass, workers = ?self.audit.doubtful_workers(), "final check: sending the files in doubt to their owners again");
             self.doubt = Some(Arc::new(doubt));
-            let recheck = Tracker::resume(0, Counters::default(), Vec::new());
-            self.job_tracker = Some(std::mem::replace(&mut self.tracker, recheck));
-            let outcome = self.pass(0).await;
+            let (outcome, recheck) = self.extra_pass("final check").await;
             self.doubt = None;
-            if let Some(job_tracker) = self.job_tracker.take() {
-                let recheck = std::mem::replace(&mut self.tracker, job_tracker);
-                self.rechecked.0 += recheck.next_index();
-                self.rechecked.1 += recheck.counters().processed;
-                if outcome.is_ok() && !self.stopping && !self.taken_away {
-                    self.tracker.take_recheck(&recheck);
-                }
-            }
+            self.rechecked.0 += recheck.next_index();
+            self.rechecked.1 += recheck.counters().processed;
             outcome?;
             if self.stopping || self.taken_away {
                 return Ok(());
