@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 pub use coordinator::{members_of, CoordinatorClient, CoordinatorMembership};
 pub use fallback::cache_path as membership_cache_path;
-pub use nodes::{describe_reqwest, probe_members, ClusterView, NodeStatus};
+pub use nodes::{clusters_local_first, describe_reqwest, probe_members, ClusterView, NodeStatus};
 pub use read::StatResult;
 pub use rules::RuleSource;
 

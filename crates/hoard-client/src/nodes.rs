@@ -65,11 +65,7 @@ impl ClusterView {
     pub fn new(nodes: Vec<NodeStatus>, user: &UserConfig) -> ClusterView {
         // The clusters with registered workers (a coordinator's own cluster name, when no
         // worker is in it, is not one more cluster to place copies in).
-        let mut names: Vec<&str> = nodes.iter().map(|node| node.cluster.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.sort_by_key(|name| *name != user.cluster_name);
-        let rings = names
+        let rings = clusters_local_first(&nodes, &user.cluster_name)
             .into_iter()
             .map(|name| {
                 let ring_nodes: Vec<NodeStatus> = nodes
@@ -132,6 +128,16 @@ impl ClusterView {
     pub fn clusters(&self) -> impl Iterator<Item = &str> {
         self.rings.iter().map(|cluster| cluster.name.as_str())
     }
+}
+
+/// The clusters `nodes` belong to, once each: `local` first (when a node is in it), then the
+/// others by name.
+pub fn clusters_local_first<'a>(nodes: &'a [NodeStatus], local: &str) -> Vec<&'a str> {
+    let mut names: Vec<&str> = nodes.iter().map(|node| node.cluster.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.sort_by_key(|name| *name != local);
+    names
 }
 
 /// Turns member records into node statuses. Members whose liveness the backend does not know

@@ -36,10 +36,7 @@ async fn nodes(config: &SiteConfig, format: Format) -> anyhow::Result<()> {
         if report.dynamic_ring { "dynamic" } else { "static" }
     );
     // Grouped by cluster (zone): this client's first, then the others by name.
-    let mut clusters: Vec<&str> = report.workers.iter().map(|node| node.cluster.as_str()).collect();
-    clusters.sort_unstable();
-    clusters.dedup();
-    clusters.sort_by_key(|cluster| *cluster != config.cluster_name);
+    let clusters = hoard_client::clusters_local_first(&report.workers, &config.cluster_name);
     if clusters.is_empty() {
         println!("workers: none");
     }
