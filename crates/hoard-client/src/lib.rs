@@ -110,11 +110,8 @@ struct Inner {
     /// The membership source failed at the last attempt: one warning per outage, the rest
     /// is logged at debug until it answers again.
     degraded: AtomicBool,
-    /// The replica rules this client reads by (how many replicas a file has per cluster):
-    /// set by hand (`set_rules`), else followed from the cluster once they matter.
-    rules: Mutex<Option<Arc<ReplicaRuleSet>>>,
-    /// Where the rules are followed from (clients built from a config), started on the first
-    /// read whose order depends on the rules.
+    /// Where the replica rules (how many replicas a file has per cluster) are followed from,
+    /// for clients built from a config; started on the first read whose order depends on them.
     rule_source: tokio::sync::OnceCell<Option<RuleSource>>,
     rules_config: Option<Box<SiteConfig>>,
     /// Seeds this client's CLIENT_FIXED order: random per client, so clients spread over a
@@ -217,7 +214,6 @@ impl HoardClient {
                 follow,
                 refreshing: AtomicBool::new(false),
                 degraded: AtomicBool::new(false),
-                rules: Mutex::new(None),
                 rule_source: tokio::sync::OnceCell::new(),
                 rules_config,
                 client_seed: next_client_seed(),
@@ -280,13 +276,9 @@ impl HoardClient {
         self.inner.watches.load(Ordering::Relaxed)
     }
 
-    /// The replica rules reads follow now: those set by hand, else the cluster's (read from
-    /// the coordinators or etcd on first use and followed from then on, see [`RuleSource`]),
-    /// else the default rule.
+    /// The replica rules reads follow now: the cluster's (read from the coordinators or etcd
+    /// on first use and followed from then on, see [`RuleSource`]), else the default rule.
     pub async fn rules(&self) -> Arc<ReplicaRuleSet> {
-        if let Some(rules) = self.inner.rules.lock().clone() {
-            return rules;
-        }
         let source = self
             .inner
             .rule_source
@@ -318,17 +310,6 @@ impl HoardClient {
     /// (counted while `hoard.user.replica.prefer.cached.replicas` is on).
     pub fn replica_read_metrics(&self) -> String {
         self.inner.replica_reads.render()
-    }
-
-    /// Replaces the replica rules reads follow (they are no longer followed from the cluster).
-    pub fn set_rules(&self, rules: ReplicaRuleSet) {
-        *self.inner.rules.lock() = Some(Arc::new(rules));
-    }
-
-    /// Where `path`'s replicas belong under the current rules and view.
-    pub async fn placement(&self, path: &HoardPath) -> Result<crate::placement::Placement, ClientError> {
-        let view = self.view(false).await?;
-        Ok(view.placement(path, self.rules().await.count_for(path) as usize))
     }
 
     /// Copies of `path` per cluster as far as its read order goes: with one cluster and

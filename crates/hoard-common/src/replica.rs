@@ -212,16 +212,6 @@ impl ReplicaRuleSet {
         rules.sort_by(|a, b| a.path.cmp(&b.path));
         ReplicaRules { rules }
     }
-
-    /// The largest count any rule (or the default) asks for.
-    pub fn max_count(&self) -> u32 {
-        self.rules
-            .iter()
-            .map(|(_, rule)| rule.num_replicas_per_cluster)
-            .chain([self.default_rule.num_replicas_per_cluster])
-            .max()
-            .unwrap_or(1)
-    }
 }
 
 impl Default for ReplicaRuleSet {
@@ -266,7 +256,6 @@ mod tests {
         let set = ReplicaRuleSet::new([rule("/", 4), rule("/a", 2)], 2);
         assert_eq!(count(&set, "/x"), 4);
         assert_eq!(count(&set, "/a/x"), 2);
-        assert_eq!(set.max_count(), 4);
         let listed = ReplicaRuleSet::with_default(1).listed();
         assert_eq!(listed.rules, vec![rule("/", 1)]);
         assert_eq!(set.listed().rules, vec![rule("/", 4), rule("/a", 2)]);
