@@ -34,8 +34,6 @@ pub(super) async fn repair_loop(ctx: &JobContext, liveness: &dyn OwnerLiveness) 
             last_maintained = None;
             continue;
         }
-        let Ok(view) = ctx.cluster.view().await else { continue };
-        let workers: BTreeSet<String> = view.nodes.iter().filter(|node| node.online).map(worker_key).collect();
         let rules = match ctx.cluster.replica_rules().await {
             Ok(rules) => rules.listed().rules,
             Err(err) => {
@@ -44,6 +42,15 @@ pub(super) async fn repair_loop(ctx: &JobContext, liveness: &dyn OwnerLiveness) 
             }
         };
         let maintained: Vec<ReplicaRule> = rules.iter().filter(|rule| rule.maintain).cloned().collect();
+        if maintained.is_empty() {
+            // Nothing to keep: no membership read (on STATIC membership it asks every worker),
+            // and the first rule marked maintain is a change.
+            last_workers = None;
+            last_maintained = Some(maintained);
+            continue;
+        }
+        let Ok(view) = ctx.cluster.view().await else { continue };
+        let workers: BTreeSet<String> = view.nodes.iter().filter(|node| node.online).map(worker_key).collect();
         // Due by the interval, or at once when the ONLINE workers or the maintained rules
         // (a rule marked maintain, or its count changed) are not what the last repair saw.
         let due = last_repair.is_none_or(|at| at.elapsed() >= interval);
